@@ -1,0 +1,1 @@
+"""Keras callbacks of tfdynhp (installed as ``tfdynhp.callbacks``)."""

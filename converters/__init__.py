@@ -1,0 +1,1 @@
+"""Int8 TFLite converters and deployment bundles (installed as ``tfdynhp.converters``)."""
