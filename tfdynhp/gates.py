@@ -1,0 +1,81 @@
+"""Hard Concrete gate math (Louizos, Welling & Kingma, 2018, "Learning Sparse Neural Networks
+through L0 Regularization").
+
+Pure functions over `keras.ops`, so they work on NumPy arrays and backend tensors alike and can
+be tested without a model. Symbols follow the paper and `METHOD.md` §1: `beta` is the
+temperature, `gamma < 0 < 1 < zeta` stretch the concrete distribution so that a gate can be
+exactly 0 or 1. (The pruning threshold of DynHP is called `threshold` elsewhere, never `gamma`.)
+"""
+
+import math
+
+from keras import ops
+
+BETA = 2.0 / 3.0
+GAMMA = -0.1
+ZETA = 1.1
+EPSILON = 1e-6
+
+
+def stretched_gate(s, gamma=GAMMA, zeta=ZETA):
+    """Stretches `s` in (0, 1) to (gamma, zeta) and clips it to [0, 1]."""
+    return ops.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
+
+
+def sample_gates(log_alpha, uniform_noise, beta=BETA, gamma=GAMMA, zeta=ZETA):
+    """Samples Hard Concrete gates `z` from uniform noise `u ~ U(eps, 1 - eps)`.
+
+    `s = sigmoid((log u - log(1 - u) + log_alpha) / beta)`, `z = clip(s (zeta - gamma) + gamma,
+    0, 1)`. `uniform_noise` has the shape of the sample, e.g. `(batch, units)`; `log_alpha`
+    broadcasts against it.
+    """
+    u = ops.clip(uniform_noise, EPSILON, 1.0 - EPSILON)
+    s = ops.sigmoid((ops.log(u) - ops.log(1.0 - u) + log_alpha) / beta)
+    return stretched_gate(s, gamma, zeta)
+
+
+def deterministic_gates(log_alpha, gamma=GAMMA, zeta=ZETA):
+    """Test-time gates `z_hat = clip(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)`."""
+    return stretched_gate(ops.sigmoid(log_alpha), gamma, zeta)
+
+
+def prob_nonzero(log_alpha, beta=BETA, gamma=GAMMA, zeta=ZETA):
+    """Probability that a gate is non-zero: `sigmoid(log_alpha - beta log(-gamma / zeta))`."""
+    return ops.sigmoid(log_alpha - beta * math.log(-gamma / zeta))
+
+
+def expected_l0_penalty(
+    log_alpha,
+    l0_lambda,
+    weights_per_gate=1,
+    dataset_size=None,
+    beta=BETA,
+    gamma=GAMMA,
+    zeta=ZETA,
+):
+    """Expected L0 norm of the gated weights, scaled: `lambda sum_j P(z_j > 0) w_j / N`.
+
+    Args:
+        log_alpha: gate parameters, one per gate.
+        l0_lambda: the penalty strength `lambda`.
+        weights_per_gate: how many weights each gate switches off (the fan-out of an input unit,
+            i.e. the layer's `units`), so the penalty counts weights, not gates. `1` counts gates.
+        dataset_size: `N`; when given the penalty is divided by it, as in Louizos' reference
+            code, so that `lambda` does not depend on the training-set size.
+
+    Returns:
+        A scalar tensor.
+    """
+    penalty = l0_lambda * weights_per_gate * ops.sum(prob_nonzero(log_alpha, beta, gamma, zeta))
+    if dataset_size:
+        penalty = penalty / float(dataset_size)
+    return penalty
+
+
+def initial_log_alpha(drop_rate):
+    """Mean of the initial `log_alpha` for an initial drop rate `p`: `log(1 - p) - log(p)`."""
+    if not 0.0 < drop_rate < 1.0:
+        raise ValueError(
+            f"`drop_rate_init` must be strictly between 0 and 1. Received: drop_rate_init={drop_rate}"
+        )
+    return math.log(1.0 - drop_rate) - math.log(drop_rate)

@@ -1,0 +1,86 @@
+"""`GatedModel`: a functional Keras model whose training step can also measure the variance of
+the per-example gradients of its gated dense layers (the signal DynHP grows the batch with)."""
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as loss_module
+
+from tfdynhp.taps import record_dense_taps
+from tfdynhp.variance import dense_gradient_variance_l1
+
+GRADIENT_VARIANCE = "grad_variance_l1"
+VARIANCE_RATIO = "grad_variance_ratio"
+
+
+@keras.saving.register_keras_serializable(package="tfdynhp")
+class GatedModel(keras.Model):
+    """Functional model built by `tfdynhp.gate()`.
+
+    Behaves exactly like `keras.Model` until `enable_gradient_variance()` is called (the DynHP
+    callback does it when the batch size is dynamic). From then on every training step also
+    reports, as metrics in `logs`:
+
+    - `grad_variance_l1`: `||S||_1`, the summed unbiased variance of the per-example gradients
+      of every gated dense kernel and bias (Balles et al., 2017), computed from the layer inputs
+      and the per-example gradients at the pre-activations, with no per-example gradients;
+    - `grad_variance_ratio`: `||S||_1 / F`, with `F` the mini-batch loss, averaged over the
+      epoch: the quantity of the DynHP batch-size rule (paper eq. 8).
+
+    The estimate assumes a loss averaged over the batch (Keras' default reduction).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._variance_trackers = None
+
+    @property
+    def tracks_gradient_variance(self):
+        return self._variance_trackers is not None
+
+    def enable_gradient_variance(self):
+        """Starts reporting the gradient-variance metrics; rebuilds the train function."""
+        if self._variance_trackers is None:
+            with self.distribute_strategy.scope():
+                self._variance_trackers = (
+                    keras.metrics.Mean(name=GRADIENT_VARIANCE),
+                    keras.metrics.Mean(name=VARIANCE_RATIO),
+                )
+            self.train_function = None
+
+    def train_step(self, data):
+        if self._variance_trackers is None:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape, record_dense_taps() as taps:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+            batch_loss = loss_module.unscale_loss_for_distribution(loss)
+            self._loss_tracker.update_state(batch_loss, sample_weight=batch_size)
+            if self.optimizer is not None:
+                loss = self.optimizer.scale_loss(loss)
+
+        weights = self.trainable_weights
+        preactivations = [preactivation for _, _, preactivation in taps]
+        gradients = tape.gradient(loss, weights + preactivations)
+        self.optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
+
+        # The loss is a mean over the local batch, divided again by the number of replicas:
+        # undo both to get each example's own gradient at the pre-activations.
+        per_example_scale = tf.cast(
+            batch_size * self.distribute_strategy.num_replicas_in_sync, loss.dtype
+        )
+        variance = tf.add_n(
+            [tf.constant(0.0)]
+            + [
+                dense_gradient_variance_l1(inputs, delta * per_example_scale, layer.use_bias)
+                for (layer, inputs, _), delta in zip(taps, gradients[len(weights) :])
+                if delta is not None
+            ]
+        )
+        variance_tracker, ratio_tracker = self._variance_trackers
+        variance_tracker.update_state(variance)
+        ratio_tracker.update_state(tf.math.divide_no_nan(variance, batch_loss))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
