@@ -1,6 +1,8 @@
 """`GatedModel`: a functional Keras model whose training step can also measure the variance of
 the per-example gradients of its gated dense layers (the signal DynHP grows the batch with)."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 from keras.src.losses import loss as loss_module
@@ -32,6 +34,30 @@ class GatedModel(keras.Model):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._variance_trackers = None
+        object.__setattr__(self, "_dynhp_fit_data", None)
+        object.__setattr__(self, "_dynhp_fit_batch_size", None)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, plus the checks and context the DynHP callback needs.
+
+        Refuses `EarlyStopping(restore_best_weights=True)` next to a pruning `DynHPCallback`
+        (weights saved before a pruning step no longer fit the model), and lets the callback
+        reach the training data (to resize `DynamicBatches`) and the fixed batch size.
+        """
+        _check_callbacks(callbacks)
+        object.__setattr__(self, "_dynhp_fit_data", x)
+        # Keras batches arrays with `batch_size` (32 by default); other inputs batch themselves.
+        fixed_batch = (batch_size or 32) if hasattr(x, "shape") else None
+        object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch)
+        try:
+            with warnings.catch_warnings():
+                # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted
+                # when fit started; Keras then warns, wrongly, that training is interrupted.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                return super().fit(x, y, batch_size, epochs, *args, callbacks=callbacks, **kwargs)
+        finally:
+            object.__setattr__(self, "_dynhp_fit_data", None)
+            object.__setattr__(self, "_dynhp_fit_batch_size", None)
 
     @property
     def tracks_gradient_variance(self):
@@ -84,3 +110,22 @@ class GatedModel(keras.Model):
         variance_tracker.update_state(variance)
         ratio_tracker.update_state(tf.math.divide_no_nan(variance, batch_loss))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _check_callbacks(callbacks):
+    callbacks = list(callbacks or [])
+    pruning = any(
+        type(c).__name__ == "DynHPCallback" and getattr(c, "prune", False) for c in callbacks
+    )
+    restoring = [
+        c
+        for c in callbacks
+        if isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights
+    ]
+    if pruning and restoring:
+        raise ValueError(
+            "EarlyStopping(restore_best_weights=True) cannot restore weights saved before "
+            "DynHP removed units: they no longer fit the model. Use "
+            "EarlyStopping(restore_best_weights=False) together with "
+            "ModelCheckpoint(path, save_best_only=True) and reload the best `.keras` file."
+        )

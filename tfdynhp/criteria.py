@@ -1,0 +1,43 @@
+"""Which units to remove: pluggable criteria, apart from how they are removed (surgery).
+
+A criterion scores every input unit of a gated layer; units scoring below its `threshold` are
+removed. DynHP's criterion is the gate activation rate of the last epoch (paper §4.1); later
+methods (activation density, magnitude) plug in the same way.
+"""
+
+import numpy as np
+
+
+class GateActivationRate:
+    """Scores each input unit by the fraction of the epoch's examples in which its gate was
+    open (`z > 0`), counted by `GatedDense` during training.
+
+    Args:
+        threshold: units with a rate below it are removed (the paper's `gamma`, 0.5).
+    """
+
+    def __init__(self, threshold=0.5):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(
+                f"`threshold` must be in [0, 1]. Received: threshold={threshold}"
+            )
+        self.threshold = float(threshold)
+
+    def __call__(self, layer):
+        return layer.activation_rates()
+
+    def get_config(self):
+        return {"threshold": self.threshold}
+
+
+def keep_mask(scores, threshold, min_units=1):
+    """Boolean mask of the units to keep: `scores >= threshold`, and at least the `min_units`
+    best-scoring units (ties broken by position). NaN scores (nothing observed) keep the unit.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    keep = np.isnan(scores) | (scores >= threshold)
+    min_units = min(int(min_units), scores.size)
+    if keep.sum() < min_units:
+        order = np.argsort(-np.nan_to_num(scores, nan=np.inf), kind="stable")
+        keep[order[:min_units]] = True
+    return keep
