@@ -1,1 +1,28 @@
-"""Int8 TFLite converters and deployment bundles (installed as ``tfdynhp.converters``)."""
+"""Int8 TFLite conversion and deployment bundles (installed as `tfdynhp.converters`).
+
+- `to_int8_tflite(model, representative_data, io_dtype="int8") -> bytes`
+- `export(model, target, out_dir, representative_data, labels=None) -> dict` for targets
+  `"pi"`, `"android"` and `"mcu"`
+- `evaluate(tflite_bytes, x, y, runtime="litert" | "tflm") -> dict`
+"""
+
+from tfdynhp.converters.arena import measure_arena_size
+from tfdynhp.converters.boards import BOARDS, Board, get_board
+from tfdynhp.converters.export import TARGETS, export
+from tfdynhp.converters.quantize import to_int8_tflite
+from tfdynhp.converters.runtimes import RUNTIMES, evaluate, run_tflite
+from tfdynhp.converters.tflite_model import read_model_info
+
+__all__ = [
+    "BOARDS",
+    "RUNTIMES",
+    "TARGETS",
+    "Board",
+    "evaluate",
+    "export",
+    "get_board",
+    "measure_arena_size",
+    "read_model_info",
+    "run_tflite",
+    "to_int8_tflite",
+]

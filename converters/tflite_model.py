@@ -1,0 +1,216 @@
+"""Read a `.tflite` flatbuffer: validity check, operator list, tensor types, I/O quantization.
+
+Everything here works on the raw bytes with the flatbuffer schema that ships with TensorFlow, so
+it needs no interpreter and gives the same answer for LiteRT, TFLite Micro and the exporters.
+"""
+
+import dataclasses
+
+import numpy as np
+
+_IDENTIFIER = b"TFL3"
+
+# TensorType enum values of the TFLite schema that are floating point.
+_FLOAT_TYPE_NAMES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated
+
+
+def _enum_names(enum_cls):
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_")}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Shape, dtype and per-tensor quantization of one model input or output.
+
+    Attributes:
+        name: Tensor name in the flatbuffer.
+        shape: Static shape, batch first (the converter fixes the batch to 1).
+        dtype: NumPy dtype name (`"int8"`, `"uint8"`, `"float32"`, ...).
+        scale: Quantization scale (`real = scale * (q - zero_point)`), `0.0` if not quantized.
+        zero_point: Quantization zero point, `0` if not quantized.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    scale: float
+    zero_point: int
+
+    def to_dict(self):
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the exporters need to know about a converted model.
+
+    Attributes:
+        size_bytes: Length of the flatbuffer.
+        ops: Builtin operator names in execution order of first use, e.g.
+            `["FULLY_CONNECTED", "SOFTMAX"]`; custom operators appear as `"CUSTOM:<code>"`.
+        float_ops: Operators that read or write a floating-point tensor, in execution order,
+            with duplicates (one entry per operator instance).
+        inputs: One `TensorInfo` per model input.
+        outputs: One `TensorInfo` per model output.
+    """
+
+    size_bytes: int
+    ops: tuple
+    float_ops: tuple
+    inputs: tuple
+    outputs: tuple
+
+
+def check_tflite_bytes(tflite_bytes):
+    """Checks that `tflite_bytes` looks like a complete TFLite flatbuffer.
+
+    Args:
+        tflite_bytes: The model, as `bytes` or `bytearray`.
+
+    Returns:
+        The model as `bytes`.
+
+    Raises:
+        TypeError: If `tflite_bytes` is not bytes-like.
+        ValueError: If the `TFL3` file identifier is missing or the flatbuffer is truncated or
+            corrupt.
+    """
+    if isinstance(tflite_bytes, (bytearray, memoryview)):
+        tflite_bytes = bytes(tflite_bytes)
+    if not isinstance(tflite_bytes, bytes):
+        raise TypeError(
+            "Expected the .tflite model as `bytes` (e.g. the return value of "
+            f"`to_int8_tflite` or `open(path, 'rb').read()`). Received: {type(tflite_bytes)}"
+        )
+    if len(tflite_bytes) < 8 or tflite_bytes[4:8] != _IDENTIFIER:
+        raise ValueError(
+            "These bytes are not a TFLite model: expected the flatbuffer identifier "
+            f"{_IDENTIFIER!r} at bytes 4..8. Received: {tflite_bytes[4:8]!r} "
+            f"({len(tflite_bytes)} bytes). Pass the bytes of a `.tflite` file, opened in 'rb' mode."
+        )
+    _unpack(tflite_bytes)
+    return tflite_bytes
+
+
+def _unpack(tflite_bytes):
+    schema = _schema()
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite_bytes, 0))
+    except Exception as e:  # struct.error, IndexError, ... from out-of-range reads
+        raise ValueError(
+            f"The TFLite flatbuffer ({len(tflite_bytes)} bytes) is truncated or corrupt and "
+            f"cannot be parsed: {type(e).__name__}: {e}. Re-export the model or re-copy the file."
+        ) from e
+    if not model.subgraphs:
+        raise ValueError("The TFLite model has no subgraph. Re-export the model.")
+    return model
+
+
+def _op_name(opcode, builtin_names):
+    code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+    name = builtin_names.get(code, f"BUILTIN_{code}")
+    if name == "CUSTOM":
+        custom = opcode.customCode
+        if isinstance(custom, bytes):
+            custom = custom.decode("utf-8", "replace")
+        return f"CUSTOM:{custom}"
+    return name
+
+
+def _tensor_info(tensor, type_names):
+    q = tensor.quantization
+    scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+    zero_point = (
+        int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+    )
+    name = tensor.name.decode("utf-8", "replace") if isinstance(tensor.name, bytes) else tensor.name
+    shape = () if tensor.shape is None else tuple(int(d) for d in tensor.shape)
+    return TensorInfo(
+        name=name or "",
+        shape=shape,
+        dtype=type_names[tensor.type].lower(),
+        scale=scale,
+        zero_point=zero_point,
+    )
+
+
+def read_model_info(tflite_bytes):
+    """Reads operators, floating-point operators and I/O tensors of a `.tflite` model.
+
+    Args:
+        tflite_bytes: The model bytes.
+
+    Returns:
+        A `ModelInfo`.
+
+    Raises:
+        ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
+    """
+    tflite_bytes = check_tflite_bytes(tflite_bytes)
+    schema = _schema()
+    model = _unpack(tflite_bytes)
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    float_types = {getattr(schema.TensorType, n) for n in _FLOAT_TYPE_NAMES}
+    ops, float_ops = [], []
+    for subgraph in model.subgraphs:
+        tensors = subgraph.tensors or []
+        for op in subgraph.operators or []:
+            name = _op_name(model.operatorCodes[op.opcodeIndex], builtin_names)
+            if name not in ops:
+                ops.append(name)
+            indices = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
+            if any(tensors[i].type in float_types for i in indices):
+                float_ops.append(name)
+    main = model.subgraphs[0]
+    inputs = tuple(_tensor_info(main.tensors[i], type_names) for i in main.inputs)
+    outputs = tuple(_tensor_info(main.tensors[i], type_names) for i in main.outputs)
+    return ModelInfo(
+        size_bytes=len(tflite_bytes),
+        ops=tuple(ops),
+        float_ops=tuple(float_ops),
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def quantize(x, info):
+    """Quantizes float values for a tensor: `q = clip(round(x / scale) + zero_point)`.
+
+    Rounds half away from zero, as TFLite's reference kernels do.
+
+    Args:
+        x: Float array.
+        info: The `TensorInfo` of the tensor to fill.
+
+    Returns:
+        Array of dtype `info.dtype`. Float tensors are returned unchanged (as float32).
+    """
+    dtype = np.dtype(info.dtype)
+    x = np.asarray(x, dtype=np.float32)
+    if not np.issubdtype(dtype, np.integer) or info.scale == 0.0:
+        return x.astype(dtype)
+    v = x / np.float32(info.scale)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + info.zero_point
+    limits = np.iinfo(dtype)
+    return np.clip(q, limits.min, limits.max).astype(dtype)
+
+
+def dequantize(q, info):
+    """Maps quantized values back to floats: `scale * (q - zero_point)`."""
+    q = np.asarray(q)
+    if info.scale == 0.0:
+        return q.astype(np.float32)
+    return (np.float32(info.scale) * (q.astype(np.float32) - info.zero_point)).astype(np.float32)
