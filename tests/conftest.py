@@ -1,0 +1,53 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tfdynhp  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled 8x8 digits, scaled to [0, 1]: (x_train, y_train, x_test, y_test)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype("float32")
+    y = data.target.astype("int32")
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+def make_mlp(inputs, hidden, outputs, batchnorm=False, dropout=0.0):
+    layers = [keras.Input((inputs,))]
+    for width in hidden:
+        layers.append(keras.layers.Dense(width, activation="relu"))
+        if batchnorm:
+            layers.append(keras.layers.BatchNormalization())
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(outputs, activation="softmax"))
+    return keras.Sequential(layers)
+
+
+@pytest.fixture
+def gated_digits_model(digits):
+    keras.utils.set_random_seed(0)
+    x, _, _, _ = digits
+    model = tfdynhp.gate(make_mlp(64, [48, 24], 10), l0_lambda=1.0, dataset_size=len(x), seed=0)
+    model.compile(
+        keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return model
+
+
+def close_gates(layer, indices):
+    """Sets the gates of `layer`'s input units `indices` to exactly 0 at test time."""
+    log_alpha = keras.ops.convert_to_numpy(layer.log_alpha).copy()
+    log_alpha[np.asarray(indices, int)] = -30.0
+    layer.log_alpha.assign(log_alpha)
