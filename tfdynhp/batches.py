@@ -229,7 +229,10 @@ class DynamicBatches(keras.utils.PyDataset):
 
     @property
     def active_batch_size(self):
-        """The batch size of the current epoch (of the next one when no epoch is running)."""
+        """The batch size `__getitem__` uses now: the current (or last) epoch's.
+
+        Differs from `batch_size` while a request waits for the next epoch's start.
+        """
         return self._snapshot[0]
 
     @property
