@@ -1,0 +1,25 @@
+"""Loads a pruned `.keras` model in a fresh process, predicts, and resumes training."""
+
+import sys
+
+import keras
+import numpy as np
+
+import tfdynhp  # noqa: F401  (registers the custom objects)
+from tfdynhp.callbacks import DynHPCallback
+
+path, data_path, out_path = sys.argv[1:4]
+model = keras.models.load_model(path)
+data = np.load(data_path)
+predictions = model.predict(data["x"], verbose=0)
+units_before = [layer.input_units for layer in tfdynhp.surgery.gated_layers(model)]
+history = model.fit(
+    data["x"], data["y"], epochs=2, batch_size=64, verbose=0, callbacks=[DynHPCallback()]
+)
+np.savez(
+    out_path,
+    predictions=predictions,
+    units_before=units_before,
+    iterations=int(model.optimizer.iterations.numpy()),
+    loss=history.history["loss"],
+)

@@ -1,0 +1,170 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import make_mlp
+
+import tfdynhp
+from tfdynhp.callbacks import DynHPCallback
+from tfdynhp.surgery import gated_layers
+
+SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
+
+
+class KernelSpy(keras.callbacks.Callback):
+    """Records, after DynHP's epoch end, the live kernel of every gated layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernels = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.kernels.append([layer.kernel.numpy().copy() for layer in gated_layers(self.model)])
+
+
+def test_one_fit_on_real_data_prunes_physically_and_keeps_training(digits, gated_digits_model, tmp_path):
+    x, y, x_test, y_test = digits
+    model = gated_digits_model
+    dynhp = DynHPCallback(threshold=0.5)
+    spy = KernelSpy()
+    callbacks = [
+        dynhp,
+        spy,
+        keras.callbacks.CSVLogger(str(tmp_path / "history.csv")),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "checkpoint.keras")),
+        keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+        keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=1, factor=0.5),
+    ]
+    history = model.fit(x, y, epochs=8, batch_size=64, verbose=0, callbacks=callbacks,
+                        validation_data=(x_test, y_test))
+    params = history.history["dynhp/params"]
+    assert params[-1] < params[0]
+    assert all(b <= a for a, b in zip(params, params[1:]))
+    units = [layer.input_units for layer in gated_layers(model)]
+    assert units[0] < 64 and units[1] < 48
+    # Shapes really shrank: kernels, gates, the producing layer's columns.
+    first, second, _ = gated_layers(model)
+    assert first.kernel.shape == (units[0], units[1])
+    assert first.log_alpha.shape == (units[0],) and second.bias is not None
+    assert model.layers[1].indices is not None and len(model.layers[1].indices) == units[0]
+    # Accuracy bar on held-out data, after pruning.
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    assert accuracy > 0.85
+    # After each narrowing, the next epoch changed the live (new) variables.
+    for before, after in zip(spy.kernels, spy.kernels[1:]):
+        for k_before, k_after in zip(before, after):
+            if k_before.shape == k_after.shape:
+                assert not np.allclose(k_before, k_after)
+    # Keras' own callbacks saw the DynHP logs and the narrowed model.
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and int(rows[-1]["dynhp/params"]) == params[-1]
+    reloaded = keras.models.load_model(tmp_path / "checkpoint.keras")
+    assert [layer.input_units for layer in gated_layers(reloaded)] == units
+    assert float(model.optimizer.learning_rate) <= 0.02
+    assert len(dynhp.history) == 8 and dynhp.history[-1]["dynhp/params"] == params[-1]
+
+
+def test_soft_pruning_trains_gates_without_removing(digits, gated_digits_model):
+    x, y, _, _ = digits
+    history = gated_digits_model.fit(x, y, epochs=2, batch_size=64, verbose=0,
+                                     callbacks=[DynHPCallback(prune=False)])
+    assert history.history["dynhp/params"] == [64 * 48 + 48 + 48 * 24 + 24 + 24 * 10 + 10] * 2
+
+
+def test_pruned_model_reloads_in_a_new_process_and_resumes(digits, gated_digits_model, tmp_path):
+    x, y, _, _ = digits
+    model = gated_digits_model
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0, callbacks=[DynHPCallback()])
+    units = [layer.input_units for layer in gated_layers(model)]
+    assert units[0] < 64
+    model.save(tmp_path / "pruned.keras")
+    np.savez(tmp_path / "data.npz", x=x[:200], y=y[:200])
+    iterations = int(model.optimizer.iterations.numpy())
+    subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, "reload_and_resume.py"),
+         str(tmp_path / "pruned.keras"), str(tmp_path / "data.npz"), str(tmp_path / "out.npz")],
+        check=True, capture_output=True, timeout=300,
+    )
+    out = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(out["predictions"], model.predict(x[:200], verbose=0))
+    assert list(out["units_before"]) == units
+    assert int(out["iterations"]) > iterations  # optimizer state restored, then stepped on
+    assert np.all(np.isfinite(out["loss"]))
+
+
+def test_narrowing_fit_under_mirrored_strategy_on_two_cpus():
+    result = subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, "mirrored_fit.py")],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["params"][-1] < report["params"][0]
+    assert report["kernel_is_mirrored"]
+    assert report["accuracy"][-1] > 0.7
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"threshold": 1.5}, "threshold"),
+        ({"threshold": "high"}, "threshold"),
+        ({"min_units": 0}, "min_units"),
+        ({"frequency": 0}, "frequency"),
+        ({"alpha_bs": -0.1}, "alpha_bs"),
+        ({"budget": "12 parsecs"}, "budget|Budget"),
+        ({"accounting": "approximate"}, "accounting"),
+        ({"optimizer_slots": "keep"}, "optimizer_slots"),
+        ({"criterion": object()}, "criterion"),
+    ],
+)
+def test_bad_callback_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        DynHPCallback(**kwargs)
+
+
+def test_model_without_gated_layers_is_refused(digits):
+    x, y, _, _ = digits
+    model = make_mlp(64, [8], 10)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="tfdynhp.gate"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[DynHPCallback()])
+
+
+def test_uncompiled_model_is_refused(digits):
+    x, y, _, _ = digits
+    model = tfdynhp.gate(make_mlp(64, [8], 10))
+    callback = DynHPCallback()
+    callback.set_model(model)
+    with pytest.raises(ValueError, match="not compiled"):
+        callback.on_train_begin()
+
+
+def test_early_stopping_restoring_weights_is_refused(digits, gated_digits_model):
+    x, y, _, _ = digits
+    stop = keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True)
+    with pytest.raises(ValueError, match="ModelCheckpoint"):
+        gated_digits_model.fit(x, y, epochs=1, verbose=0, callbacks=[DynHPCallback(), stop])
+
+
+def test_dynamic_batch_with_arrays_is_refused_and_nothing_changes(digits, gated_digits_model):
+    x, y, _, _ = digits
+    weights = gated_digits_model.get_weights()
+    with pytest.raises(ValueError, match="DynamicBatches"):
+        gated_digits_model.fit(x, y, epochs=1, verbose=0,
+                               callbacks=[DynHPCallback(dynamic_batch=True)])
+    for old, new in zip(weights, gated_digits_model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_budget_too_small_is_refused_with_the_numbers(digits, gated_digits_model):
+    x, y, _, _ = digits
+    with pytest.raises(ValueError, match=r"too small: the model needs .* per example"):
+        gated_digits_model.fit(tfdynhp.DynamicBatches(x, y, batch_size=16), epochs=1, verbose=0,
+                               callbacks=[DynHPCallback(budget="10KB")])
