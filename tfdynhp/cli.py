@@ -1,0 +1,429 @@
+"""The `tfdynhp` command line: `train`, `export`, `evaluate` and `report`.
+
+```
+tfdynhp train --dataset fashion-mnist --mode dynhp --export pi,android,mcu --out runs/x
+tfdynhp export runs/x/model_stripped.keras --target mcu --dataset fashion-mnist --out deploy
+tfdynhp evaluate runs/x/export/pi/model.tflite --dataset fashion-mnist --runtime tflm
+tfdynhp report runs/x
+```
+
+Bad input (unknown data set, unparsable budget, a `.npz` without the expected keys, an output
+folder that cannot be written, an unknown export target, ...) ends with one line on stderr and
+exit code 2; `--debug` shows the traceback instead.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _open_unit_float(text):
+    value = _unit_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def build_parser():
+    """The `argparse` parser of the `tfdynhp` command."""
+    from tfdynhp import training
+
+    defaults = training.DEFAULTS
+    parser = _Parser(
+        prog="tfdynhp",
+        description="Dynamic Hard Pruning for Keras 3: train under a memory budget, ship int8 "
+        "TFLite.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    train = commands.add_parser(
+        "train",
+        help="train a LeNet-style MLP (dense, SP, HP or DynHP) and export it",
+        description="Train a LeNet-style MLP in one mode, write the models, history, summary "
+        "and plots to --out, and optionally export int8 TFLite bundles.",
+    )
+    train.add_argument("--dataset", default="fashion-mnist",
+                       help="fashion-mnist, digits, wine, breast-cancer, or a .npz file with "
+                       "x_train, y_train, x_test, y_test (default: %(default)s)")
+    train.add_argument("--arch", default="300,100",
+                       help="hidden widths, comma-separated (default: %(default)s = "
+                       "LeNet-300-100)")
+    train.add_argument("--mode", choices=training.MODES, default="dynhp",
+                       help="dense: no gates; sp: soft pruning; hp: hard pruning, fixed batch; "
+                       "dynhp: hard pruning + growing batch under a budget (default: "
+                       "%(default)s)")
+    train.add_argument("--budget", default=None,
+                       help="DynHP memory budget, e.g. 1.2MB, 900KiB, 1200000 (default: "
+                       f"{defaults['budget']})")
+    train.add_argument("--accounting", choices=("paper", "full"), default=None,
+                       help="accounting the budget applies to (default: "
+                       f"{defaults['accounting']}; both are reported)")
+    train.add_argument("--alpha-bs", type=_unit_float, default=None,
+                       help=f"alpha_bs of the batch-size rule (default: {defaults['alpha_bs']})")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help=f"epochs (default: {defaults['epochs']})")
+    train.add_argument("--batch-size", type=_positive_int, default=None,
+                       help=f"(initial) batch size (default: {defaults['batch_size']} for "
+                       f"dynhp, {training.FIXED_BATCH_DEFAULT} otherwise)")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help=f"Adam learning rate (default: {defaults['lr']})")
+    train.add_argument("--l0-lambda", type=_non_negative_float, default=None,
+                       help="lambda of the L0 penalty, divided by the training-set size "
+                       f"(default: {defaults['l0_lambda']})")
+    train.add_argument("--drop-rate-init", type=_open_unit_float, default=None,
+                       help=f"initial gate drop rate (default: {defaults['drop_rate_init']})")
+    train.add_argument("--first-layer-drop-rate", type=_open_unit_float, default=None,
+                       help="initial drop rate of the input-feature gates (default: as "
+                       "--drop-rate-init)")
+    train.add_argument("--threshold", type=_unit_float, default=None,
+                       help="minimum gate activation rate to keep a unit (default: "
+                       f"{defaults['threshold']})")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--limit-train", type=_positive_int, default=None,
+                       help="train on a random subset of N examples (quick runs)")
+    train.add_argument("--export", default="",
+                       help="comma-separated export targets among pi, android, mcu")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+
+    export = commands.add_parser(
+        "export",
+        help="export a saved .keras model as int8 TFLite bundles",
+        description="Convert a saved .keras model (gated or stripped) to int8 TFLite and "
+        "write one bundle per target under OUT/<target>/.",
+    )
+    export.add_argument("model", help="a .keras file (e.g. runs/x/model_stripped.keras)")
+    export.add_argument("--target", required=True,
+                        help="comma-separated targets among pi, android, mcu")
+    export.add_argument("--dataset", default="fashion-mnist",
+                        help="data set giving the int8 calibration samples (default: "
+                        "%(default)s)")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a .tflite model's accuracy and latency on a data set",
+        description="Run an int8 .tflite classifier on a data set's test split, one example "
+        "at a time, in LiteRT or TFLite Micro.",
+    )
+    evaluate.add_argument("model", help="a .tflite file")
+    evaluate.add_argument("--dataset", default="fashion-mnist",
+                          help="data set (its test split is used; default: %(default)s)")
+    evaluate.add_argument("--runtime", choices=("litert", "tflm"), default="litert",
+                          help="interpreter (default: %(default)s)")
+    evaluate.add_argument("--limit", type=_positive_int, default=None,
+                          help="evaluate the first N test examples only")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    report = commands.add_parser(
+        "report",
+        help="remake the plots and summary of an output folder",
+        description="Redraw units/batch/memory/test-error plots and summary.md of a folder "
+        "written by 'tfdynhp train', from its history.csv and summary.json.",
+    )
+    report.add_argument("run_dir", help="a folder written by 'tfdynhp train --out'")
+    return parser
+
+
+def _say(message, quiet=False):
+    if not quiet:
+        print(message, flush=True)
+
+
+def _check_out_dir(path):
+    """Creates `path` if needed and checks that a file can be written in it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"output folder {path!r} exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".tfdynhp-write-test")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"output folder {path!r} is not writable ({e.strerror or e})") from e
+    return path
+
+
+def _load_data(dataset, limit_train=None, seed=0):
+    from tfdynhp import training
+
+    if isinstance(dataset, str) and dataset.endswith(".npz") and not os.path.isfile(dataset):
+        raise UsageError(f"data set file {dataset!r} not found")
+    try:
+        return training.load_data(dataset, limit_train=limit_train, seed=seed)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from e
+
+
+def _targets(text):
+    from tfdynhp import training
+
+    try:
+        return training.check_exports(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _cmd_train(args):
+    from tfdynhp import budget as budget_lib
+    from tfdynhp import training
+
+    try:
+        arch = training.parse_arch(args.arch)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    budget = None
+    if args.budget is not None:
+        if args.mode != "dynhp":
+            raise UsageError(f"--budget applies to --mode dynhp only (got --mode {args.mode})")
+        try:
+            budget = budget_lib.parse_budget(args.budget)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"cannot parse --budget {args.budget!r}: {e}") from e
+    exports = _targets(args.export)
+    out_dir = _check_out_dir(args.out)
+    data = _load_data(args.dataset, args.limit_train, args.seed)
+    (x_train, _), (x_test, _) = data
+    _say(
+        f"tfdynhp train: {args.dataset} ({len(x_train)} train / {len(x_test)} test, "
+        f"{x_train.shape[1]} features), arch {'-'.join(map(str, arch)) or '(none)'}, "
+        f"mode {args.mode}, output {out_dir}",
+        args.quiet,
+    )
+    try:
+        result = training.train(
+            dataset=args.dataset,
+            arch=arch,
+            mode=args.mode,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            l0_lambda=args.l0_lambda,
+            drop_rate_init=args.drop_rate_init,
+            first_layer_drop_rate=args.first_layer_drop_rate,
+            threshold=args.threshold,
+            budget=budget,
+            alpha_bs=args.alpha_bs,
+            accounting=args.accounting,
+            seed=args.seed,
+            data=data,
+            out_dir=out_dir,
+            exports=exports,
+            verbose=0 if args.quiet else 1,
+            keras_verbose=0 if args.quiet else 2,
+        )
+    except ValueError as e:
+        # Training-time user errors, e.g. a budget too small for the starting model.
+        raise UsageError(str(e)) from e
+    summary = result.summary
+    _say(_train_report(summary, out_dir), args.quiet)
+    return 0
+
+
+def _train_report(summary, out_dir):
+    from tfdynhp import budget as budget_lib
+
+    lines = [
+        f"Done in {summary['wall_time_s']:.0f} s ({summary['epochs_run']} epochs).",
+        f"  test error      {summary['test_error_pct']:.2f} %"
+        + (
+            f" (int8 {100 * summary['int8_test_error']:.2f} %)"
+            if "int8_test_error" in summary
+            else ""
+        ),
+        f"  model           {summary['params']:,} parameters, "
+        f"{budget_lib.format_bytes(summary['model_size_bytes'])}, "
+        f"units {summary['units']}",
+    ]
+    for name in ("paper", "full"):
+        value = summary.get(f"mean_training_memory_{name}_bytes")
+        if value is not None:
+            lines.append(
+                f"  train memory    {budget_lib.format_bytes(int(round(value)))} mean, "
+                f"{name} accounting"
+            )
+    if summary.get("tflite_bytes"):
+        lines.append(f"  int8 .tflite    {summary['tflite_bytes']:,} bytes")
+    lines.append(f"  written to      {out_dir}")
+    return "\n".join(lines)
+
+
+def _load_keras_model(path):
+    import keras
+
+    import tfdynhp  # noqa: F401  (registers the custom layers)
+
+    if not os.path.isfile(path):
+        raise UsageError(f"model file {path!r} not found")
+    if not path.endswith(".keras"):
+        raise UsageError(f"expected a .keras model file, got {path!r}")
+    try:
+        return keras.saving.load_model(path)
+    except (ValueError, OSError, TypeError) as e:
+        raise UsageError(f"cannot load {path!r}: {e}") from e
+
+
+def _cmd_export(args):
+    from tfdynhp import training
+
+    targets = _targets(args.target)
+    if not targets:
+        raise UsageError("--target needs at least one of pi, android, mcu")
+    out_dir = _check_out_dir(args.out)
+    model = _load_keras_model(args.model)
+    (x_train, _), (x_test, y_test) = _load_data(args.dataset, seed=args.seed)
+    if x_train.shape[1:] != tuple(model.inputs[0].shape[1:]):
+        raise UsageError(
+            f"{args.dataset} has {x_train.shape[1]} features per example but the model "
+            f"expects input shape {tuple(model.inputs[0].shape[1:])}"
+        )
+    import tfdynhp
+
+    if tfdynhp.is_gated_model(model):
+        model = tfdynhp.strip(model)
+    labels = (
+        list(training.FASHION_MNIST_LABELS) if training._is_fashion_mnist(args.dataset) else None
+    )
+    from tfdynhp import converters
+
+    representative = training.representative_subset(x_train, seed=args.seed)
+    try:
+        tflite = converters.to_int8_tflite(model, representative)
+        for target in targets:
+            target_dir = os.path.join(out_dir, target)
+            files = converters.export(tflite, target, target_dir, representative, labels=labels)
+            print(f"{target}: {len(files)} files in {target_dir}")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    result = converters.evaluate(tflite, x_test, y_test, "litert")
+    print(
+        f"int8 .tflite {len(tflite):,} bytes, LiteRT test accuracy {result['accuracy']:.4f}, "
+        f"{result['latency_ms_mean']:.4f} ms per example"
+    )
+    return 0
+
+
+def _cmd_evaluate(args):
+    from tfdynhp import converters
+
+    if not os.path.isfile(args.model):
+        raise UsageError(f"model file {args.model!r} not found")
+    with open(args.model, "rb") as f:
+        tflite = f.read()
+    _, (x_test, y_test) = _load_data(args.dataset)
+    if args.limit is not None:
+        x_test, y_test = x_test[: args.limit], y_test[: args.limit]
+    try:
+        result = converters.evaluate(tflite, x_test, y_test, args.runtime)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    result = {k: v for k, v in result.items() if k != "predictions"}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{args.runtime}: accuracy {result['accuracy']:.4f} (error "
+            f"{100 * (1 - result['accuracy']):.2f} %) on {result['num_samples']} examples, "
+            f"latency {result['latency_ms_mean']:.4f} ms mean, "
+            f"{result['latency_ms_p95']:.4f} ms p95 per example"
+        )
+    return 0
+
+
+def _cmd_report(args):
+    from tfdynhp import reports
+
+    if not os.path.isdir(args.run_dir):
+        raise UsageError(f"{args.run_dir!r} is not a folder")
+    try:
+        written = reports.regenerate(args.run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    for path in written:
+        print(path)
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "export": _cmd_export,
+    "evaluate": _cmd_evaluate,
+    "report": _cmd_report,
+}
+
+
+def main(argv=None):
+    """Runs the `tfdynhp` command; returns the exit code (0, or 2 for bad input)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except UsageError as e:
+        if args.debug:
+            raise
+        print(f"tfdynhp {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"tfdynhp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
