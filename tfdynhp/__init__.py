@@ -4,8 +4,9 @@ Train a network under a fixed memory budget by physically removing units whose H
 gates stay closed, reuse the freed memory for larger mini-batches, and export int8 TFLite.
 """
 
-from tfdynhp import budget, criteria, gates, memory, surgery
-from tfdynhp.budget import MemoryBreakdown, format_bytes, parse_budget
+from tfdynhp import batch_size, budget, criteria, datasets, gates, memory, surgery
+from tfdynhp.batches import DynamicBatches
+from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
 from tfdynhp.criteria import GateActivationRate
 from tfdynhp.gating import gate, is_gated_model, strip
 from tfdynhp.layers import GatedDense, SelectFeatures
@@ -21,10 +22,6 @@ def __getattr__(name):
         from tfdynhp.callbacks import DynHPCallback
 
         return DynHPCallback
-    if name == "DynamicBatches":
-        from tfdynhp.batches import DynamicBatches
-
-        return DynamicBatches
     raise AttributeError(f"module 'tfdynhp' has no attribute {name!r}")
 
 
@@ -37,13 +34,16 @@ __all__ = [
     "MemoryBreakdown",
     "SelectFeatures",
     "apply_keep_masks",
+    "batch_size",
     "budget",
     "criteria",
+    "datasets",
     "format_bytes",
     "gate",
     "gates",
     "is_gated_model",
     "memory",
+    "paper_mbytes",
     "parse_budget",
     "strip",
     "surgery",

@@ -1,12 +1,11 @@
 """`GatedModel`: a functional Keras model whose training step can also measure the variance of
 the per-example gradients of its gated dense layers (the signal DynHP grows the batch with)."""
 
-import warnings
-
 import keras
 import tensorflow as tf
 from keras.src.losses import loss as loss_module
 
+from tfdynhp.batches import ignore_ran_out_of_data_warning
 from tfdynhp.taps import record_dense_taps
 from tfdynhp.variance import dense_gradient_variance_l1
 
@@ -50,10 +49,9 @@ class GatedModel(keras.Model):
         fixed_batch = (batch_size or 32) if hasattr(x, "shape") else None
         object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch)
         try:
-            with warnings.catch_warnings():
-                # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted
-                # when fit started; Keras then warns, wrongly, that training is interrupted.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted when
+            # fit started; Keras then warns, wrongly, that training is interrupted.
+            with ignore_ran_out_of_data_warning():
                 return super().fit(x, y, batch_size, epochs, *args, callbacks=callbacks, **kwargs)
         finally:
             object.__setattr__(self, "_dynhp_fit_data", None)
