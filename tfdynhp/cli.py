@@ -287,15 +287,15 @@ def _train_report(summary, out_dir):
             if "int8_test_error" in summary
             else ""
         ),
-        f"  model           {summary['params']:,} parameters, "
+        (f"  model           {summary['params']:,} parameters, "
         f"{budget_lib.format_bytes(summary['model_size_bytes'])}, "
-        f"units {summary['units']}",
+        f"units {summary['units']}"),
     ]
     for name in ("paper", "full"):
         value = summary.get(f"mean_training_memory_{name}_bytes")
         if value is not None:
             lines.append(
-                f"  train memory    {budget_lib.format_bytes(int(round(value)))} mean, "
+                f"  train memory    {budget_lib.format_bytes(round(value))} mean, "
                 f"{name} accounting"
             )
     if summary.get("tflite_bytes"):

@@ -176,7 +176,7 @@ def _format(value, how):
     if value is None:
         return "-"
     if how == "bytes":
-        return budget_lib.format_bytes(int(round(value)))
+        return budget_lib.format_bytes(round(value))
     if how == "pct":
         return f"{100 * value:.2f}"
     if how:
@@ -244,7 +244,7 @@ def regenerate(run_dir):
         paper = summary.get("mean_training_memory_paper_bytes")
         if paper is not None:
             summary["mean_training_memory_paper_mbytes"] = budget_lib.paper_mbytes(
-                int(round(paper))
+                round(paper)
             )
         with open(summary_path, "w") as f:
             json.dump(summary, f, indent=2)

@@ -448,8 +448,8 @@ def train(
         "accounting": accounting,
         "budget_bytes": budget_bytes,
         "seed": seed,
-        "n_train": int(len(x_train)),
-        "n_test": int(len(x_test)),
+        "n_train": len(x_train),
+        "n_test": len(x_test),
     }
     summary = summarize(
         config,
@@ -558,7 +558,7 @@ def summarize(config, history, test_accuracy, params, wall_time_s):
         "model_size_paper_mbytes": budget_lib.paper_mbytes(model_bytes),
         "mean_training_memory_paper_bytes": paper_memory,
         "mean_training_memory_paper_mbytes": (
-            None if paper_memory is None else budget_lib.paper_mbytes(int(round(paper_memory)))
+            None if paper_memory is None else budget_lib.paper_mbytes(round(paper_memory))
         ),
         "mean_training_memory_full_bytes": full_memory,
         "mean_training_memory_full_mib": None if full_memory is None else full_memory / 2**20,

@@ -1,0 +1,242 @@
+"""The paper's Table 3 protocol on Fashion-MNIST with LeNet-300-100 (784-300-100-10).
+
+Rows: the dense MLP, soft pruning (SP, batch 128), hard pruning (HP, batch 128), DynHP at
+several `alpha_bs` (batch starting at 16, grown under a memory budget), and TF Model
+Optimization's `prune_low_magnitude` at a parameter count matched to the first DynHP row
+(run by `bench/tfmot_baseline.py` in its own process, because TF-MOT needs legacy Keras).
+
+For each row: test error, final model size, mean training memory over the epochs in the
+paper's accounting and ours ("full"), int8 `.tflite` size, LiteRT latency per example, epochs
+and wall time. Writes `bench/results/<row>.json` and `bench/results/table.md` (the command
+first). Hyperparameters were chosen on the training split only (see `bench/README.md`); the
+test set is only measured.
+
+    python bench/paper_table.py                 # the full protocol (~60 min on 2 cores)
+    python bench/paper_table.py --quick         # a few minutes: 6,000 examples, 3 epochs
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import keras
+
+from tfdynhp import budget as budget_lib
+from tfdynhp import converters, training
+
+PAPER_MODEL_BAR = budget_lib.paper_mbytes_to_bytes(0.124)  # 126,976 bytes
+PAPER_MEMORY_BAR = budget_lib.paper_mbytes_to_bytes(0.611)  # 625,664 bytes
+ERROR_BAR_PCT = 10.0
+EPOCH_BAR = 50
+
+
+def _tflite_measures(tflite, x_test, y_test, latency_samples):
+    accuracy = converters.evaluate(tflite, x_test, y_test, "litert")["accuracy"]
+    n = min(latency_samples, len(x_test))
+    latency = converters.evaluate(tflite, x_test[:n], y_test[:n], "litert")
+    return {
+        "tflite_bytes": len(tflite),
+        "int8_test_error_pct": 100.0 * (1.0 - accuracy),
+        "litert_latency_ms": latency["latency_ms_mean"],
+    }
+
+
+def run_row(name, options, data, args):
+    """Trains one row with `tfdynhp.training.train` and measures its int8 model."""
+    print(f"== {name}: {options}", flush=True)
+    out_dir = os.path.join(args.results, "runs", name)
+    result = training.train(
+        data=data, dataset="fashion-mnist", out_dir=out_dir, verbose=args.verbose,
+        keras_verbose=0, seed=args.seed, **options,
+    )
+    (x_train, _), (x_test, y_test) = data
+    tflite = converters.to_int8_tflite(
+        result.stripped, training.representative_subset(x_train, seed=args.seed)
+    )
+    with open(os.path.join(out_dir, "model.tflite"), "wb") as f:
+        f.write(tflite)
+    summary = dict(result.summary)
+    summary.update(_tflite_measures(tflite, x_test, y_test, args.latency_samples))
+    summary["row"] = name
+    return summary
+
+
+def run_tfmot(target_params, data_args, args):
+    """Runs `bench/tfmot_baseline.py` in a legacy-Keras subprocess and measures its model."""
+    out_dir = os.path.join(args.results, "runs", "tfmot")
+    command = [
+        sys.executable, os.path.join(HERE, "tfmot_baseline.py"),
+        "--target-params", str(target_params), "--epochs", str(args.tfmot_epochs),
+        "--seed", str(args.seed), "--out", out_dir,
+    ]
+    if args.limit_train:
+        command += ["--limit-train", str(args.limit_train)]
+    print("== tfmot: " + " ".join(command), flush=True)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    completed = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
+    if completed.returncode != 0:
+        print(completed.stderr[-3000:], file=sys.stderr)
+        return {"row": "tfmot", "error": completed.stderr.strip().splitlines()[-1:]}
+    with open(os.path.join(out_dir, "result.json")) as f:
+        summary = json.load(f)
+    summary.pop("history", None)
+    with open(summary["tflite_path"], "rb") as f:
+        tflite = f.read()
+    _, (x_test, y_test) = data_args
+    summary.update(_tflite_measures(tflite, x_test, y_test, args.latency_samples))
+    summary["row"] = "tfmot"
+    summary["mode"] = "tfmot"
+    summary["epochs_run"] = summary["epochs"]
+    return summary
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def table_markdown(rows, command, notes):
+    header = (
+        "| row | test error % | int8 error % | params | model (paper MB) | model MiB | "
+        "train mem paper (paper MB) | train mem full MiB | final batch | int8 .tflite B | "
+        "LiteRT ms/sample | epochs | wall s |"
+    )
+    lines = [f"Command: `{command}`", "", *notes, "", header, "|" + " --- |" * 13]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['row']} | failed: {r['error']} |" + " |" * 11)
+            continue
+        model_bytes = r["model_size_bytes"]
+        paper_mem = r.get("mean_training_memory_paper_bytes")
+        full_mem = r.get("mean_training_memory_full_bytes")
+        lines.append(
+            f"| {r['row']} | {r['test_error_pct']:.2f} | {_fmt(r.get('int8_test_error_pct'), '.2f')}"
+            f" | {r['params']:,} | {budget_lib.paper_mbytes(model_bytes):.3f} | "
+            f"{model_bytes / 2**20:.3f} | "
+            f"{_fmt(None if paper_mem is None else budget_lib.paper_mbytes(round(paper_mem)), '.3f')}"
+            f" | {_fmt(None if full_mem is None else full_mem / 2**20, '.3f')} | "
+            f"{r.get('final_batch_size') or r.get('batch_size') or '-'} | "
+            f"{r.get('tflite_bytes', '-'):,} | {_fmt(r.get('litert_latency_ms'), '.4f')} | "
+            f"{r.get('epochs_run', '-')} | {r.get('wall_time_s', 0):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def bar_check(row):
+    """Whether a row meets the bar: error <= 10%, model <= 126,976 B, paper memory <=
+    625,664 B, epochs <= 50."""
+    return (
+        row.get("test_error_pct", 100) <= ERROR_BAR_PCT
+        and row.get("model_size_bytes", 1e18) <= PAPER_MODEL_BAR
+        and row.get("mean_training_memory_paper_bytes", 1e18) <= PAPER_MEMORY_BAR
+        and row.get("epochs_run", 1e9) <= EPOCH_BAR
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="6,000 training examples and 3 epochs per row (a smoke run)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of the DynHP rows (default 30; quick: 3)")
+    parser.add_argument("--baseline-epochs", type=int, default=None,
+                        help="epochs of dense/SP/HP (default 20; quick: 3)")
+    parser.add_argument("--tfmot-epochs", type=int, default=None,
+                        help="epochs of the TF-MOT row (default 20; quick: 3)")
+    parser.add_argument("--alphas", default="0.98,0.988,0.989",
+                        help="alpha_bs of the DynHP rows (default: %(default)s)")
+    parser.add_argument("--rows", default="dense,sp,hp,dynhp,tfmot",
+                        help="rows to run (default: %(default)s)")
+    parser.add_argument("--budget", default=None, help="DynHP budget (default: training's)")
+    parser.add_argument("--l0-lambda", type=float, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-samples", type=int, default=2000)
+    parser.add_argument("--results", default=os.path.join(HERE, "results"))
+    parser.add_argument("--verbose", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.limit_train = args.limit_train or 6000
+        args.epochs = args.epochs or 3
+        args.baseline_epochs = args.baseline_epochs or 3
+        args.tfmot_epochs = args.tfmot_epochs or 3
+        if args.results == os.path.join(HERE, "results"):
+            args.results = os.path.join(HERE, "results", "quick")
+    args.epochs = args.epochs or 30
+    args.baseline_epochs = args.baseline_epochs or 20
+    args.tfmot_epochs = args.tfmot_epochs or 20
+    command = "python bench/paper_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    os.makedirs(args.results, exist_ok=True)
+    print(f"Command: {command.strip()}", flush=True)
+
+    data = training.load_data("fashion-mnist", limit_train=args.limit_train, seed=args.seed)
+    wanted = set(args.rows.split(","))
+    shared = {}
+    if args.l0_lambda is not None:
+        shared["l0_lambda"] = args.l0_lambda
+    if args.lr is not None:
+        shared["lr"] = args.lr
+    specs = []
+    if "dense" in wanted:
+        specs.append(("dense", {"mode": "dense", "epochs": args.baseline_epochs}))
+    if "sp" in wanted:
+        specs.append(("sp", {"mode": "sp", "epochs": args.baseline_epochs, **shared}))
+    if "hp" in wanted:
+        specs.append(("hp", {"mode": "hp", "epochs": args.baseline_epochs, **shared}))
+    if "dynhp" in wanted:
+        for alpha in args.alphas.split(","):
+            options = {"mode": "dynhp", "epochs": args.epochs, "alpha_bs": float(alpha), **shared}
+            if args.budget:
+                options["budget"] = args.budget
+            specs.append((f"dynhp_a{alpha}", options))
+
+    rows = []
+    start = time.perf_counter()
+    for name, options in specs:
+        keras.backend.clear_session()
+        row = run_row(name, options, data, args)
+        rows.append(row)
+        with open(os.path.join(args.results, f"{name}.json"), "w") as f:
+            json.dump(row, f, indent=2, default=training._json_default)
+            f.write("\n")
+        print(f"   {name}: error {row['test_error_pct']:.2f} %, params {row['params']:,}, "
+              f"paper memory {row['mean_training_memory_paper_bytes']:,.0f} B, "
+              f"{row['wall_time_s']:.0f} s", flush=True)
+    dynhp_rows = [r for r in rows if r.get("mode") == "dynhp"]
+    if "tfmot" in wanted:
+        target = dynhp_rows[0]["params"] if dynhp_rows else 30000
+        row = run_tfmot(target, data, args)
+        rows.append(row)
+        with open(os.path.join(args.results, "tfmot.json"), "w") as f:
+            json.dump(row, f, indent=2, default=training._json_default)
+            f.write("\n")
+
+    notes = [
+        (f"Fashion-MNIST, LeNet-300-100, {len(data[0][0]):,} training examples, seed "
+        f"{args.seed}; {os.cpu_count()} CPUs, Python {platform.python_version()}, Keras "
+        f"{keras.__version__}; total {time.perf_counter() - start:.0f} s."),
+        ("Paper MB = bytes / 1024 / 1000 (METHOD.md section 4). Training memory = mean over "
+        "epochs. Bar: error <= 10.0 %, model <= 126,976 B (0.124), paper-accounting memory "
+        "<= 625,664 B (0.611), <= 50 epochs."),
+        "Rows meeting the bar: "
+        + (", ".join(r["row"] for r in rows if bar_check(r)) or "none") + ".",
+    ]
+    table = table_markdown(rows, command.strip(), notes)
+    with open(os.path.join(args.results, "table.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Tests for the `tfdynhp` command line: an end-to-end DynHP run with all three exports,
+report regeneration, and one-line errors with exit code 2 on bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfdynhp import cli, datasets
+
+FASHION_DIR = datasets.DEFAULT_FASHION_MNIST_DIR
+HAVE_FASHION = all(
+    os.path.isfile(os.path.join(FASHION_DIR, stem + ".gz"))
+    for stem in datasets.FASHION_MNIST_FILES.values()
+)
+EPOCHS = 2
+
+
+def run(argv, capsys):
+    """Runs `tfdynhp argv` in-process; returns (exit code, stdout, stderr)."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def dynhp_run(tmp_path_factory):
+    if not HAVE_FASHION:
+        pytest.skip("needs `sudo apt-get install dataset-fashion-mnist`")
+    out = tmp_path_factory.mktemp("run") / "fmnist"
+    code = cli.main([
+        "train", "--dataset", "fashion-mnist", "--limit-train", "2000", "--mode", "dynhp",
+        "--epochs", str(EPOCHS), "--export", "pi,android,mcu", "--out", str(out), "--quiet",
+    ])
+    return code, out
+
+
+def test_train_end_to_end(dynhp_run):
+    code, out = dynhp_run
+    assert code == 0
+    for name in ("model.keras", "model_stripped.keras", "history.csv", "summary.json",
+                 "summary.md", "units.png", "batch_size.png", "memory.png", "test_error.png"):
+        assert (out / name).stat().st_size > 0, name
+    for png in ("units.png", "batch_size.png", "memory.png", "test_error.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == EPOCHS
+    assert {"dynhp/batch_size", "dynhp/paper_memory_bytes", "val_accuracy"} <= set(rows[0])
+    assert (out / "export/pi/model.tflite").stat().st_size > 0
+    assert (out / "export/android/app/src/main/assets/model.tflite").stat().st_size > 0
+    assert (out / "export/mcu/model_data.cc").stat().st_size > 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "dynhp" and summary["n_train"] == 2000
+    assert summary["epochs_run"] == EPOCHS
+    assert 0.0 < summary["test_error"] < 0.6  # well below chance (0.9) after 2 epochs
+    assert 0 < summary["params"] <= 266_610
+    assert summary["model_size_bytes"] == 4 * summary["params"]
+    assert summary["budget_bytes"] > 0
+    paper = summary["mean_training_memory_paper_bytes"]
+    assert 0 < paper <= summary["budget_bytes"]
+    assert summary["mean_training_memory_full_bytes"] > paper
+    assert summary["tflite_bytes"] == (out / "export/pi/model.tflite").stat().st_size
+    assert abs(summary["int8_test_error"] - summary["test_error"]) < 0.05
+    assert summary["exports"]["tflm"]["accuracy"] > 0.4
+    assert summary["final_batch_size"] >= 16
+
+
+def test_report_regenerates_plots(dynhp_run, capsys):
+    _, out = dynhp_run
+    for png in ("units.png", "memory.png"):
+        (out / png).unlink()
+    code, stdout, _ = run(["report", str(out)], capsys)
+    assert code == 0
+    assert (out / "units.png").stat().st_size > 0 and (out / "memory.png").stat().st_size > 0
+    assert "summary.md" in stdout
+
+
+def test_evaluate_tflite(dynhp_run, capsys):
+    _, out = dynhp_run
+    code, stdout, _ = run(["evaluate", str(out / "export/pi/model.tflite"), "--dataset",
+                           "fashion-mnist", "--runtime", "tflm", "--limit", "50", "--json"],
+                          capsys)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["num_samples"] == 50 and result["runtime"] == "tflm"
+
+
+def test_export_from_saved_model(dynhp_run, tmp_path, capsys):
+    _, out = dynhp_run
+    code, stdout, _ = run(["export", str(out / "model.keras"), "--target", "pi",
+                           "--out", str(tmp_path)], capsys)
+    assert code == 0, stdout
+    assert (tmp_path / "pi" / "model.tflite").stat().st_size > 0
+
+
+def _expect_usage_error(argv, capsys, match):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert match in lines[0]
+    assert "Traceback" not in err
+
+
+def test_unknown_dataset(tmp_path, capsys):
+    _expect_usage_error(["train", "--dataset", "cifar-1000", "--out", str(tmp_path)], capsys,
+                        "Unknown data set 'cifar-1000'")
+
+
+def test_unparsable_budget(tmp_path, capsys):
+    _expect_usage_error(["train", "--budget", "12XB", "--out", str(tmp_path)], capsys,
+                        "cannot parse --budget '12XB'")
+
+
+def test_npz_missing_keys(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.zeros((3, 4)), y_train=np.zeros(3))
+    _expect_usage_error(["train", "--dataset", str(path), "--out", str(tmp_path / "o")],
+                        capsys, "missing keys ['x_test', 'y_test']")
+
+
+def test_missing_npz_file(tmp_path, capsys):
+    _expect_usage_error(["train", "--dataset", str(tmp_path / "nope.npz"), "--out",
+                         str(tmp_path)], capsys, "not found")
+
+
+def test_output_folder_not_writable(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    _expect_usage_error(["train", "--dataset", "digits", "--out", str(blocker / "sub")],
+                        capsys, "not writable")
+    _expect_usage_error(["train", "--dataset", "digits", "--out", str(blocker)], capsys,
+                        "not a folder")
+
+
+def test_unknown_export_target(tmp_path, capsys):
+    _expect_usage_error(["train", "--export", "pi,toaster", "--out", str(tmp_path)], capsys,
+                        "Unknown export target(s) ['toaster']")
+
+
+def test_budget_too_small(tmp_path, capsys):
+    _expect_usage_error(["train", "--dataset", "digits", "--budget", "1KB", "--epochs", "1",
+                         "--out", str(tmp_path), "--quiet"], capsys, "too small")
+
+
+def test_argparse_errors_are_one_line(tmp_path, capsys):
+    _expect_usage_error(["train", "--mode", "magic", "--out", str(tmp_path)], capsys,
+                        "invalid choice: 'magic'")
+    _expect_usage_error(["train", "--epochs", "0", "--out", str(tmp_path)], capsys,
+                        "expected a positive integer")
+
+
+def test_other_commands_bad_input(tmp_path, capsys):
+    _expect_usage_error(["evaluate", str(tmp_path / "m.tflite")], capsys, "not found")
+    _expect_usage_error(["report", str(tmp_path)], capsys, "no history.csv")
+    _expect_usage_error(["export", str(tmp_path / "m.keras"), "--target", "pi", "--out",
+                         str(tmp_path / "o")], capsys, "not found")
+    _expect_usage_error(["export", str(tmp_path / "m.keras"), "--target", "fpga", "--out",
+                         str(tmp_path / "o")], capsys, "Unknown export target")
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "tfdynhp.cli", "train", "--dataset", "nope", "--out",
+         str(tmp_path)],
+        check=False, capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert "tfdynhp train: error: Unknown data set 'nope'" in completed.stderr
