@@ -167,10 +167,12 @@ def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
                 setattr(edit.layer, name, value)
         if old_optimizer is not None:
             model.optimizer = new_optimizer
+        graph.refresh_symbolic_shapes(model)
         _functions_reset(model)
     except BaseException:
         for layer, snapshot in snapshots:
             _restore(layer, snapshot)
+        graph.refresh_symbolic_shapes(model)
         if old_optimizer is not None:
             model.optimizer = old_optimizer
         model.train_function, model.test_function, model.predict_function = model_functions

@@ -124,3 +124,14 @@ def unit_groups(model):
                 "layer for the input features."
             )
     return groups
+
+
+def refresh_symbolic_shapes(model):
+    """Re-derives the shapes of the model's symbolic tensors after surgery, so that
+    `model.summary()` and `layer.output.shape` show the narrowed widths."""
+    shape = tuple(model.inputs[0].shape)
+    for layer in layer_chain(model):
+        shape = tuple(layer.compute_output_shape(shape))
+        for node in layer._inbound_nodes:
+            for tensor in node.output_tensors:
+                tensor._shape = shape
