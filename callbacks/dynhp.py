@@ -1,8 +1,8 @@
 """`DynHPCallback`: Dynamic Hard Pruning inside one `model.fit()` call."""
 
 import keras
-from keras.src.utils import io_utils
 import numpy as np
+from keras.src.utils import io_utils
 
 from tfdynhp import batch_size as batch_rules
 from tfdynhp import budget as budget_lib
@@ -135,7 +135,7 @@ class DynHPCallback(keras.callbacks.Callback):
         from tfdynhp.batches import DynamicBatches
 
         if not isinstance(data, DynamicBatches) or not isinstance(self.model, GatedModel):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 (a wrong fit input is a value error to the user)
                 "`dynamic_batch=True` needs the training data as `tfdynhp.DynamicBatches(x, y, "
                 "batch_size=16)` passed to `fit` of a model built by `tfdynhp.gate()`: Keras "
                 "fixes the batch of arrays and `tf.data` datasets when `fit` starts. Received "

@@ -1,4 +1,5 @@
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -8,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import make_mlp
+from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
-from tfdynhp.callbacks import DynHPCallback
 from tfdynhp.surgery import gated_layers
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
@@ -44,7 +45,7 @@ def test_one_fit_on_real_data_prunes_physically_and_keeps_training(digits, gated
                         validation_data=(x_test, y_test))
     params = history.history["dynhp/params"]
     assert params[-1] < params[0]
-    assert all(b <= a for a, b in zip(params, params[1:]))
+    assert all(b <= a for a, b in itertools.pairwise(params))
     units = [layer.input_units for layer in gated_layers(model)]
     assert units[0] < 64 and units[1] < 48
     # Shapes really shrank: kernels, gates, the producing layer's columns.
@@ -56,7 +57,7 @@ def test_one_fit_on_real_data_prunes_physically_and_keeps_training(digits, gated
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.85
     # After each narrowing, the next epoch changed the live (new) variables.
-    for before, after in zip(spy.kernels, spy.kernels[1:]):
+    for before, after in itertools.pairwise(spy.kernels):
         for k_before, k_after in zip(before, after):
             if k_before.shape == k_after.shape:
                 assert not np.allclose(k_before, k_after)
@@ -137,8 +138,7 @@ def test_model_without_gated_layers_is_refused(digits):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[DynHPCallback()])
 
 
-def test_uncompiled_model_is_refused(digits):
-    x, y, _, _ = digits
+def test_uncompiled_model_is_refused():
     model = tfdynhp.gate(make_mlp(64, [8], 10))
     callback = DynHPCallback()
     callback.set_model(model)

@@ -1,20 +1,23 @@
 """DynHP proper: the batch grows by the variance rule inside one fit, under a memory budget."""
 
+import itertools
+import typing
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
 from tfdynhp import memory
-from tfdynhp.callbacks import DynHPCallback
 
 
 class RecordingModel(tfdynhp.GatedModel):
     """A gated model whose training step records the example ids it really receives (the ids
     ride in the last input feature as id / n)."""
 
-    epochs = []
+    epochs: typing.ClassVar[list] = []
 
     def train_step(self, data):
         x = data[0]
@@ -46,7 +49,7 @@ def test_batches_grow_and_every_epoch_sees_every_example_once(digits):
     largest = [max(len(b) for b in epoch) for epoch in RecordingModel.epochs]
     assert largest == history.history["dynhp/batch_size"]
     assert largest[-1] > largest[0] == 16
-    assert all(b >= a for a, b in zip(largest, largest[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(largest))
     for epoch in RecordingModel.epochs:
         seen = np.rint(np.concatenate(epoch) * n).astype(int)
         np.testing.assert_array_equal(np.sort(seen), np.arange(n))

@@ -81,7 +81,7 @@ def test_gate_rejects_unknown_options():
 def test_strip_matches_gated_inference_and_removes_closed_units():
     keras.utils.set_random_seed(1)
     model = tfdynhp.gate(make_mlp(6, [5, 4], 3, batchnorm=True), seed=1)
-    first, second, third = gated_layers(model)
+    first, second, _ = gated_layers(model)
     close_gates(first, [0, 3])
     close_gates(second, [1])
     apply_keep_masks(model, {second.name: np.array([1, 1, 0, 1, 1], bool)})

@@ -126,11 +126,7 @@ def gate(model, first_layer_drop_rate=None, seed=None, **gate_options):
             if layer.use_bias:
                 gated.bias.assign(keras.ops.convert_to_numpy(layer.bias))
             seen_dense += 1
-        elif isinstance(layer, _RESHAPING) and seen_dense == 0:
-            copy = _clone_layer(layer)
-            x = copy(x)
-            copies.append((copy, layer))
-        elif registry.kind_of(layer) in (registry.PER_UNIT, registry.ELEMENTWISE):
+        elif isinstance(layer, _RESHAPING) and seen_dense == 0 or registry.kind_of(layer) in (registry.PER_UNIT, registry.ELEMENTWISE):
             copy = _clone_layer(layer)
             x = copy(x)
             copies.append((copy, layer))
@@ -194,5 +190,5 @@ def strip(model, remove_closed_gates=True):
             copy = _clone_layer(layer)
             x = copy(x)
             copy.set_weights(layer.get_weights())
-    name = model.name[: -len("_gated")] if model.name.endswith("_gated") else model.name
+    name = model.name.removesuffix("_gated")
     return keras.Model(inputs, x, name=f"{name}_stripped")

@@ -1,8 +1,10 @@
 """Keras layers of tfdynhp: `GatedDense` (Hard Concrete L0 gates on input units) and
 `SelectFeatures` (a gather of the surviving input features)."""
 
-import numpy as np
+import itertools
+
 import keras
+import numpy as np
 from keras import ops
 
 from tfdynhp import gates as gate_math
@@ -255,7 +257,7 @@ class SelectFeatures(keras.layers.Layer):
             indices = [int(i) for i in indices]
             if not indices:
                 raise ValueError("`indices` must keep at least one feature. Received: []")
-            if min(indices) < 0 or any(b <= a for a, b in zip(indices, indices[1:])):
+            if min(indices) < 0 or any(b <= a for a, b in itertools.pairwise(indices)):
                 raise ValueError(
                     "`indices` must be non-negative and strictly increasing. "
                     f"Received: indices={indices[:10]}{'...' if len(indices) > 10 else ''}"

@@ -11,12 +11,11 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import keras
+from sklearn.datasets import load_digits
+from tfdynhp.callbacks import DynHPCallback
 
-import tfdynhp  # noqa: E402
-from tfdynhp.callbacks import DynHPCallback  # noqa: E402
+import tfdynhp
 
 keras.config.disable_traceback_filtering()
 keras.utils.set_random_seed(0)

@@ -4,9 +4,9 @@ import sys
 
 import keras
 import numpy as np
-
-import tfdynhp  # noqa: F401  (registers the custom objects)
 from tfdynhp.callbacks import DynHPCallback
+
+import tfdynhp
 
 path, data_path, out_path = sys.argv[1:4]
 model = keras.models.load_model(path)

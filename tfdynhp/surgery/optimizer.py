@@ -25,9 +25,11 @@ def _aligned_slot_lists(optimizer):
             continue
         if any(v is m for v, m in zip(value, model_variables)):
             continue  # the model's variables themselves
-        if all(v is None or tuple(v.shape) == tuple(m.shape) for v, m in zip(value, model_variables)):
-            if any(v is not None for v in value):
-                names.append(name)
+        same_shapes = all(
+            v is None or tuple(v.shape) == tuple(m.shape) for v, m in zip(value, model_variables)
+        )
+        if same_shapes and any(v is not None for v in value):
+            names.append(name)
     return names
 
 
