@@ -122,13 +122,17 @@ def _input_metadata(ndim, units):
     }
 
 
-@register_producer(GatedDense)
-def narrow_gated_dense_outputs(layer, keep):
+def _dense_output_edit(layer, keep, kernel_attribute):
     edit = LayerEdit(layer, attributes={"units": len(keep)})
-    edit.slice("kernel", 1, keep)
+    edit.slice(kernel_attribute, 1, keep)
     if layer.use_bias:
         edit.slice("bias", 0, keep)
     return edit
+
+
+@register_producer(GatedDense)
+def narrow_gated_dense_outputs(layer, keep):
+    return _dense_output_edit(layer, keep, "kernel")
 
 
 @register_consumer(GatedDense)
@@ -143,11 +147,7 @@ def narrow_gated_dense_inputs(layer, keep):
 def narrow_dense_outputs(layer, keep):
     if layer.quantization_mode or layer.lora_enabled:
         raise ValueError(f"Layer '{layer.name}' is quantized or uses LoRA; cannot narrow it.")
-    edit = LayerEdit(layer, attributes={"units": len(keep)})
-    edit.slice("_kernel", 1, keep)
-    if layer.use_bias:
-        edit.slice("bias", 0, keep)
-    return edit
+    return _dense_output_edit(layer, keep, "_kernel")
 
 
 @register_producer(SelectFeatures)
@@ -158,7 +158,7 @@ def narrow_selected_features(layer, keep):
 
 @register_per_unit(keras.layers.BatchNormalization)
 def narrow_batch_normalization(layer, keep):
-    if layer.axis not in (-1, 1) and layer.axis != [1] and layer.axis != [-1]:
+    if layer.axis not in (-1, 1):
         raise ValueError(f"BatchNormalization '{layer.name}' must normalise the last axis.")
     edit = LayerEdit(layer, attributes=_input_metadata(2, len(keep)))
     for attribute in ("gamma", "beta", "moving_mean", "moving_variance"):
