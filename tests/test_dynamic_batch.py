@@ -92,9 +92,10 @@ def test_logs_budget_and_memory_keys(digits, accounting):
     model = tfdynhp.gate(keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)]), seed=0)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     data = tfdynhp.DynamicBatches(x[:200], y[:200], batch_size=8, seed=0)
-    history = model.fit(data, epochs=1, verbose=0,
+    history = model.fit(data, epochs=1, verbose=0, validation_data=(x[200:300], y[200:300]),
                         callbacks=[DynHPCallback(budget="2MB", accounting=accounting)])
     logs = {k: v[-1] for k, v in history.history.items()}
     assert logs["dynhp/budget_bytes"] == 2_000_000
     assert logs["dynhp/memory_bytes"] == logs[f"dynhp/{accounting}_memory_bytes"]
     assert logs["grad_variance_l1"] > 0 and logs["dynhp/batch_size"] == 8
+    assert "val_grad_variance_l1" not in logs and "val_loss" in logs

@@ -71,6 +71,13 @@ class GatedModel(keras.Model):
                 )
             self.train_function = None
 
+    def test_step(self, data):
+        logs = super().test_step(data)
+        if self._variance_trackers is None:
+            return logs
+        # The variance metrics belong to training; keep `val_*` logs free of them.
+        return {k: v for k, v in logs.items() if k not in (GRADIENT_VARIANCE, VARIANCE_RATIO)}
+
     def train_step(self, data):
         if self._variance_trackers is None:
             return super().train_step(data)
