@@ -99,3 +99,17 @@ def test_logs_budget_and_memory_keys(digits, accounting):
     assert logs["dynhp/memory_bytes"] == logs[f"dynhp/{accounting}_memory_bytes"]
     assert logs["grad_variance_l1"] > 0 and logs["dynhp/batch_size"] == 8
     assert "val_grad_variance_l1" not in logs and "val_loss" in logs
+
+
+def test_progress_bar_counts_each_epochs_real_steps(capsys):
+    x = np.random.default_rng(0).uniform(size=(300, 8)).astype("float32")
+    model = tfdynhp.gate(keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)]), seed=0)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = tfdynhp.DynamicBatches(x, np.arange(300) % 3, batch_size=10, seed=0)
+    history = model.fit(data, epochs=3, verbose=2,
+                        callbacks=[DynHPCallback(budget="10MB", alpha_bs=0.0)])
+    out = capsys.readouterr().out
+    for batch in history.history["dynhp/batch_size"]:
+        steps = -(-300 // int(batch))
+        assert f"{steps}/{steps} " in out
+    assert history.history["dynhp/batch_size"][-1] > 10

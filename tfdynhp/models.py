@@ -1,11 +1,13 @@
 """`GatedModel`: a functional Keras model whose training step can also measure the variance of
 the per-example gradients of its gated dense layers (the signal DynHP grows the batch with)."""
 
+import math
+
 import keras
 import tensorflow as tf
 from keras.src.losses import loss as loss_module
 
-from tfdynhp.batches import ignore_ran_out_of_data_warning
+from tfdynhp.batches import DynamicBatches, ignore_ran_out_of_data_warning
 from tfdynhp.taps import record_dense_taps
 from tfdynhp.variance import dense_gradient_variance_l1
 
@@ -44,6 +46,14 @@ class GatedModel(keras.Model):
         reach the training data (to resize `DynamicBatches`) and the fixed batch size.
         """
         _check_callbacks(callbacks)
+        callbacks = list(callbacks or [])
+        verbose = kwargs.get("verbose", "auto")
+        if (
+            isinstance(x, DynamicBatches)
+            and verbose != 0
+            and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)
+        ):
+            callbacks.append(_EpochStepsProgbar(x))
         object.__setattr__(self, "_dynhp_fit_data", x)
         # Keras batches arrays with `batch_size` (32 by default); other inputs batch themselves.
         fixed_batch = (batch_size or 32) if hasattr(x, "shape") else None
@@ -134,3 +144,17 @@ def _check_callbacks(callbacks):
             "EarlyStopping(restore_best_weights=False) together with "
             "ModelCheckpoint(path, save_best_only=True) and reload the best `.keras` file."
         )
+
+
+class _EpochStepsProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, with each epoch's real number of steps: Keras counts the steps once
+    when `fit` starts, but a growing `DynamicBatches` batch makes later epochs shorter."""
+
+    def __init__(self, data):
+        super().__init__()
+        self._data = data
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The size requested for this epoch (applied by the data set right after this hook).
+        self.target = math.ceil(self._data.num_examples / self._data.batch_size)
+        super().on_epoch_begin(epoch, logs)
