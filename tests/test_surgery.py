@@ -149,3 +149,22 @@ def test_bad_keep_masks_are_rejected(masks, match):
     with pytest.raises(ValueError, match=match):
         apply_keep_masks(model, masks)
     assert first.input_units == 4
+
+
+def test_learning_rate_schedule_and_reduced_rate_survive_the_rebuild():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    y = np.arange(32) % 3
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=4, decay_rate=0.5)
+    for optimizer in (keras.optimizers.Adam(schedule), keras.optimizers.SGD(0.05)):
+        model = tfdynhp.gate(make_mlp(6, [5], 3), seed=0)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        if isinstance(model.optimizer._learning_rate, keras.Variable):
+            model.optimizer.learning_rate = 0.0125  # as ReduceLROnPlateau would
+        rate = float(model.optimizer.learning_rate)
+        first = gated_layers(model)[0]
+        apply_keep_masks(model, {first.name: np.arange(6) != 2})
+        assert model.optimizer is not optimizer
+        assert float(model.optimizer.learning_rate) == pytest.approx(rate)
+        assert int(model.optimizer.iterations.numpy()) == 4
