@@ -168,3 +168,25 @@ def test_learning_rate_schedule_and_reduced_rate_survive_the_rebuild():
         assert model.optimizer is not optimizer
         assert float(model.optimizer.learning_rate) == pytest.approx(rate)
         assert int(model.optimizer.iterations.numpy()) == 4
+
+
+def test_interrupt_during_surgery_leaves_a_loadable_model(monkeypatch, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tfdynhp.gate(make_mlp(6, [5], 3), seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    model.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+    before = model.predict(x, verbose=0)
+    original = variable_utils.swap_variable
+
+    def interrupted_swap(layer, old, new):
+        original(layer, old, new)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(variable_utils, "swap_variable", interrupted_swap)
+    first = gated_layers(model)[0]
+    with pytest.raises(KeyboardInterrupt):
+        apply_keep_masks(model, {first.name: np.arange(6) != 0})
+    model.save(tmp_path / "after_interrupt.keras")
+    reloaded = keras.models.load_model(tmp_path / "after_interrupt.keras")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), before)
