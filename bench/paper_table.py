@@ -152,7 +152,7 @@ def main(argv=None):
                         help="epochs of dense/SP/HP (default 20; quick: 3)")
     parser.add_argument("--tfmot-epochs", type=int, default=None,
                         help="epochs of the TF-MOT row (default 20; quick: 3)")
-    parser.add_argument("--alphas", default="0.98,0.988,0.989",
+    parser.add_argument("--alphas", default="0.98,0.9,0.7",
                         help="alpha_bs of the DynHP rows (default: %(default)s)")
     parser.add_argument("--rows", default="dense,sp,hp,dynhp,tfmot",
                         help="rows to run (default: %(default)s)")
