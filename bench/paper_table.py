@@ -118,11 +118,12 @@ def table_markdown(rows, command, notes):
         model_bytes = r["model_size_bytes"]
         paper_mem = r.get("mean_training_memory_paper_bytes")
         full_mem = r.get("mean_training_memory_full_bytes")
+        paper_mb = None if paper_mem is None else budget_lib.paper_mbytes(round(paper_mem))
         lines.append(
-            f"| {r['row']} | {r['test_error_pct']:.2f} | {_fmt(r.get('int8_test_error_pct'), '.2f')}"
+            f"| {r['row']} | {r['test_error_pct']:.2f} | "
+            f"{_fmt(r.get('int8_test_error_pct'), '.2f')}"
             f" | {r['params']:,} | {budget_lib.paper_mbytes(model_bytes):.3f} | "
-            f"{model_bytes / 2**20:.3f} | "
-            f"{_fmt(None if paper_mem is None else budget_lib.paper_mbytes(round(paper_mem)), '.3f')}"
+            f"{model_bytes / 2**20:.3f} | {_fmt(paper_mb, '.3f')}"
             f" | {_fmt(None if full_mem is None else full_mem / 2**20, '.3f')} | "
             f"{r.get('final_batch_size') or r.get('batch_size') or '-'} | "
             f"{r.get('tflite_bytes', '-'):,} | {_fmt(r.get('litert_latency_ms'), '.4f')} | "

@@ -9,8 +9,9 @@ them alike:
   trains with: it also computes `||S||_1` of the per-example gradients).
 
 Prints and writes to `bench/results/variance_overhead.json` the ratios
-`gated+variance / gated` (the variance's own cost, target <= 1.3x), `gated+variance / plain`
-and `gated / plain`.
+`gated+variance / plain` (what a DynHP step costs over a stock Keras step; target <= 1.3x),
+`gated / plain` (the cost of the gates alone) and `gated+variance / gated` (the variance's own
+cost).
 
     python bench/variance_overhead.py [--widths 784,300,100,10] [--batches 128,512]
 """
@@ -30,6 +31,7 @@ import numpy as np
 
 import tfdynhp
 
+TARGET = 1.3
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -93,7 +95,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", default="784,300,100,10")
     parser.add_argument("--batches", default="128,512")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=os.path.join(RESULTS, "variance_overhead.json"))
     args = parser.parse_args(argv)
@@ -107,9 +109,10 @@ def main(argv=None):
         print(
             f"batch {batch}: plain {ms['plain']:.3f} ms, gated {ms['gated']:.3f} ms, "
             f"gated+variance {ms['gated+variance']:.3f} ms per step; "
-            f"variance/gated {result['ratio_variance_vs_gated']:.2f}x, "
-            f"variance/plain {result['ratio_variance_vs_plain']:.2f}x, "
-            f"gated/plain {result['ratio_gated_vs_plain']:.2f}x",
+            f"gated+variance/plain {result['ratio_variance_vs_plain']:.2f}x (target <= "
+            f"{TARGET}x: {'met' if result['ratio_variance_vs_plain'] <= TARGET else 'NOT met'}), "
+            f"gated/plain {result['ratio_gated_vs_plain']:.2f}x, "
+            f"gated+variance/gated {result['ratio_variance_vs_gated']:.2f}x",
             flush=True,
         )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -119,7 +122,8 @@ def main(argv=None):
                 "command": command.strip(),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "keras": keras.__version__},
-                "target_ratio_variance_vs_gated": 1.3,
+                "target_ratio_variance_vs_plain": TARGET,
+                "target_met": all(r["ratio_variance_vs_plain"] <= TARGET for r in results),
                 "results": results,
             },
             f,

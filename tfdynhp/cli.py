@@ -273,7 +273,7 @@ def _cmd_train(args):
             out_dir=out_dir,
             exports=exports,
             verbose=0 if args.quiet else 1,
-            keras_verbose=0 if args.quiet else 2,
+            keras_verbose=0 if args.quiet else 1,
         )
     except ValueError as e:
         # Training-time user errors, e.g. a budget too small for the starting model.

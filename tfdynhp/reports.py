@@ -107,13 +107,14 @@ def plot_history(history, out_dir, budget_bytes=None):
     plt, fig, ax = _figure()
     layers = sorted({k for r in history for k in r if str(k).startswith(UNITS_PREFIX)})
     for key in layers:
-        ax.plot(*_series(history, key), marker=".", label=key[len(UNITS_PREFIX):])
+        ax.plot(*_series(history, key), marker=".", label=f"inputs of {key[len(UNITS_PREFIX):]}")
     ax.set_ylabel("active input units")
     if layers:
         ax.set_yscale("log")
     else:
         _note(ax, "no gated layers")
-    paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[0]), "Active units per layer"))
+    title = "Active input units per gated layer"
+    paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[0]), title))
 
     plt, fig, ax = _figure()
     xs, ys = _series(history, "dynhp/batch_size")
