@@ -38,11 +38,16 @@ class DynHPCallback(keras.callbacks.Callback):
     (eqs. 9-10), and never shrinks.
 
     Per epoch it writes to `logs` (so `CSVLogger`, `TensorBoard` and `History` record them; put
-    this callback before them in the list): `dynhp/params`, `dynhp/units/<layer>`,
-    `dynhp/memory_bytes` (the epoch's training memory under `accounting`),
-    `dynhp/paper_memory_bytes`, `dynhp/full_memory_bytes`, `dynhp/batch_size` (the epoch's),
-    `dynhp/next_batch_size` and, with a budget, `dynhp/budget_bytes`. `history` keeps the same
-    per epoch.
+    this callback before them in the list):
+
+    - what the epoch trained with: `dynhp/batch_size`, `dynhp/memory_bytes` (training memory
+      under `accounting`), `dynhp/paper_memory_bytes`, `dynhp/full_memory_bytes`;
+    - the model after the epoch's pruning: `dynhp/params` (kernel and bias values) and
+      `dynhp/units/<layer>` (input units of each gated layer);
+    - what the next epoch will train with: `dynhp/next_batch_size`, `dynhp/next_memory_bytes`;
+    - with a budget, `dynhp/budget_bytes`.
+
+    `history` keeps the same per epoch.
 
     Args:
         threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Defaults to
@@ -220,6 +225,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if batch_size is not None:
             record["dynhp/batch_size"] = batch_size
             record["dynhp/next_batch_size"] = next_batch
+            record["dynhp/next_memory_bytes"] = self._memory(next_batch)[0]
         if self.budget_bytes is not None:
             record["dynhp/budget_bytes"] = self.budget_bytes
         logs.update(record)

@@ -72,6 +72,7 @@ def test_budget_binds_and_memory_never_exceeds_it(digits):
     history = model.fit(data, epochs=4, verbose=0, callbacks=[callback])
     for record in callback.history:
         assert record["dynhp/memory_bytes"] <= budget
+        assert record["dynhp/next_memory_bytes"] <= budget
     # The configuration the last epoch chose (pruned model, next batch) fits as well.
     total, _, _ = memory.training_memory(model, callback.history[-1]["dynhp/next_batch_size"])
     assert total <= budget

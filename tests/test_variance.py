@@ -24,14 +24,15 @@ def test_matches_brute_force_per_example_gradients(use_bias):
 
 
 def test_training_step_statistic_matches_per_example_loop(digits):
-    """The metric the training step reports equals a per-example-gradient loop, same noise."""
+    """The metric the training step reports equals a per-example-gradient loop, same noise;
+    F is the data loss (the L0 penalty, here non-zero, is left out)."""
     x, y, _, _ = digits
     x, y = x[:32], y[:32]
     keras.utils.set_random_seed(3)
     base = keras.Sequential(
         [keras.Input((64,)), keras.layers.Dense(12, activation="tanh"), keras.layers.Dense(10)]
     )
-    model = tfdynhp.gate(base, l0_lambda=0.0, seed=1)
+    model = tfdynhp.gate(base, l0_lambda=0.5, seed=1)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(keras.optimizers.SGD(0.0), loss_fn)
     model.enable_gradient_variance()

@@ -26,7 +26,8 @@ class GatedModel(keras.Model):
     - `grad_variance_l1`: `||S||_1`, the summed unbiased variance of the per-example gradients
       of every gated dense kernel and bias (Balles et al., 2017), computed from the layer inputs
       and the per-example gradients at the pre-activations, with no per-example gradients;
-    - `grad_variance_ratio`: `||S||_1 / F`, with `F` the mini-batch loss, averaged over the
+    - `grad_variance_ratio`: `||S||_1 / F`, with `F` the mini-batch data loss (the loss
+      without the L0 penalty, so the rule does not depend on `lambda`), averaged over the
       epoch: the quantity of the DynHP batch-size rule (paper eq. 8).
 
     The estimate assumes a loss averaged over the batch (Keras' default reduction).
@@ -100,6 +101,10 @@ class GatedModel(keras.Model):
             batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
             batch_loss = loss_module.unscale_loss_for_distribution(loss)
             self._loss_tracker.update_state(batch_loss, sample_weight=batch_size)
+            # F of the batch rule: the data loss, without the L0 penalty and other additional
+            # losses, so that the rule does not depend on lambda.
+            penalties = self.losses
+            data_loss = batch_loss - (tf.add_n(penalties) if penalties else 0.0)
             if self.optimizer is not None:
                 loss = self.optimizer.scale_loss(loss)
 
@@ -123,7 +128,7 @@ class GatedModel(keras.Model):
         )
         variance_tracker, ratio_tracker = self._variance_trackers
         variance_tracker.update_state(variance)
-        ratio_tracker.update_state(tf.math.divide_no_nan(variance, batch_loss))
+        ratio_tracker.update_state(tf.math.divide_no_nan(variance, data_loss))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
