@@ -111,3 +111,12 @@ def test_train_rejects_exports_without_out_dir(digits):
         training.train(data=((x, y), (xt, yt)), mode="dense", exports="pi", verbose=0)
     with pytest.raises(ValueError, match="mode"):
         training.train(data=((x, y), (xt, yt)), mode="magic", verbose=0)
+
+
+def test_cosine_epoch_schedule_decays_from_lr_towards_zero():
+    from tfdynhp.training import cosine_epoch_schedule
+
+    schedule = cosine_epoch_schedule(1e-3, 10)
+    assert schedule(0) == pytest.approx(1e-3)
+    assert schedule(5) == pytest.approx(5e-4)
+    assert schedule(9) < 3e-5

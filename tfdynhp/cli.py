@@ -121,6 +121,9 @@ def build_parser():
                        f"dynhp, {training.FIXED_BATCH_DEFAULT} otherwise)")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help=f"Adam learning rate (default: {defaults['lr']})")
+    train.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                       help="per-epoch learning-rate schedule (default: "
+                       f"{defaults['lr_schedule']})")
     train.add_argument("--l0-lambda", type=_non_negative_float, default=None,
                        help="lambda of the L0 penalty, divided by the training-set size "
                        f"(default: {defaults['l0_lambda']})")
@@ -258,6 +261,7 @@ def _cmd_train(args):
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            lr_schedule=args.lr_schedule,
             l0_lambda=args.l0_lambda,
             drop_rate_init=args.drop_rate_init,
             first_layer_drop_rate=args.first_layer_drop_rate,

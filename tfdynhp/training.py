@@ -56,6 +56,7 @@ DEFAULTS = {
     "epochs": 30,
     "batch_size": 16,
     "lr": 1e-3,
+    "lr_schedule": "constant",
     "l0_lambda": 100.0,
     "drop_rate_init": 0.2,
     "first_layer_drop_rate": None,
@@ -282,6 +283,18 @@ def _evaluate_accuracy(model, x, y):
     return float(np.mean(np.argmax(probs, axis=-1) == y))
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def cosine_epoch_schedule(lr, epochs):
+    """`schedule(epoch, current) -> rate`: cosine decay from `lr` at epoch 0 towards 0."""
+
+    def schedule(epoch, current_lr=None):
+        return float(0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))))
+
+    return schedule
+
+
 def train(
     dataset="fashion-mnist",
     arch=LENET_300_100,
@@ -289,6 +302,7 @@ def train(
     epochs=None,
     batch_size=None,
     lr=None,
+    lr_schedule=None,
     l0_lambda=None,
     drop_rate_init=None,
     first_layer_drop_rate=DEFAULTS["first_layer_drop_rate"],
@@ -316,7 +330,10 @@ def train(
         epochs: epochs of the single `fit`. Defaults to `DEFAULTS["epochs"]`.
         batch_size: the (initial, for DynHP) batch size. Defaults to 16 for DynHP, 128
             otherwise.
-        lr: Adam learning rate (fixed). Defaults to `1e-3`.
+        lr: Adam learning rate (the initial one with a schedule). Defaults to `1e-3`.
+        lr_schedule: `"constant"` or `"cosine"` (per-epoch cosine decay from `lr` to 0 over
+            `epochs`, set by `keras.callbacks.LearningRateScheduler`; DynHP's optimizer
+            rebuilds keep the rate). Defaults to `DEFAULTS["lr_schedule"]`.
         l0_lambda: `lambda` of the expected-L0 penalty; the penalty is divided by the number
             of training examples (Louizos' convention). Defaults to `DEFAULTS["l0_lambda"]`.
         drop_rate_init: initial gate drop rate of hidden layers. Defaults to `0.5`.
@@ -360,6 +377,11 @@ def train(
     if batch_size is None:
         batch_size = DEFAULTS["batch_size"] if is_dynhp else FIXED_BATCH_DEFAULT
     lr = DEFAULTS["lr"] if lr is None else float(lr)
+    lr_schedule = DEFAULTS["lr_schedule"] if lr_schedule is None else lr_schedule
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"Unknown lr_schedule {lr_schedule!r}. Expected one of {list(LR_SCHEDULES)}."
+        )
     l0_lambda = DEFAULTS["l0_lambda"] if l0_lambda is None else float(l0_lambda)
     drop_rate_init = DEFAULTS["drop_rate_init"] if drop_rate_init is None else drop_rate_init
     threshold = DEFAULTS["threshold"] if threshold is None else float(threshold)
@@ -420,6 +442,8 @@ def train(
         )
         recorder = _EpochRecorder()
     callbacks.append(recorder)
+    if lr_schedule == "cosine":
+        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_epoch_schedule(lr, epochs)))
     if out_dir is not None:
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
     model.compile(
@@ -453,6 +477,7 @@ def train(
         "epochs": epochs,
         "batch_size": int(batch_size),
         "lr": lr,
+        "lr_schedule": lr_schedule,
         "l0_lambda": None if mode == "dense" else l0_lambda,
         "drop_rate_init": None if mode == "dense" else drop_rate_init,
         "first_layer_drop_rate": None if mode == "dense" else first_layer_drop_rate,
