@@ -148,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="6,000 training examples and 3 epochs per row (a smoke run)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs of the DynHP rows (default 30; quick: 3)")
+                        help="epochs of the DynHP rows (default 50, the bar; quick: 3)")
     parser.add_argument("--baseline-epochs", type=int, default=None,
                         help="epochs of dense/SP/HP (default 20; quick: 3)")
     parser.add_argument("--tfmot-epochs", type=int, default=None,
@@ -160,6 +160,7 @@ def main(argv=None):
     parser.add_argument("--budget", default=None, help="DynHP budget (default: training's)")
     parser.add_argument("--l0-lambda", type=float, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None)
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-samples", type=int, default=2000)
@@ -173,7 +174,7 @@ def main(argv=None):
         args.tfmot_epochs = args.tfmot_epochs or 3
         if args.results == os.path.join(HERE, "results"):
             args.results = os.path.join(HERE, "results", "quick")
-    args.epochs = args.epochs or 30
+    args.epochs = args.epochs or 50
     args.baseline_epochs = args.baseline_epochs or 20
     args.tfmot_epochs = args.tfmot_epochs or 20
     command = "python bench/paper_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -187,6 +188,8 @@ def main(argv=None):
         shared["l0_lambda"] = args.l0_lambda
     if args.lr is not None:
         shared["lr"] = args.lr
+    if args.lr_schedule is not None:
+        shared["lr_schedule"] = args.lr_schedule
     specs = []
     if "dense" in wanted:
         specs.append(("dense", {"mode": "dense", "epochs": args.baseline_epochs}))
