@@ -17,11 +17,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # Lazy: `tfdynhp.callbacks` imports the core, so the core cannot import it eagerly.
+    # Lazy: `tfdynhp.callbacks` imports the core, so the core cannot import it eagerly; the
+    # converters and the training helpers import TFLite runtimes and matplotlib on demand.
     if name == "DynHPCallback":
         from tfdynhp.callbacks import DynHPCallback
 
         return DynHPCallback
+    if name in ("callbacks", "converters", "training", "reports"):
+        import importlib
+
+        return importlib.import_module(f"tfdynhp.{name}")
     raise AttributeError(f"module 'tfdynhp' has no attribute {name!r}")
 
 
@@ -36,6 +41,8 @@ __all__ = [
     "apply_keep_masks",
     "batch_size",
     "budget",
+    "callbacks",
+    "converters",
     "criteria",
     "datasets",
     "format_bytes",
