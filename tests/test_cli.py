@@ -102,7 +102,7 @@ def test_export_from_saved_model(dynhp_run, tmp_path, capsys):
     assert (tmp_path / "pi" / "model.tflite").stat().st_size > 0
 
 
-def _expect_usage_error(argv, capsys, match):
+def check_usage_error(argv, capsys, match):
     code, _, err = run(argv, capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -112,59 +112,59 @@ def _expect_usage_error(argv, capsys, match):
 
 
 def test_unknown_dataset(tmp_path, capsys):
-    _expect_usage_error(["train", "--dataset", "cifar-1000", "--out", str(tmp_path)], capsys,
+    check_usage_error(["train", "--dataset", "cifar-1000", "--out", str(tmp_path)], capsys,
                         "Unknown data set 'cifar-1000'")
 
 
 def test_unparsable_budget(tmp_path, capsys):
-    _expect_usage_error(["train", "--budget", "12XB", "--out", str(tmp_path)], capsys,
+    check_usage_error(["train", "--budget", "12XB", "--out", str(tmp_path)], capsys,
                         "cannot parse --budget '12XB'")
 
 
 def test_npz_missing_keys(tmp_path, capsys):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.zeros((3, 4)), y_train=np.zeros(3))
-    _expect_usage_error(["train", "--dataset", str(path), "--out", str(tmp_path / "o")],
+    check_usage_error(["train", "--dataset", str(path), "--out", str(tmp_path / "o")],
                         capsys, "missing keys ['x_test', 'y_test']")
 
 
 def test_missing_npz_file(tmp_path, capsys):
-    _expect_usage_error(["train", "--dataset", str(tmp_path / "nope.npz"), "--out",
+    check_usage_error(["train", "--dataset", str(tmp_path / "nope.npz"), "--out",
                          str(tmp_path)], capsys, "not found")
 
 
 def test_output_folder_not_writable(tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    _expect_usage_error(["train", "--dataset", "digits", "--out", str(blocker / "sub")],
+    check_usage_error(["train", "--dataset", "digits", "--out", str(blocker / "sub")],
                         capsys, "not writable")
-    _expect_usage_error(["train", "--dataset", "digits", "--out", str(blocker)], capsys,
+    check_usage_error(["train", "--dataset", "digits", "--out", str(blocker)], capsys,
                         "not a folder")
 
 
 def test_unknown_export_target(tmp_path, capsys):
-    _expect_usage_error(["train", "--export", "pi,toaster", "--out", str(tmp_path)], capsys,
+    check_usage_error(["train", "--export", "pi,toaster", "--out", str(tmp_path)], capsys,
                         "Unknown export target(s) ['toaster']")
 
 
 def test_budget_too_small(tmp_path, capsys):
-    _expect_usage_error(["train", "--dataset", "digits", "--budget", "1KB", "--epochs", "1",
+    check_usage_error(["train", "--dataset", "digits", "--budget", "1KB", "--epochs", "1",
                          "--out", str(tmp_path), "--quiet"], capsys, "too small")
 
 
 def test_argparse_errors_are_one_line(tmp_path, capsys):
-    _expect_usage_error(["train", "--mode", "magic", "--out", str(tmp_path)], capsys,
+    check_usage_error(["train", "--mode", "magic", "--out", str(tmp_path)], capsys,
                         "invalid choice: 'magic'")
-    _expect_usage_error(["train", "--epochs", "0", "--out", str(tmp_path)], capsys,
+    check_usage_error(["train", "--epochs", "0", "--out", str(tmp_path)], capsys,
                         "expected a positive integer")
 
 
 def test_other_commands_bad_input(tmp_path, capsys):
-    _expect_usage_error(["evaluate", str(tmp_path / "m.tflite")], capsys, "not found")
-    _expect_usage_error(["report", str(tmp_path)], capsys, "no history.csv")
-    _expect_usage_error(["export", str(tmp_path / "m.keras"), "--target", "pi", "--out",
+    check_usage_error(["evaluate", str(tmp_path / "m.tflite")], capsys, "not found")
+    check_usage_error(["report", str(tmp_path)], capsys, "no history.csv")
+    check_usage_error(["export", str(tmp_path / "m.keras"), "--target", "pi", "--out",
                          str(tmp_path / "o")], capsys, "not found")
-    _expect_usage_error(["export", str(tmp_path / "m.keras"), "--target", "fpga", "--out",
+    check_usage_error(["export", str(tmp_path / "m.keras"), "--target", "fpga", "--out",
                          str(tmp_path / "o")], capsys, "Unknown export target")
 
 
