@@ -7,6 +7,7 @@ from keras.src.utils import io_utils
 from tfdynhp import batch_size as batch_rules
 from tfdynhp import budget as budget_lib
 from tfdynhp import memory
+from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
 from tfdynhp.surgery import apply_keep_masks, gated_layers
@@ -137,8 +138,6 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def _training_data(self):
         data = getattr(self.model, "_dynhp_fit_data", None)
-        from tfdynhp.batches import DynamicBatches
-
         if not isinstance(data, DynamicBatches) or not isinstance(self.model, GatedModel):
             raise ValueError(  # noqa: TRY004 (a wrong fit input is a value error to the user)
                 "`dynamic_batch=True` needs the training data as `tfdynhp.DynamicBatches(x, y, "
@@ -147,6 +146,12 @@ class DynHPCallback(keras.callbacks.Callback):
                 f"training data of type {type(data).__name__}. Or pass `dynamic_batch=False`."
             )
         return data
+
+    def _epoch_batch_size(self):
+        """The batch size of the coming epoch, when known (None for self-batching inputs)."""
+        if self._data is not None:
+            return self._data.batch_size
+        return getattr(self.model, "_dynhp_fit_batch_size", None)
 
     def _memory(self, batch_size):
         return memory.training_memory(self.model, batch_size, self.accounting)
@@ -158,7 +163,7 @@ class DynHPCallback(keras.callbacks.Callback):
         self.history = []
         self._data = self._training_data() if self.dynamic_batch else None
         if self.budget_bytes is not None:
-            batch = self._data.batch_size if self._data is not None else 1
+            batch = self._epoch_batch_size() or 1
             total, fixed, per_example = self._memory(batch)
             if total > self.budget_bytes:
                 raise ValueError(
@@ -198,11 +203,7 @@ class DynHPCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         model = self.model
-        batch_size = (
-            self._data.batch_size
-            if self._data is not None
-            else getattr(model, "_dynhp_fit_batch_size", None)
-        )
+        batch_size = self._epoch_batch_size()
         memory_batch = batch_size or 0
         epoch_memory = {
             accounting: memory.training_memory(model, memory_batch, accounting)[0]
