@@ -1,7 +1,6 @@
 """`DynHPCallback`: Dynamic Hard Pruning inside one `model.fit()` call."""
 
 import keras
-import numpy as np
 from keras.src.utils import io_utils
 
 from tfdynhp import batch_size as batch_rules
@@ -11,18 +10,7 @@ from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
 from tfdynhp.surgery import apply_keep_masks, gated_layers
-
-
-def _check_number(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"`{name}` must be a number in [{low}, {high}]. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
-    return int(value)
+from tfdynhp.validation import check_integer, check_real
 
 
 class DynHPCallback(keras.callbacks.Callback):
@@ -98,19 +86,17 @@ class DynHPCallback(keras.callbacks.Callback):
         verbose=0,
     ):
         super().__init__()
-        self.criterion = criterion or GateActivationRate(
-            _check_number("threshold", threshold, 0.0, 1.0)
-        )
+        self.criterion = criterion or GateActivationRate(threshold)
         if not callable(self.criterion) or not hasattr(self.criterion, "threshold"):
             raise TypeError(
                 "`criterion` must be callable as criterion(layer) -> scores and have a "
                 f"`threshold` attribute. Received: {self.criterion!r}"
             )
-        self.min_units = _check_int("min_units", min_units, 1)
-        self.frequency = _check_int("frequency", frequency, 1)
+        self.min_units = check_integer("min_units", min_units, 1)
+        self.frequency = check_integer("frequency", frequency, 1)
         self.prune = bool(prune)
         self.budget_bytes = None if budget is None else budget_lib.parse_budget(budget)
-        self.alpha_bs = _check_number("alpha_bs", alpha_bs, 0.0, 1.0)
+        self.alpha_bs = check_real("alpha_bs", alpha_bs, 0.0, 1.0)
         self.accounting = memory.check_accounting(accounting)
         self.dynamic_batch = (budget is not None) if dynamic_batch is None else bool(dynamic_batch)
         if optimizer_slots not in ("slice", "reset"):

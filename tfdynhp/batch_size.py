@@ -13,27 +13,11 @@ so they can be tested at exact points.
 import math
 import numbers
 
+from tfdynhp.validation import check_integer, check_real
+
 # `1 - alpha_bs` is inexact in binary floating point ((1 - 0.98) * 100 == 2.0000000000000018),
 # so a product within this relative tolerance of an integer is taken to be that integer.
 _CEIL_RELATIVE_TOLERANCE = 1e-9
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def _check_non_negative_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Expected `{name}` to be a number. Received: {name}={value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"Expected `{name}` to be finite and >= 0. Received: {name}={value!r}"
-        )
-    return value
 
 
 def _tolerant_ceil(value):
@@ -73,14 +57,9 @@ def variance_batch_candidate(batch_size, alpha_bs, variance_ratio):
     >>> variance_batch_candidate(16, 0.98, 100.5)
     19
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
-    alpha_bs = _check_non_negative_number("alpha_bs", alpha_bs)
-    if alpha_bs > 1:
-        raise ValueError(
-            "Expected `alpha_bs` in [0, 1] (the paper uses 0.97 to 0.99). "
-            f"Received: alpha_bs={alpha_bs!r}"
-        )
-    variance_ratio = _check_non_negative_number("variance_ratio", variance_ratio)
+    batch_size = check_integer("batch_size", batch_size, 1)
+    alpha_bs = check_real("alpha_bs", alpha_bs, 0.0, 1.0)
+    variance_ratio = check_real("variance_ratio", variance_ratio)
     growth = _tolerant_ceil((1.0 - alpha_bs) * variance_ratio)
     return batch_size + max(0, growth)
 
@@ -112,9 +91,9 @@ def max_batch_for_budget(budget_bytes, fixed_bytes, bytes_per_example):
     >>> max_batch_for_budget(500_000, 600_000, 4_000)
     0
     """
-    budget_bytes = _check_non_negative_number("budget_bytes", budget_bytes)
-    fixed_bytes = _check_non_negative_number("fixed_bytes", fixed_bytes)
-    bytes_per_example = _check_non_negative_number("bytes_per_example", bytes_per_example)
+    budget_bytes = check_real("budget_bytes", budget_bytes)
+    fixed_bytes = check_real("fixed_bytes", fixed_bytes)
+    bytes_per_example = check_real("bytes_per_example", bytes_per_example)
     if bytes_per_example == 0:
         raise ValueError(
             "Expected `bytes_per_example` > 0 (an example always takes memory). "
@@ -161,13 +140,8 @@ def next_batch_size(batch_size, candidate, max_batch, max_examples=None):
     >>> next_batch_size(16, 40, 1000, max_examples=20)
     20
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
-    for name, value in (("candidate", candidate), ("max_batch", max_batch)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(
-                f"Expected `{name}` to be an integer >= 0. Received: {name}={value!r}"
-            )
-    limit = min(int(candidate), int(max_batch))
+    batch_size = check_integer("batch_size", batch_size, 1)
+    limit = min(check_integer("candidate", candidate), check_integer("max_batch", max_batch))
     if max_examples is not None:
-        limit = min(limit, _check_positive_int("max_examples", max_examples))
+        limit = min(limit, check_integer("max_examples", max_examples, 1))
     return max(batch_size, limit)

@@ -18,6 +18,8 @@ import math
 import numbers
 import re
 
+from tfdynhp.validation import check_integer, check_real
+
 _DECIMAL_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
 _BINARY_UNITS = {"kib": 2**10, "mib": 2**20, "gib": 2**30}
 _UNITS = {"": 1, **_DECIMAL_UNITS, **_BINARY_UNITS}
@@ -30,18 +32,6 @@ _ACCEPTED_FORMS = (
     "KiB, MiB, GiB (powers of 1024), case-insensitive, e.g. '1MB', '512KiB', '0.6MiB', "
     "'1.5 GB', '2048', '1e6B'"
 )
-
-
-def _is_integer(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_count(name, value):
-    if not _is_integer(value) or value < 0:
-        raise ValueError(
-            f"Expected `{name}` to be a non-negative integer. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def parse_budget(value):
@@ -119,7 +109,7 @@ def format_bytes(n_bytes):
     >>> format_bytes(1066440)
     '1,066,440 B (1.017 MiB, 1.066 MB)'
     """
-    n_bytes = _check_count("n_bytes", n_bytes)
+    n_bytes = check_integer("n_bytes", n_bytes)
     return f"{n_bytes:,} B ({n_bytes / 2**20:.3f} MiB, {n_bytes / 10**6:.3f} MB)"
 
 
@@ -145,13 +135,7 @@ def paper_mbytes(n_bytes):
     >>> round(paper_mbytes(1066440), 3)
     1.041
     """
-    if isinstance(n_bytes, bool) or not isinstance(n_bytes, numbers.Real):
-        raise TypeError(f"Expected a number of bytes. Received: n_bytes={n_bytes!r}")
-    if not math.isfinite(n_bytes) or n_bytes < 0:
-        raise ValueError(
-            f"Expected a non-negative, finite number of bytes. Received: n_bytes={n_bytes!r}"
-        )
-    return n_bytes / 1024 / 1000
+    return check_real("n_bytes", n_bytes) / 1024 / 1000
 
 
 def paper_mbytes_to_bytes(mbytes):
@@ -176,12 +160,7 @@ def paper_mbytes_to_bytes(mbytes):
     >>> paper_mbytes_to_bytes(0.124)
     126976
     """
-    if isinstance(mbytes, bool) or not isinstance(mbytes, numbers.Real):
-        raise TypeError(f"Expected a number of paper MBytes. Received: mbytes={mbytes!r}")
-    if not math.isfinite(mbytes) or mbytes < 0:
-        raise ValueError(
-            f"Expected a non-negative, finite number of paper MBytes. Received: mbytes={mbytes!r}"
-        )
+    mbytes = check_real("mbytes", mbytes)
     return round(decimal.Decimal(str(mbytes)) * 1024 * 1000)
 
 
@@ -218,7 +197,7 @@ class MemoryBreakdown:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            _check_count(field.name, getattr(self, field.name))
+            check_integer(field.name, getattr(self, field.name))
 
     @property
     def fixed(self):
@@ -264,20 +243,11 @@ def paper_memory_bytes(nonzero_weights, input_features, batch_size, bytes_per_va
     >>> paper_memory_bytes(266610, 784, 0)  # LeNet-300-100, weights only
     1066440
     """
-    nonzero_weights = _check_count("nonzero_weights", nonzero_weights)
-    input_features = _check_count("input_features", input_features)
-    batch_size = _check_count("batch_size", batch_size)
-    bytes_per_value = _check_bytes_per_value(bytes_per_value)
+    nonzero_weights = check_integer("nonzero_weights", nonzero_weights)
+    input_features = check_integer("input_features", input_features)
+    batch_size = check_integer("batch_size", batch_size)
+    bytes_per_value = check_integer("bytes_per_value", bytes_per_value, 1)
     return (nonzero_weights + input_features * batch_size) * bytes_per_value
-
-
-def _check_bytes_per_value(bytes_per_value):
-    if not _is_integer(bytes_per_value) or bytes_per_value < 1:
-        raise ValueError(
-            "Expected `bytes_per_value` to be a positive integer (4 for float32). "
-            f"Received: bytes_per_value={bytes_per_value!r}"
-        )
-    return int(bytes_per_value)
 
 
 def full_memory_breakdown(
@@ -332,8 +302,8 @@ def full_memory_breakdown(
         "input_values_per_example": input_values_per_example,
         "batch_size": batch_size,
     }
-    c = {name: _check_count(name, value) for name, value in counts.items()}
-    bpv = _check_bytes_per_value(bytes_per_value)
+    c = {name: check_integer(name, value) for name, value in counts.items()}
+    bpv = check_integer("bytes_per_value", bytes_per_value, 1)
     return MemoryBreakdown(
         weights=c["n_weights"] * bpv,
         gates=c["n_gates"] * bpv,

@@ -7,6 +7,8 @@ methods (activation density, magnitude) plug in the same way.
 
 import numpy as np
 
+from tfdynhp.validation import check_real
+
 
 class GateActivationRate:
     """Scores each input unit by the fraction of the epoch's examples in which its gate was
@@ -17,11 +19,7 @@ class GateActivationRate:
     """
 
     def __init__(self, threshold=0.5):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(
-                f"`threshold` must be in [0, 1]. Received: threshold={threshold}"
-            )
-        self.threshold = float(threshold)
+        self.threshold = float(check_real("threshold", threshold, 0.0, 1.0))
 
     def __call__(self, layer):
         return layer.activation_rates()

@@ -5,6 +5,7 @@ TF-MOT's `prune_low_magnitude` / `strip_pruning`)."""
 import keras
 import numpy as np
 
+from tfdynhp.criteria import keep_mask
 from tfdynhp.layers import GatedDense, SelectFeatures
 from tfdynhp.models import GatedModel
 from tfdynhp.surgery import apply_keep_masks, graph, registry
@@ -169,9 +170,12 @@ def strip(model, remove_closed_gates=True):
         )
     model = _copy_model(model)
     if remove_closed_gates:
-        masks = {layer.name: layer.test_time_gates() > 0 for layer in graph.gated_layers(model)}
-        masks = {name: mask if mask.any() else np.eye(len(mask), 1, dtype=bool)[:, 0]
-                 for name, mask in masks.items()}
+        # Keep units with z_hat > 0 (and at least one per layer).
+        smallest_open = np.finfo("float32").tiny
+        masks = {
+            layer.name: keep_mask(layer.test_time_gates(), smallest_open, min_units=1)
+            for layer in graph.gated_layers(model)
+        }
         apply_keep_masks(model, masks)
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
     x = inputs

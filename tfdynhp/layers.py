@@ -9,11 +9,7 @@ from keras import ops
 
 from tfdynhp import gates as gate_math
 from tfdynhp.taps import report_dense_tap
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+from tfdynhp.validation import check_integer
 
 
 @keras.saving.register_keras_serializable(package="tfdynhp")
@@ -74,12 +70,12 @@ class GatedDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("units", units)
+        check_integer("units", units, 1)
         if not l0_lambda >= 0:
             raise ValueError(f"`l0_lambda` must be >= 0. Received: l0_lambda={l0_lambda}")
         gate_math.initial_log_alpha(drop_rate_init)  # validates the range
         if dataset_size is not None:
-            _check_positive_int("dataset_size", dataset_size)
+            check_integer("dataset_size", dataset_size, 1)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
         if not (limit_low < 0.0 and limit_high > 1.0):
