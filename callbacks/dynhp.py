@@ -9,7 +9,7 @@ from tfdynhp import memory
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
-from tfdynhp.surgery import apply_keep_masks, gated_layers
+from tfdynhp.surgery import apply_keep_masks, gated_groups
 from tfdynhp.validation import check_integer, check_real
 
 
@@ -112,7 +112,7 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def _check_model(self):
         model = self.model
-        if not gated_layers(model):
+        if not gated_groups(model):
             raise ValueError(
                 f"DynHPCallback needs a model with gated layers; '{model.name}' has none. "
                 "Build it with `tfdynhp.gate(model)` and compile it before `fit`."
@@ -165,14 +165,14 @@ class DynHPCallback(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
 
     def on_epoch_begin(self, epoch, logs=None):
-        for layer in gated_layers(self.model):
-            layer.reset_gate_statistics()
+        for gate in self.model.gate_layers:
+            gate.reset_gate_statistics()
 
     def _keep_masks(self):
         masks = {}
-        for layer in gated_layers(self.model):
-            scores = self.criterion(layer)
-            masks[layer.name] = keep_mask(scores, self.criterion.threshold, self.min_units)
+        for group in gated_groups(self.model):
+            scores = self.criterion(group)
+            masks[group.name] = keep_mask(scores, self.criterion.threshold, self.min_units)
         return masks
 
     def _next_batch_size(self, batch_size, logs):
@@ -202,13 +202,13 @@ class DynHPCallback(keras.callbacks.Callback):
             next_batch = self._next_batch_size(batch_size, logs)
             self._data.set_batch_size(next_batch)
         record = {
-            "dynhp/params": memory.dense_weight_count(model),
+            "dynhp/params": memory.parameter_count(model),
             "dynhp/memory_bytes": epoch_memory[self.accounting],
             "dynhp/paper_memory_bytes": epoch_memory["paper"],
             "dynhp/full_memory_bytes": epoch_memory["full"],
         }
-        for layer in gated_layers(model):
-            record[f"dynhp/units/{layer.name}"] = layer.input_units
+        for group in gated_groups(model):
+            record[f"dynhp/units/{group.name}"] = group.units
         if batch_size is not None:
             record["dynhp/batch_size"] = batch_size
             record["dynhp/next_batch_size"] = next_batch
@@ -220,7 +220,7 @@ class DynHPCallback(keras.callbacks.Callback):
             k: float(v) for k, v in logs.items() if not k.startswith("dynhp/")
         }})
         if self.verbose:
-            units = "-".join(str(layer.input_units) for layer in gated_layers(model))
+            units = "-".join(str(group.units) for group in gated_groups(model))
             io_utils.print_msg(
                 f"DynHP epoch {epoch + 1}: units {units}, params {record['dynhp/params']}, "
                 f"batch {batch_size} -> {next_batch}, memory "

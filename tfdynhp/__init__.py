@@ -4,12 +4,12 @@ Train a network under a fixed memory budget by physically removing units whose H
 gates stay closed, reuse the freed memory for larger mini-batches, and export int8 TFLite.
 """
 
-from tfdynhp import batch_size, budget, criteria, datasets, gates, memory, surgery
+from tfdynhp import batch_size, budget, criteria, datasets, gates, memory, resources, surgery
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
 from tfdynhp.criteria import GateActivationRate
 from tfdynhp.gating import gate, is_gated_model, strip
-from tfdynhp.layers import GatedDense, SelectFeatures
+from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.models import GatedModel
 from tfdynhp.surgery import apply_keep_masks
 
@@ -34,7 +34,7 @@ __all__ = [
     "DynHPCallback",
     "DynamicBatches",
     "GateActivationRate",
-    "GatedDense",
+    "HardConcreteGate",
     "GatedModel",
     "MemoryBreakdown",
     "SelectFeatures",
@@ -51,6 +51,7 @@ __all__ = [
     "is_gated_model",
     "memory",
     "paper_mbytes",
+    "resources",
     "parse_budget",
     "strip",
     "surgery",

@@ -1,8 +1,9 @@
 """Which units to remove: pluggable criteria, apart from how they are removed (surgery).
 
-A criterion scores every input unit of a gated layer; units scoring below its `threshold` are
-removed. DynHP's criterion is the gate activation rate of the last epoch (paper §4.1); later
-methods (activation density, magnitude) plug in the same way.
+A criterion scores every unit of a group of coupled channels (`tfdynhp.surgery.UnitGroup`);
+units scoring below its `threshold` are removed. DynHP's criterion is the gate activation rate
+of the last epoch (paper §4.1); later methods (activation density, magnitude) plug in the same
+way.
 """
 
 import numpy as np
@@ -11,8 +12,8 @@ from tfdynhp.validation import check_real
 
 
 class GateActivationRate:
-    """Scores each input unit by the fraction of the epoch's examples in which its gate was
-    open (`z > 0`), counted by `GatedDense` during training.
+    """Scores each unit by the fraction of the epoch's examples in which its gate was open
+    (`z > 0`), counted by the group's `HardConcreteGate` during training.
 
     Args:
         threshold: units with a rate below it are removed (the paper's `gamma`, 0.5).
@@ -21,8 +22,11 @@ class GateActivationRate:
     def __init__(self, threshold=0.5):
         self.threshold = float(check_real("threshold", threshold, 0.0, 1.0))
 
-    def __call__(self, layer):
-        return layer.activation_rates()
+    def __call__(self, group):
+        if group.gate is None:
+            raise ValueError(f"Group '{group.name}' has no gate; GateActivationRate needs a "
+                             "model built by tfdynhp.gate().")
+        return group.gate.activation_rates()
 
     def get_config(self):
         return {"threshold": self.threshold}

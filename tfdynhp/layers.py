@@ -1,5 +1,5 @@
-"""Keras layers of tfdynhp: `GatedDense` (Hard Concrete L0 gates on input units) and
-`SelectFeatures` (a gather of the surviving input features)."""
+"""Keras layers of tfdynhp: `HardConcreteGate` (Hard Concrete L0 gates on the channels of a
+tensor) and `SelectFeatures` (a gather of the surviving input features)."""
 
 import itertools
 
@@ -8,74 +8,86 @@ import numpy as np
 from keras import ops
 
 from tfdynhp import gates as gate_math
-from tfdynhp.taps import report_dense_tap
-from tfdynhp.validation import check_integer
+from tfdynhp.validation import check_real
+
+SAMPLING = ("example", "batch")
 
 
 @keras.saving.register_keras_serializable(package="tfdynhp")
-class GatedDense(keras.layers.Layer):
-    """Dense layer with one Hard Concrete L0 gate per input unit (Louizos et al., 2018).
+class HardConcreteGate(keras.layers.Layer):
+    """One Hard Concrete L0 gate per channel (last axis) of its input (Louizos et al., 2018).
 
-    In training every example samples its own gates `z ~ HardConcrete(log_alpha)` and the layer
-    computes `activation((x * z) W + b)`; at inference the gates are the deterministic
-    `z_hat = clip(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)`. The expected L0 norm of the
-    gated weights, `lambda sum_j P(z_j > 0) * units / N`, is added with `add_loss`. While
-    training, the layer counts for each gate in how many examples it was open (`z > 0`): DynHP
-    removes the input units whose activation rate falls below a threshold (see
-    `tfdynhp.callbacks.DynHPCallback`).
+    `tfdynhp.gate()` puts a gate on the input of every layer that mixes channels (Dense, Conv,
+    SeparableConv): gating the *input* units of a layer, as DynHP's paper does for Dense layers,
+    is gating the *output* feature maps of the layers that produced them, after their
+    BatchNormalization and activation, as Louizos et al. do for convolutions. A gate at that
+    place is exact to remove: when `z_j = 0` no later layer sees channel `j`, so the channel can
+    be cut out of every layer it passes through (see `tfdynhp.surgery`).
+
+    In training each example samples its own gates `z ~ HardConcrete(log_alpha)` (one value per
+    channel, shared by the spatial positions of a feature map) and the layer returns `x * z`;
+    at inference it uses the deterministic `z_hat = clip(sigmoid(log_alpha) (zeta - gamma) +
+    gamma, 0, 1)`. It counts in how many examples each gate was open (`z > 0`): DynHP removes
+    the channels whose activation rate falls below a threshold.
+
+    The expected-L0 penalty, `l0_lambda * unit_cost * sum_j P(z_j > 0) / dataset_size`, is
+    returned by `l0_penalty()` and added once per gate by `tfdynhp.GatedModel` (a gate may be
+    called at several places of a residual network). `l0_lambda`, `unit_cost` and
+    `dataset_size` live in one non-trainable variable, so a controller can change them between
+    epochs without retracing the training step.
+
+    Deterministic gates are exactly 1 only when `sigmoid(log_alpha) >= (1 - gamma) / (zeta -
+    gamma)`, i.e. for `drop_rate_init <= 1/12` with the default stretch: with a larger initial
+    drop rate a freshly gated trained model's test-time outputs are scaled by `z_hat < 1` until
+    training moves `log_alpha` (see `tfdynhp.gate`).
 
     Args:
-        units: number of output units.
-        activation: activation function, as for `keras.layers.Dense`. Defaults to `None`.
-        use_bias: whether the layer has a bias. Defaults to `True`.
-        l0_lambda: strength `lambda` of the expected-L0 penalty. Defaults to `0.1`.
+        l0_lambda: strength `lambda` of the penalty. Defaults to `1.0`.
         drop_rate_init: initial probability `p` that a gate is closed; `log_alpha` starts at
-            `N(log(1 - p) - log(p), 0.01)`. Defaults to `0.5` (Louizos' hidden layers).
-        weight_by_fan_out: count the weights a gate switches off (`units` per gate) rather than
-            gates in the penalty. Defaults to `True`.
-        dataset_size: training-set size `N` the penalty is divided by (Louizos' reference
-            code); `None` does not divide. Defaults to `None`.
+            `N(log(1 - p) - log(p), 0.01)`. Defaults to `0.05` (test-time gates exactly 1).
+        unit_cost: what one channel costs in the penalty (1 counts channels; the engine sets
+            it to the parameters, MACs or memory a channel holds). Defaults to `1.0`.
+        cost_resource: what `unit_cost` measures, one of `tfdynhp.resources.RESOURCES`
+            (`"units"`, `"params"`, `"macs"`, `"memory"`); `tfdynhp.resources.update_gate_costs`
+            recomputes the cost after surgery. Defaults to `"units"`.
+        dataset_size: `N`, the number of training examples the penalty is divided by
+            (Louizos' convention); `None` lets `tfdynhp.GatedModel.fit` set it from the
+            training data at every `fit`. Defaults to `None`.
+        sampling: `"example"` (one gate sample per example, Louizos) or `"batch"` (one sample
+            per mini-batch, cheaper, noisier statistics). Defaults to `"example"`.
         temperature: `beta` of the Hard Concrete distribution. Defaults to `2/3`.
         limit_low: `gamma`, the lower stretch limit. Defaults to `-0.1`.
         limit_high: `zeta`, the upper stretch limit. Defaults to `1.1`.
-        seed: seed of the gate noise. Defaults to `None`.
-        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
-        kernel_constraint, bias_constraint: as for `keras.layers.Dense`.
+        seed: seed of the initialisation and the gate noise. Defaults to `None`.
 
     Example:
-    >>> layer = GatedDense(4, activation="relu", l0_lambda=0.01)
-    >>> layer(np.ones((2, 3), "float32")).shape
-    (2, 4)
+    >>> gate = HardConcreteGate(l0_lambda=0.1)
+    >>> gate(np.ones((2, 4, 4, 3), "float32")).shape
+    (2, 4, 4, 3)
     """
 
     def __init__(
         self,
-        units,
-        activation=None,
-        use_bias=True,
-        l0_lambda=0.1,
-        drop_rate_init=0.5,
-        weight_by_fan_out=True,
+        l0_lambda=1.0,
+        drop_rate_init=0.05,
+        unit_cost=1.0,
+        cost_resource="units",
         dataset_size=None,
+        sampling="example",
         temperature=gate_math.BETA,
         limit_low=gate_math.GAMMA,
         limit_high=gate_math.ZETA,
         seed=None,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_integer("units", units, 1)
-        if not l0_lambda >= 0:
-            raise ValueError(f"`l0_lambda` must be >= 0. Received: l0_lambda={l0_lambda}")
+        check_real("l0_lambda", l0_lambda)
+        check_real("unit_cost", unit_cost)
         gate_math.initial_log_alpha(drop_rate_init)  # validates the range
         if dataset_size is not None:
-            check_integer("dataset_size", dataset_size, 1)
+            check_real("dataset_size", dataset_size, 1.0)
+        if sampling not in SAMPLING:
+            raise ValueError(f"`sampling` must be one of {SAMPLING}. Received: {sampling!r}")
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
         if not (limit_low < 0.0 and limit_high > 1.0):
@@ -83,165 +95,147 @@ class GatedDense(keras.layers.Layer):
                 "The stretch limits must satisfy limit_low < 0 < 1 < limit_high so that gates "
                 f"can be exactly 0 or 1. Received: limit_low={limit_low}, limit_high={limit_high}"
             )
-        self.units = int(units)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
         self.l0_lambda = float(l0_lambda)
         self.drop_rate_init = float(drop_rate_init)
-        self.weight_by_fan_out = weight_by_fan_out
-        self.dataset_size = dataset_size
+        self.unit_cost = float(unit_cost)
+        self.cost_resource = cost_resource
+        self.dataset_size = None if dataset_size is None else int(dataset_size)
+        # `None` means "the number of training examples, set by GatedModel.fit".
+        self.auto_dataset_size = dataset_size is None
+        self.sampling = sampling
         self.temperature = float(temperature)
         self.limit_low = float(limit_low)
         self.limit_high = float(limit_high)
         self.seed = seed
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.input_spec = keras.InputSpec(min_ndim=2, max_ndim=2)
+        self.supports_masking = True
 
     def build(self, input_shape):
-        input_units = input_shape[-1]
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(input_units, self.units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+        units = input_shape[-1]
+        if units is None:
+            raise ValueError("HardConcreteGate needs a known number of channels (last axis).")
         self.log_alpha = self.add_weight(
             name="log_alpha",
-            shape=(input_units,),
+            shape=(units,),
             initializer=keras.initializers.RandomNormal(
                 mean=gate_math.initial_log_alpha(self.drop_rate_init), stddev=0.01, seed=self.seed
             ),
         )
         self.gate_active_count = self.add_weight(
-            name="gate_active_count",
-            shape=(input_units,),
-            initializer="zeros",
-            trainable=False,
+            name="gate_active_count", shape=(units,), initializer="zeros", trainable=False,
             aggregation="sum",
         )
         self.gate_observations = self.add_weight(
-            name="gate_observations",
-            shape=(),
-            initializer="zeros",
-            trainable=False,
+            name="gate_observations", shape=(), initializer="zeros", trainable=False,
             aggregation="sum",
         )
-        self.input_spec = keras.InputSpec(ndim=2, axes={-1: input_units})
+        self.penalty_weight = self.add_weight(
+            name="penalty_weight", shape=(),
+            initializer=keras.initializers.Constant(self._penalty_weight_value()),
+            trainable=False,
+        )
 
     @property
-    def input_units(self):
-        """Current number of input units (gates)."""
-        return int(self.kernel.shape[0])
+    def units(self):
+        """Current number of gated channels."""
+        return int(self.log_alpha.shape[0])
+
+    def _penalty_weight_value(self):
+        return self.l0_lambda * self.unit_cost / (self.dataset_size or 1)
+
+    def set_penalty(self, l0_lambda=None, unit_cost=None, dataset_size=None):
+        """Changes `lambda`, the cost of a channel or `N` (takes effect at the next step,
+        without retracing)."""
+        if l0_lambda is not None:
+            self.l0_lambda = float(check_real("l0_lambda", l0_lambda))
+        if unit_cost is not None:
+            self.unit_cost = float(check_real("unit_cost", unit_cost))
+        if dataset_size is not None:
+            self.dataset_size = int(check_real("dataset_size", dataset_size, 1.0))
+        if self.built:
+            self.penalty_weight.assign(self._penalty_weight_value())
 
     def _gate_kwargs(self):
         return {"gamma": self.limit_low, "zeta": self.limit_high}
 
     def call(self, inputs, training=False):
-        if training:
-            noise = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator)
-            z = gate_math.sample_gates(
-                self.log_alpha, noise, beta=self.temperature, **self._gate_kwargs()
-            )
-            active = ops.cast(ops.greater(z, 0.0), self.gate_active_count.dtype)
-            self.gate_active_count.assign_add(ops.sum(active, axis=0))
-            self.gate_observations.assign_add(ops.cast(ops.shape(inputs)[0], "float32"))
-        else:
+        if not training:
             z = gate_math.deterministic_gates(self.log_alpha, **self._gate_kwargs())
-        gated = inputs * ops.cast(z, inputs.dtype)
-        outputs = ops.matmul(gated, self.kernel)
-        if self.bias is not None:
-            outputs = ops.add(outputs, self.bias)
-        if training:
-            report_dense_tap(self, gated, outputs)
-        self.add_loss(self.l0_penalty())
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+            return inputs * ops.cast(z, inputs.dtype)
+        batch = ops.shape(inputs)[0]
+        rank = len(inputs.shape)
+        if self.sampling == "example":
+            noise_shape = (batch,) + (1,) * (rank - 2) + (self.units,)
+        else:
+            noise_shape = (self.units,)
+        noise = keras.random.uniform(noise_shape, seed=self.seed_generator)
+        z = gate_math.sample_gates(
+            self.log_alpha, noise, beta=self.temperature, **self._gate_kwargs()
+        )
+        open_gates = ops.cast(ops.greater(z, 0.0), self.gate_active_count.dtype)
+        open_gates = ops.reshape(open_gates, (-1, self.units))
+        examples = ops.cast(batch, "float32")
+        if self.sampling == "example":
+            self.gate_active_count.assign_add(ops.sum(open_gates, axis=0))
+        else:
+            self.gate_active_count.assign_add(open_gates[0] * examples)
+        self.gate_observations.assign_add(examples)
+        return inputs * ops.cast(z, inputs.dtype)
 
     def l0_penalty(self):
-        """The layer's expected-L0 penalty (a scalar tensor)."""
-        return gate_math.expected_l0_penalty(
-            self.log_alpha,
-            self.l0_lambda,
-            weights_per_gate=self.units if self.weight_by_fan_out else 1,
-            dataset_size=self.dataset_size,
-            beta=self.temperature,
-            **self._gate_kwargs(),
+        """The expected-L0 penalty `penalty_weight * sum_j P(z_j > 0)` (a scalar tensor)."""
+        probabilities = gate_math.prob_nonzero(
+            self.log_alpha, beta=self.temperature, **self._gate_kwargs()
         )
+        return self.penalty_weight * ops.sum(probabilities)
 
     def test_time_gates(self):
         """The deterministic gates `z_hat` as a NumPy array."""
         return np.asarray(
-            keras.ops.convert_to_numpy(
-                gate_math.deterministic_gates(self.log_alpha, **self._gate_kwargs())
-            )
+            ops.convert_to_numpy(gate_math.deterministic_gates(self.log_alpha, **self._gate_kwargs()))
         )
 
     def activation_rates(self):
         """Fraction of the examples seen since the last reset in which each gate was open.
 
-        Returns NaN for every gate when no example was seen.
+        NaN for every gate when no example was seen.
         """
-        observations = float(keras.ops.convert_to_numpy(self.gate_observations))
-        counts = np.asarray(keras.ops.convert_to_numpy(self.gate_active_count), np.float64)
+        observations = float(ops.convert_to_numpy(self.gate_observations))
+        counts = np.asarray(ops.convert_to_numpy(self.gate_active_count), np.float64)
         if observations <= 0:
             return np.full(counts.shape, np.nan)
         return counts / observations
 
     def reset_gate_statistics(self):
-        """Zeroes the per-gate activation counters (DynHP does it at every epoch start)."""
+        """Zeroes the activation counters (DynHP does it at every epoch start)."""
         self.gate_active_count.assign(np.zeros(self.gate_active_count.shape, "float32"))
         self.gate_observations.assign(0.0)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
+        return tuple(input_shape)
 
     def get_config(self):
-        base_config = super().get_config()
         config = {
-            "units": self.units,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
             "l0_lambda": self.l0_lambda,
             "drop_rate_init": self.drop_rate_init,
-            "weight_by_fan_out": self.weight_by_fan_out,
-            "dataset_size": self.dataset_size,
+            "unit_cost": self.unit_cost,
+            "cost_resource": self.cost_resource,
+            "dataset_size": None if self.auto_dataset_size else self.dataset_size,
+            "sampling": self.sampling,
             "temperature": self.temperature,
             "limit_low": self.limit_low,
             "limit_high": self.limit_high,
             "seed": self.seed,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
         }
-        return {**base_config, **config}
+        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="tfdynhp")
 class SelectFeatures(keras.layers.Layer):
     """Keeps the features of the last axis listed in `indices` (a gather), in that order.
 
-    DynHP removes input features of the first gated layer by narrowing this layer, so the model
-    keeps taking its original input. `indices=None` keeps every feature (identity).
+    DynHP removes input features by narrowing this layer, so the model keeps taking its
+    original input. `indices=None` keeps every feature (identity).
 
     Args:
         indices: sorted list of the feature indices to keep, or `None` for all.
@@ -267,11 +261,12 @@ class SelectFeatures(keras.layers.Layer):
                 f"SelectFeatures index {self.indices[-1]} is out of range for inputs with "
                 f"{features} features."
             )
+        self.input_features = features
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: features})
 
     @property
     def output_units(self):
-        return None if self.indices is None else len(self.indices)
+        return self.input_features if self.indices is None else len(self.indices)
 
     def call(self, inputs):
         if self.indices is None:

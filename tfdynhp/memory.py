@@ -1,22 +1,23 @@
-"""Memory of a gated model in training, in bytes, under the paper's or the full accounting.
+"""Memory of a model in training, in bytes, under the paper's or the full accounting.
 
-Counts the values the model really holds (variables, optimizer slots, activations per example)
-and hands them to the pure functions of `tfdynhp.budget`.
+Counts the values the model really holds (variables, optimizer slots, the tensors one training
+step produces per example) and hands them to the pure functions of `tfdynhp.budget`. Works
+for any graph the engine handles (Dense chains, CNNs, residual and concatenating branches).
 """
 
 import math
 
-import keras
 import numpy as np
 
 from tfdynhp import budget
-from tfdynhp.layers import GatedDense, SelectFeatures
-from tfdynhp.surgery import graph, registry
+from tfdynhp.layers import HardConcreteGate
+from tfdynhp.surgery import graph
 
 ACCOUNTINGS = ("full", "paper")
 
 # Slot values per trainable value for optimizers that are not built yet.
 _SLOTS_PER_VALUE = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Adagrad": 1, "Lion": 1}
+_GATE_STATE = ("log_alpha", "gate_active_count", "gate_observations", "penalty_weight")
 
 
 def check_accounting(accounting):
@@ -32,11 +33,7 @@ def _size(variable):
 
 
 def _is_gate_state(layer, variable):
-    return isinstance(layer, GatedDense) and variable.name in (
-        "log_alpha",
-        "gate_active_count",
-        "gate_observations",
-    )
+    return isinstance(layer, HardConcreteGate) and variable.name in _GATE_STATE
 
 
 def optimizer_slot_values(optimizer, n_trainable):
@@ -45,8 +42,9 @@ def optimizer_slot_values(optimizer, n_trainable):
         return 0
     if optimizer.built:
         skip = {id(optimizer.iterations)}
-        if isinstance(optimizer._learning_rate, keras.Variable):
-            skip.add(id(optimizer._learning_rate))
+        learning_rate = getattr(optimizer, "_learning_rate", None)
+        if hasattr(learning_rate, "assign"):
+            skip.add(id(learning_rate))
         return sum(_size(v) for v in optimizer.variables if id(v) not in skip)
     name = type(optimizer).__name__
     if name == "SGD":
@@ -56,39 +54,45 @@ def optimizer_slot_values(optimizer, n_trainable):
     return _SLOTS_PER_VALUE.get(name, 2) * n_trainable
 
 
+def slots_per_trainable_value(model):
+    """Optimizer slot values per trainable value (2 for Adam; 2 when not compiled)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return 2.0
+    trainable = sum(_size(v) for v in model.trainable_variables) or 1
+    return optimizer_slot_values(optimizer, trainable) / trainable
+
+
+def parameter_count(model):
+    """Values of the model's non-gate variables: kernels, biases and normalisation statistics
+    (the paper's weight count; after hard pruning every remaining weight is a real parameter).
+    """
+    return sum(
+        _size(variable)
+        for layer in model.layers
+        for variable in layer.weights
+        if not _is_gate_state(layer, variable)
+    )
+
+
+def _per_example(shape):
+    return math.prod(int(s) for s in shape[1:])
+
+
 def activation_values_per_example(model):
-    """Activation values kept for the backward pass, per example: every layer's output, plus
-    each gated layer's sampled gates and gated inputs."""
+    """Activation values one training step keeps for the backward pass, per example: the output
+    of every layer (a gate's output is the gated tensor), plus the gates each example samples
+    (one value per channel and gate call)."""
     total = 0
-    width = input_values_per_example(model)
-    for layer in graph.layer_chain(model):
-        if isinstance(layer, GatedDense):
-            total += 2 * layer.input_units
-            width = layer.units
-        elif isinstance(layer, keras.layers.Dense):
-            width = layer.units
-        elif isinstance(layer, SelectFeatures):
-            width = layer.output_units or width
-        elif registry.kind_of(layer) is None:  # Flatten / Reshape before the first Dense
-            width = math.prod(layer.output.shape[1:])
-        total += width
+    for node in graph.graph_nodes(model):
+        total += sum(_per_example(t.shape) for t in node.outputs)
+        if isinstance(node.operation, HardConcreteGate):
+            total += int(node.outputs[0].shape[-1])
     return total
 
 
-def dense_weight_count(model):
-    """Kernel and bias values of the model's dense layers: the paper's weight count (after
-    hard pruning every remaining weight is a real, generally non-zero, parameter)."""
-    count = 0
-    for layer in model.layers:
-        for attribute in ("kernel", "bias"):
-            variable = getattr(layer, attribute, None)
-            if isinstance(variable, keras.Variable):
-                count += _size(variable)
-    return count
-
-
 def input_values_per_example(model):
-    return math.prod(model.inputs[0].shape[1:])
+    return sum(_per_example(t.shape) for t in graph.functional_of(model).inputs)
 
 
 def full_breakdown(model, batch_size, optimizer=None):
@@ -122,7 +126,7 @@ def training_memory(model, batch_size, accounting="full"):
     """
     check_accounting(accounting)
     if accounting == "paper":
-        fixed = budget.paper_memory_bytes(dense_weight_count(model), 0, 0)
+        fixed = budget.paper_memory_bytes(parameter_count(model), 0, 0)
         per_example = budget.paper_memory_bytes(0, input_values_per_example(model), 1)
     else:
         breakdown = full_breakdown(model, 1)

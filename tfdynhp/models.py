@@ -1,5 +1,6 @@
-"""`GatedModel`: a functional Keras model whose training step can also measure the variance of
-the per-example gradients of its gated dense layers (the signal DynHP grows the batch with)."""
+"""`GatedModel`: the functional Keras model `tfdynhp.gate()` returns. It adds the gates' L0
+penalty to the loss, finds the training-set size the penalty is divided by, and can measure the
+variance of the per-example gradients (the signal DynHP grows the batch with)."""
 
 import math
 
@@ -7,28 +8,77 @@ import keras
 import tensorflow as tf
 from keras.src.losses import loss as loss_module
 
+from tfdynhp import variance
 from tfdynhp.batches import DynamicBatches, ignore_ran_out_of_data_warning
-from tfdynhp.taps import record_dense_taps
-from tfdynhp.variance import dense_gradient_variance_l1
+from tfdynhp.layers import HardConcreteGate
+from tfdynhp.surgery import graph
 
 GRADIENT_VARIANCE = "grad_variance_l1"
 VARIANCE_RATIO = "grad_variance_ratio"
+
+
+def count_examples(x, validation_split=0.0):
+    """The number of training examples in a `fit` input, or None when it cannot be known.
+
+    Arrays (and lists / dicts of them), `tfdynhp.DynamicBatches`, a batched `tf.data.Dataset`
+    of known cardinality and static batch size (the last batch counted as full), and a Keras
+    `PyDataset` (its length times the size of its first batch).
+    """
+    if isinstance(x, DynamicBatches):
+        return x.num_examples
+    if isinstance(x, tf.data.Dataset):
+        batches = int(x.cardinality())
+        spec = keras.tree.flatten(x.element_spec)[0]
+        batch = spec.shape[0] if spec.shape.rank else None
+        if batches < 0 or batch is None:
+            return None
+        return batches * int(batch)
+    if isinstance(x, keras.utils.PyDataset):
+        try:
+            first = x[0]
+            batch = len(keras.tree.flatten(first[0] if isinstance(first, tuple) else first)[0])
+            return len(x) * batch
+        except (TypeError, IndexError, NotImplementedError):
+            return None
+    leaves = keras.tree.flatten(x) if x is not None else []
+    if leaves and all(hasattr(leaf, "shape") and len(leaf.shape) for leaf in leaves):
+        return int(math.floor(int(leaves[0].shape[0]) * (1.0 - (validation_split or 0.0))))
+    return None
+
+
+def fixed_batch_size(x, batch_size):
+    """The batch size `fit` trains with, when it is fixed and known: Keras batches arrays with
+    `batch_size` (32 by default); a `tf.data` dataset with a static batch dimension says it;
+    other inputs (and `DynamicBatches`, whose size changes) give None."""
+    if isinstance(x, tf.data.Dataset):
+        spec = keras.tree.flatten(x.element_spec)[0]
+        return int(spec.shape[0]) if spec.shape.rank and spec.shape[0] is not None else None
+    if isinstance(x, (DynamicBatches, keras.utils.PyDataset)):
+        return None
+    leaves = keras.tree.flatten(x) if x is not None else []
+    if leaves and all(hasattr(leaf, "shape") for leaf in leaves):
+        return batch_size or 32
+    return None
 
 
 @keras.saving.register_keras_serializable(package="tfdynhp")
 class GatedModel(keras.Model):
     """Functional model built by `tfdynhp.gate()`.
 
-    Behaves exactly like `keras.Model` until `enable_gradient_variance()` is called (the DynHP
-    callback does it when the batch size is dynamic). From then on every training step also
-    reports, as metrics in `logs`:
-
-    - `grad_variance_l1`: `||S||_1`, the summed unbiased variance of the per-example gradients
-      of every gated dense kernel and bias (Balles et al., 2017), computed from the layer inputs
-      and the per-example gradients at the pre-activations, with no per-example gradients;
-    - `grad_variance_ratio`: `||S||_1 / F`, with `F` the mini-batch data loss (the loss
-      without the L0 penalty, so the rule does not depend on `lambda`), averaged over the
-      epoch: the quantity of the DynHP batch-size rule (paper eq. 8).
+    - Its loss is the compiled loss plus the expected-L0 penalty of every `HardConcreteGate`,
+      counted once per gate even when a gate is called at several places.
+    - `fit` sets `dataset_size` (the `N` the penalty is divided by) on every gate created
+      without one, from the training data; it raises a clear error when the data cannot tell
+      (a generator, a `tf.data` dataset of unknown cardinality): pass `dataset_size` to
+      `tfdynhp.gate()` then.
+    - After `enable_gradient_variance()` (the DynHP callback calls it when the batch size is
+      dynamic) every training step also reports, as metrics in `logs`:
+      `grad_variance_l1`, `||S||_1`, the summed unbiased variance of the per-example gradients
+      of every Dense, Conv1D/2D and DepthwiseConv layer (Balles et al., 2017, see
+      `tfdynhp.variance`), and `grad_variance_ratio`, `||S||_1 / F` with `F` the mini-batch
+      data loss (without the L0 penalty, so the rule does not depend on `lambda`): the quantity
+      of the DynHP batch-size rule (paper eq. 8). Loss scaling (`loss_scale_factor`, mixed
+      precision's `LossScaleOptimizer`) is undone before the estimate.
 
     The estimate assumes a loss averaged over the batch (Keras' default reduction).
     """
@@ -36,17 +86,34 @@ class GatedModel(keras.Model):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._variance_trackers = None
+        object.__setattr__(self, "_tap_model", None)
         object.__setattr__(self, "_dynhp_fit_data", None)
         object.__setattr__(self, "_dynhp_fit_batch_size", None)
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, plus the checks and context the DynHP callback needs.
+    @property
+    def gate_layers(self):
+        """The model's `HardConcreteGate` layers."""
+        return [layer for layer in self.layers if isinstance(layer, HardConcreteGate)]
 
-        Refuses `EarlyStopping(restore_best_weights=True)` next to a pruning `DynHPCallback`
-        (weights saved before a pruning step no longer fit the model), and lets the callback
-        reach the training data (to resize `DynamicBatches`) and the fixed batch size.
+    def l0_penalty(self):
+        """The sum of the gates' expected-L0 penalties (a scalar tensor)."""
+        penalties = [gate.l0_penalty() for gate in self.gate_layers]
+        return tf.add_n(penalties) if penalties else tf.constant(0.0)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        return loss + tf.cast(self.l0_penalty(), loss.dtype)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, plus the checks and context the gates and DynHP need.
+
+        Sets each gate's training-set size, refuses `EarlyStopping(restore_best_weights=True)`
+        next to a pruning `DynHPCallback` (weights saved before a pruning step no longer fit
+        the model), and lets the callback reach the training data (to resize
+        `DynamicBatches`) and the fixed batch size.
         """
         _check_callbacks(callbacks)
+        self._set_dataset_size(x, kwargs.get("validation_split", 0.0))
         callbacks = list(callbacks or [])
         verbose = kwargs.get("verbose", "auto")
         if (
@@ -56,9 +123,7 @@ class GatedModel(keras.Model):
         ):
             callbacks.append(_EpochStepsProgbar(x))
         object.__setattr__(self, "_dynhp_fit_data", x)
-        # Keras batches arrays with `batch_size` (32 by default); other inputs batch themselves.
-        fixed_batch = (batch_size or 32) if hasattr(x, "shape") else None
-        object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch)
+        object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size))
         try:
             # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted when
             # fit started; Keras then warns, wrongly, that training is interrupted.
@@ -67,6 +132,21 @@ class GatedModel(keras.Model):
         finally:
             object.__setattr__(self, "_dynhp_fit_data", None)
             object.__setattr__(self, "_dynhp_fit_batch_size", None)
+
+    def _set_dataset_size(self, x, validation_split):
+        automatic = [gate for gate in self.gate_layers if gate.auto_dataset_size]
+        if not automatic:
+            return
+        examples = count_examples(x, validation_split)
+        if not examples:
+            raise ValueError(
+                "The L0 penalty is divided by the number of training examples, which cannot be "
+                f"read from training data of type {type(x).__name__} (a generator, or a "
+                "tf.data dataset of unknown cardinality or batch size). Pass it to the gates: "
+                "tfdynhp.gate(model, dataset_size=N)."
+            )
+        for gate in automatic:
+            gate.set_penalty(dataset_size=examples)
 
     @property
     def tracks_gradient_variance(self):
@@ -82,6 +162,32 @@ class GatedModel(keras.Model):
                 )
             self.train_function = None
 
+    def disable_gradient_variance(self):
+        """Stops reporting the gradient-variance metrics (and paying for them)."""
+        if self._variance_trackers is not None:
+            self._variance_trackers = None
+            self.train_function = None
+
+    def make_train_function(self, force=False):
+        if force or self.train_function is None:
+            object.__setattr__(self, "_tap_model", None)  # the graph may have been narrowed
+        return super().make_train_function(force=force)
+
+    def _variance_taps(self):
+        """A functional model sharing this model's layers whose outputs are the model's
+        outputs, then the input and output of every layer the variance estimate tracks."""
+        if self._tap_model is None:
+            tracked = [
+                node for node in graph.graph_nodes(self)
+                if variance.tracks(node.operation) and len(node.input_tensors) == 1
+            ]
+            outputs = list(self.outputs)
+            for node in tracked:
+                outputs += [node.input_tensors[0], node.outputs[0]]
+            tap_model = keras.Model(self.inputs, outputs, name=f"{self.name}_taps")
+            object.__setattr__(self, "_tap_model", (tap_model, [n.operation for n in tracked]))
+        return self._tap_model
+
     def test_step(self, data):
         logs = super().test_step(data)
         if self._variance_trackers is None:
@@ -93,8 +199,12 @@ class GatedModel(keras.Model):
         if self._variance_trackers is None:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape, record_dense_taps() as taps:
-            y_pred = self(x, training=True)
+        tap_model, tracked = self._variance_taps()
+        n_outputs = len(self.outputs)
+        with tf.GradientTape() as tape:
+            flat = tap_model(x, training=True)
+            y_pred = flat[0] if n_outputs == 1 else list(flat[:n_outputs])
+            taps = flat[n_outputs:]
             loss = self._compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
             )
@@ -103,32 +213,36 @@ class GatedModel(keras.Model):
             self._loss_tracker.update_state(batch_loss, sample_weight=batch_size)
             # F of the batch rule: the data loss, without the L0 penalty and other additional
             # losses, so that the rule does not depend on lambda.
-            penalties = self.losses
-            data_loss = batch_loss - (tf.add_n(penalties) if penalties else 0.0)
-            if self.optimizer is not None:
-                loss = self.optimizer.scale_loss(loss)
+            penalties = [self.l0_penalty(), *self.losses]
+            data_loss = batch_loss - tf.cast(tf.add_n(penalties), batch_loss.dtype)
+            scaled_loss = self.optimizer.scale_loss(loss)
 
         weights = self.trainable_weights
-        preactivations = [preactivation for _, _, preactivation in taps]
-        gradients = tape.gradient(loss, weights + preactivations)
+        preactivations = list(taps[1::2])
+        gradients = tape.gradient(scaled_loss, weights + preactivations)
         self.optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
 
-        # The loss is a mean over the local batch, divided again by the number of replicas:
-        # undo both to get each example's own gradient at the pre-activations.
-        per_example_scale = tf.cast(
-            batch_size * self.distribute_strategy.num_replicas_in_sync, loss.dtype
+        # The loss is a mean over the local batch, divided again by the number of replicas and
+        # multiplied by the optimizer's loss scale: undo all three to get each example's own
+        # gradient at the pre-activations.
+        loss_scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+        per_example_scale = (
+            tf.cast(batch_size * self.distribute_strategy.num_replicas_in_sync, tf.float32)
+            / loss_scale
         )
-        variance = tf.add_n(
-            [tf.constant(0.0)]
-            + [
-                dense_gradient_variance_l1(inputs, delta * per_example_scale, layer.use_bias)
-                for (layer, inputs, _), delta in zip(taps, gradients[len(weights) :])
-                if delta is not None
-            ]
-        )
+        terms = [tf.constant(0.0)]
+        for layer, inputs, delta in zip(tracked, taps[0::2], gradients[len(weights):]):
+            if delta is not None:
+                terms.append(variance.gradient_variance_l1(
+                    layer, tf.cast(inputs, tf.float32),
+                    tf.cast(delta, tf.float32) * per_example_scale,
+                ))
+        total_variance = tf.add_n(terms)
         variance_tracker, ratio_tracker = self._variance_trackers
-        variance_tracker.update_state(variance)
-        ratio_tracker.update_state(tf.math.divide_no_nan(variance, data_loss))
+        variance_tracker.update_state(total_variance)
+        ratio_tracker.update_state(
+            tf.math.divide_no_nan(total_variance, tf.cast(data_loss, tf.float32))
+        )
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

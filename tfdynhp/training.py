@@ -268,7 +268,7 @@ def _to_float(value):
 
 def _dense_record(model, batch_size):
     record = {
-        PARAM_KEY: memory.dense_weight_count(model),
+        PARAM_KEY: memory.parameter_count(model),
         BATCH_KEY: batch_size,
         PAPER_MEMORY_KEY: memory.training_memory(model, batch_size, "paper")[0],
         FULL_MEMORY_KEY: memory.training_memory(model, batch_size, "full")[0],
@@ -495,7 +495,7 @@ def train(
         config,
         recorder.history,
         test_accuracy=_evaluate_accuracy(stripped, x_test, y_test),
-        params=memory.dense_weight_count(stripped),
+        params=memory.parameter_count(stripped),
         wall_time_s=wall_time,
     )
     if mode != "dense":

@@ -1,26 +1,30 @@
-"""Model surgery: physically removing units from a gated model (see `apply_keep_masks`)."""
+"""Model surgery: the dependency graph of coupled channels (`graph`), per-layer-type rules
+(`registry`), and physically removing units, all or nothing (`apply_keep_masks`)."""
 
-from tfdynhp.surgery.apply import SurgeryResult, apply_keep_masks, plan_edits
-from tfdynhp.surgery.graph import UnitGroup, gated_layers, layer_chain, unit_groups
-from tfdynhp.surgery.registry import (
-    LayerEdit,
-    register_consumer,
-    register_elementwise,
-    register_per_unit,
-    register_producer,
+from tfdynhp.surgery.apply import SurgeryResult, apply_keep_masks, plan_edits, prunable_units
+from tfdynhp.surgery.graph import (
+    UnitGraph,
+    UnitGroup,
+    analyze,
+    gate_layers,
+    gated_groups,
+    graph_nodes,
 )
+from tfdynhp.surgery.registry import LayerEdit, Role, register, role_of
 
 __all__ = [
     "LayerEdit",
+    "Role",
     "SurgeryResult",
+    "UnitGraph",
     "UnitGroup",
+    "analyze",
     "apply_keep_masks",
-    "gated_layers",
-    "layer_chain",
+    "gate_layers",
+    "gated_groups",
+    "graph_nodes",
     "plan_edits",
-    "register_consumer",
-    "register_elementwise",
-    "register_per_unit",
-    "register_producer",
-    "unit_groups",
+    "prunable_units",
+    "register",
+    "role_of",
 ]

@@ -12,7 +12,7 @@ from tfdynhp.surgery import variables as variable_utils
 
 @dataclasses.dataclass(frozen=True)
 class SurgeryResult:
-    """What `apply_keep_masks` changed: units per gated layer before and after."""
+    """What `apply_keep_masks` changed: units per prunable group before and after."""
 
     units_before: dict
     units_after: dict
@@ -22,50 +22,60 @@ class SurgeryResult:
         return self.units_before != self.units_after
 
 
-def _validate_masks(groups, keep_masks):
-    by_name = {group.consumer.name: group for group in groups}
+def prunable_units(model, unit_graph=None):
+    """`{group name: units}` of every prunable group of `model`."""
+    unit_graph = unit_graph or graph.analyze(model)
+    return {group.name: group.units for group in unit_graph.groups if group.prunable}
+
+
+def _removed_roots(unit_graph, keep_masks):
+    """Validates `keep_masks` and returns the set of unit ids they remove."""
+    by_name = {group.name: group for group in unit_graph.groups}
     unknown = sorted(set(keep_masks) - set(by_name))
     if unknown:
+        prunable = sorted(g.name for g in unit_graph.groups if g.prunable)
         raise ValueError(
-            f"keep_masks names layers that are not gated layers of the model: {unknown}. "
-            f"Gated layers: {sorted(by_name)}."
+            f"keep_masks names groups the model does not have: {unknown}. Prunable groups "
+            f"(named after the layer creating their channels): {prunable}."
         )
-    kept = {}
+    removed = set()
     for name, mask in keep_masks.items():
+        group = by_name[name]
         mask = np.asarray(mask)
-        units = by_name[name].units
-        if mask.dtype != bool or mask.shape != (units,):
+        if mask.dtype != bool or mask.shape != (group.units,):
             raise ValueError(
-                f"The keep-mask of '{name}' must be a boolean array of shape ({units},). "
+                f"The keep-mask of '{name}' must be a boolean array of shape ({group.units},). "
                 f"Received: dtype={mask.dtype}, shape={mask.shape}."
             )
+        if mask.all():
+            continue
+        if group.pinned:
+            raise ValueError(f"Group '{name}' cannot lose units: it {group.pinned}.")
         if not mask.any():
             raise ValueError(f"The keep-mask of '{name}' removes every unit; keep at least one.")
-        kept[name] = np.flatnonzero(mask)
-    return by_name, kept
+        removed.update(int(i) for i in group.ids[~mask])
+    return removed
 
 
-def plan_edits(model, keep_masks):
-    """The `LayerEdit`s (one per layer, merged) that apply `keep_masks`; changes nothing."""
-    groups = graph.unit_groups(model)
-    by_name, kept = _validate_masks(groups, keep_masks)
+def plan_edits(model, keep_masks, unit_graph=None):
+    """The `LayerEdit`s (one per layer) that apply `keep_masks`; changes nothing."""
+    unit_graph = unit_graph or graph.analyze(model)
+    removed = _removed_roots(unit_graph, keep_masks)
+    if not removed:
+        return []
     edits = {}
-
-    def add(edit):
-        key = id(edit.layer)
-        if key in edits:
-            edits[key].merge(edit)
-        else:
-            edits[key] = edit
-
-    for name, keep in kept.items():
-        group = by_name[name]
-        if len(keep) == group.units:
+    for node in unit_graph.nodes:
+        layer = node.operation
+        if id(layer) in edits or unit_graph.roles[id(node)].name == registry.BARRIER:
             continue
-        add(registry.consumer_edit(group.consumer, keep))
-        add(registry.producer_edit(group.producer, keep))
-        for layer in group.per_unit:
-            add(registry.per_unit_edit(layer, keep))
+        inputs = node.input_tensors
+        in_keep = unit_graph.kept_positions(inputs[0], removed) if len(inputs) == 1 else None
+        out_keep = unit_graph.kept_positions(node.outputs[0], removed)
+        if in_keep is None and out_keep is None:
+            continue
+        edit = registry.edit_for(layer, in_keep, out_keep)
+        if edit is not None and (edit.slices or edit.attributes):
+            edits[id(layer)] = edit
     return list(edits.values())
 
 
@@ -101,19 +111,22 @@ def _functions_reset(model):
 def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
     """Removes the units whose keep-mask entry is False, physically and in place.
 
-    For each gated layer named in `keep_masks`, its input rows and gates, the producing layer's
-    output columns and biases, and the per-unit weights and statistics of the layers between
-    (BatchNormalization) are sliced; variables keep their order so `.keras` files reload. The
-    optimizer is rebuilt with its slots sliced the same way (`optimizer_slots="slice"`) or
-    fresh (`"reset"`); Keras' train / test / predict functions are rebuilt so that training
-    continues on the new variables.
+    A removed unit leaves every layer its group passes through (see `tfdynhp.surgery.graph`):
+    the output columns and biases of the layers creating it, the input rows of the layers
+    consuming it (every `h*W + w` feature of it behind a `Flatten`), its gates,
+    BatchNormalization statistics and depthwise filters. Variables keep their order so `.keras`
+    files reload. The optimizer is rebuilt with its slots sliced the same way
+    (`optimizer_slots="slice"`) or zeroed (`"reset"`; the step count and the learning rate
+    carry over either way); Keras' train / test / predict functions are rebuilt so that
+    training continues on the new variables. Works on gated and plain models alike.
 
     All or nothing: if anything fails, the model and its optimizer are left exactly as they
     were and the error is raised.
 
     Args:
-        model: a model built by `tfdynhp.gate()`.
-        keep_masks: `{gated layer name: boolean array over its input units}`; True keeps.
+        model: a built functional or Sequential Keras model (gated or not).
+        keep_masks: `{group name: boolean array over the group's units}`; True keeps. Group
+            names are those of the layers creating the channels (`prunable_units(model)`).
         optimizer_slots: `"slice"` or `"reset"`. Defaults to `"slice"`.
 
     Returns:
@@ -123,8 +136,9 @@ def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
         raise ValueError(
             f"`optimizer_slots` must be 'slice' or 'reset'. Received: {optimizer_slots!r}"
         )
-    units_before = {layer.name: layer.input_units for layer in graph.gated_layers(model)}
-    edits = plan_edits(model, keep_masks)
+    unit_graph = graph.analyze(model)
+    units_before = prunable_units(model, unit_graph)
+    edits = plan_edits(model, keep_masks, unit_graph)
     if not edits:
         return SurgeryResult(units_before, dict(units_before))
 
@@ -154,7 +168,9 @@ def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
                     old_optimizer, new_trainable, slicers
                 )
             else:
-                new_optimizer = old_optimizer.__class__.from_config(old_optimizer.get_config())
+                new_optimizer = optimizer_surgery.rebuild_optimizer(
+                    old_optimizer, new_trainable, slicers=None
+                )
 
     # Phase 2: commit; undo everything on any failure.
     snapshots = [(edit.layer, _snapshot(edit.layer)) for edit in edits]
@@ -177,5 +193,5 @@ def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
             model.optimizer = old_optimizer
         model.train_function, model.test_function, model.predict_function = model_functions
         raise
-    units_after = {layer.name: layer.input_units for layer in graph.gated_layers(model)}
+    units_after = prunable_units(model)
     return SurgeryResult(units_before, units_after)

@@ -41,7 +41,8 @@ def rebuild_optimizer(optimizer, new_variables, slicers):
         new_variables: the model's trainable variables after surgery, in the same order as the
             variables `optimizer` was built with.
         slicers: one function per variable, `slicer(old_array) -> new_array` (identity for a
-            variable that did not change).
+            variable that did not change); `None` leaves every slot at its initial value
+            (moments reset) while the step count and the learning rate still carry over.
 
     Raises:
         ValueError: when the optimizer was built over a different number of variables.
@@ -60,6 +61,8 @@ def rebuild_optimizer(optimizer, new_variables, slicers):
     new_optimizer.iterations.assign(optimizer.iterations)
     if isinstance(optimizer._learning_rate, keras.Variable):
         new_optimizer.learning_rate = float(keras.ops.convert_to_numpy(learning_rate))
+    if slicers is None:
+        return new_optimizer
     for name in _aligned_slot_lists(optimizer):
         new_slots = getattr(new_optimizer, name, None)
         old_slots = getattr(optimizer, name)
