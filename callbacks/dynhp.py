@@ -5,7 +5,7 @@ from keras.src.utils import io_utils
 
 from tfdynhp import batch_size as batch_rules
 from tfdynhp import budget as budget_lib
-from tfdynhp import memory
+from tfdynhp import memory, resources
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
@@ -149,7 +149,14 @@ class DynHPCallback(keras.callbacks.Callback):
         self.history = []
         self._data = self._training_data() if self.dynamic_batch else None
         if self.budget_bytes is not None:
-            batch = self._epoch_batch_size() or 1
+            batch = self._epoch_batch_size()
+            if batch is None:
+                raise ValueError(
+                    "A memory budget needs the batch size, which this training input does not "
+                    f"say ({type(getattr(self.model, '_dynhp_fit_data', None)).__name__}). "
+                    "Pass arrays with `batch_size=`, a tf.data dataset batched with a static "
+                    "size (`.batch(n, drop_remainder=True)`), or `tfdynhp.DynamicBatches`."
+                )
             total, fixed, per_example = self._memory(batch)
             if total > self.budget_bytes:
                 raise ValueError(
@@ -163,6 +170,15 @@ class DynHPCallback(keras.callbacks.Callback):
         if self._data is not None:
             self.model.enable_gradient_variance()
             self.model.make_train_function(force=True)
+        self._cost_scale = resources.update_gate_costs(
+            self.model, batch_size=self._epoch_batch_size() or 32
+        )
+
+    def on_train_end(self, logs=None):
+        # Later fits of the same model should not pay for the estimate.
+        if self._data is not None:
+            self.model.disable_gradient_variance()
+        self._data = None
 
     def on_epoch_begin(self, epoch, logs=None):
         for gate in self.model.gate_layers:
@@ -172,7 +188,9 @@ class DynHPCallback(keras.callbacks.Callback):
         masks = {}
         for group in gated_groups(self.model):
             scores = self.criterion(group)
-            masks[group.name] = keep_mask(scores, self.criterion.threshold, self.min_units)
+            masks[group.name] = keep_mask(
+                scores, self.criterion.threshold, self.min_units, group.segments
+            )
         return masks
 
     def _next_batch_size(self, batch_size, logs):
@@ -196,7 +214,13 @@ class DynHPCallback(keras.callbacks.Callback):
             for accounting in memory.ACCOUNTINGS
         }
         if self.prune and (epoch + 1) % self.frequency == 0:
-            apply_keep_masks(model, self._keep_masks(), optimizer_slots=self.optimizer_slots)
+            result = apply_keep_masks(
+                model, self._keep_masks(), optimizer_slots=self.optimizer_slots
+            )
+            if result.changed:
+                # What a unit saves changed with the widths around it (resource-aware penalty).
+                resources.update_gate_costs(model, batch_size=batch_size or 32,
+                                            scale=self._cost_scale)
         next_batch = batch_size
         if self._data is not None:
             next_batch = self._next_batch_size(batch_size, logs)

@@ -39,15 +39,33 @@ def make_mlp(inputs, hidden, outputs, batchnorm=False, dropout=0.0):
 def gated_digits_model(digits):
     keras.utils.set_random_seed(0)
     x, _, _, _ = digits
-    model = tfdynhp.gate(make_mlp(64, [48, 24], 10), l0_lambda=1.0, dataset_size=len(x), seed=0)
+    model = tfdynhp.gate(make_mlp(64, [48, 24], 10), l0_lambda=1.0, drop_rate_init=0.5, seed=0)
     model.compile(
         keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     return model
 
 
-def close_gates(layer, indices):
-    """Sets the gates of `layer`'s input units `indices` to exactly 0 at test time."""
-    log_alpha = keras.ops.convert_to_numpy(layer.log_alpha).copy()
+def close_gates(gate, indices):
+    """Sets the gates `indices` of a `HardConcreteGate` to exactly 0 at test time."""
+    log_alpha = keras.ops.convert_to_numpy(gate.log_alpha).copy()
     log_alpha[np.asarray(indices, int)] = -30.0
-    layer.log_alpha.assign(log_alpha)
+    gate.log_alpha.assign(log_alpha)
+
+
+def gates_of(model):
+    """`{group name: gate}` of a gated model, input to output."""
+    from tfdynhp.surgery import gated_groups
+
+    return {group.name: group.gate for group in gated_groups(model)}
+
+
+def randomize_batchnorm(model, rng):
+    """Gives every BatchNormalization layer non-trivial statistics and affine weights."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.moving_mean.assign(rng.normal(size=n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=n))
+            layer.gamma.assign(rng.normal(size=n))
+            layer.beta.assign(rng.normal(size=n))

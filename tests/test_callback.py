@@ -12,20 +12,31 @@ from conftest import make_mlp
 from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
-from tfdynhp.surgery import gated_layers
+from tfdynhp.surgery import gated_groups
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
 
+def dense_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
 class KernelSpy(keras.callbacks.Callback):
-    """Records, after DynHP's epoch end, the live kernel of every gated layer."""
+    """Records the live kernel of every Dense layer when an epoch begins (after the previous
+    epoch's pruning) and when it ends (listed before DynHPCallback: before this epoch's)."""
 
     def __init__(self):
         super().__init__()
-        self.kernels = []
+        self.at_begin, self.at_end = [], []
+
+    def _kernels(self):
+        return [layer.kernel.numpy().copy() for layer in dense_layers(self.model)]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.at_begin.append(self._kernels())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.kernels.append([layer.kernel.numpy().copy() for layer in gated_layers(self.model)])
+        self.at_end.append(self._kernels())
 
 
 def test_one_fit_on_real_data_prunes_physically_and_keeps_training(digits, gated_digits_model, tmp_path):
@@ -34,8 +45,8 @@ def test_one_fit_on_real_data_prunes_physically_and_keeps_training(digits, gated
     dynhp = DynHPCallback(threshold=0.5)
     spy = KernelSpy()
     callbacks = [
-        dynhp,
         spy,
+        dynhp,
         keras.callbacks.CSVLogger(str(tmp_path / "history.csv")),
         keras.callbacks.ModelCheckpoint(str(tmp_path / "checkpoint.keras")),
         keras.callbacks.TensorBoard(str(tmp_path / "tb")),
@@ -46,27 +57,32 @@ def test_one_fit_on_real_data_prunes_physically_and_keeps_training(digits, gated
     params = history.history["dynhp/params"]
     assert params[-1] < params[0]
     assert all(b <= a for a, b in itertools.pairwise(params))
-    units = [layer.input_units for layer in gated_layers(model)]
+    units = [group.units for group in gated_groups(model)]
     assert units[0] < 64 and units[1] < 48
     # Shapes really shrank: kernels, gates, the producing layer's columns.
-    first, second, _ = gated_layers(model)
+    first, second, _ = dense_layers(model)
     assert first.kernel.shape == (units[0], units[1])
-    assert first.log_alpha.shape == (units[0],) and second.bias is not None
+    assert second.kernel.shape == (units[1], units[2])
+    assert [g.log_alpha.shape[0] for g in model.gate_layers] == units
     assert model.layers[1].indices is not None and len(model.layers[1].indices) == units[0]
     # Accuracy bar on held-out data, after pruning.
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.85
-    # After each narrowing, the next epoch changed the live (new) variables.
-    for before, after in itertools.pairwise(spy.kernels):
-        for k_before, k_after in zip(before, after):
-            if k_before.shape == k_after.shape:
-                assert not np.allclose(k_before, k_after)
+    # Every epoch trained the live variables, also the epochs right after a narrowing (their
+    # kernels are new variables): what an epoch began with changed by its end.
+    for begin, end in zip(spy.at_begin, spy.at_end):
+        for k_begin, k_end in zip(begin, end):
+            assert k_begin.shape == k_end.shape
+            assert not np.allclose(k_begin, k_end)
+    narrowed = [any(a.shape != b.shape for a, b in zip(previous, current))
+                for previous, current in itertools.pairwise(spy.at_begin)]
+    assert sum(narrowed) >= 2
     # Keras' own callbacks saw the DynHP logs and the narrowed model.
     with open(tmp_path / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and int(rows[-1]["dynhp/params"]) == params[-1]
     reloaded = keras.models.load_model(tmp_path / "checkpoint.keras")
-    assert [layer.input_units for layer in gated_layers(reloaded)] == units
+    assert [group.units for group in gated_groups(reloaded)] == units
     assert float(model.optimizer.learning_rate) <= 0.02
     assert len(dynhp.history) == 8 and dynhp.history[-1]["dynhp/params"] == params[-1]
 
@@ -76,13 +92,14 @@ def test_soft_pruning_trains_gates_without_removing(digits, gated_digits_model):
     history = gated_digits_model.fit(x, y, epochs=2, batch_size=64, verbose=0,
                                      callbacks=[DynHPCallback(prune=False)])
     assert history.history["dynhp/params"] == [64 * 48 + 48 + 48 * 24 + 24 + 24 * 10 + 10] * 2
+    assert all(np.isfinite(history.history["loss"]))
 
 
 def test_pruned_model_reloads_in_a_new_process_and_resumes(digits, gated_digits_model, tmp_path):
     x, y, _, _ = digits
     model = gated_digits_model
     model.fit(x, y, epochs=4, batch_size=64, verbose=0, callbacks=[DynHPCallback()])
-    units = [layer.input_units for layer in gated_layers(model)]
+    units = [group.units for group in gated_groups(model)]
     assert units[0] < 64
     model.save(tmp_path / "pruned.keras")
     np.savez(tmp_path / "data.npz", x=x[:200], y=y[:200])

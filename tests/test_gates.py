@@ -44,7 +44,7 @@ def test_prob_nonzero_matches_formula_and_monte_carlo():
 def test_expected_l0_penalty_counts_weights_and_divides_by_dataset_size():
     log_alpha = np.array([0.0, 1.0], "float32")
     p = [sigmoid(a - (2 / 3) * math.log(0.1 / 1.1)) for a in log_alpha]
-    value = gates.expected_l0_penalty(log_alpha, 0.1, weights_per_gate=300, dataset_size=1000)
+    value = gates.expected_l0_penalty(log_alpha, 0.1, unit_cost=300, dataset_size=1000)
     assert float(value) == pytest.approx(0.1 * 300 * sum(p) / 1000, rel=1e-6)
     assert float(gates.expected_l0_penalty(log_alpha, 2.0)) == pytest.approx(2 * sum(p), 1e-6)
 

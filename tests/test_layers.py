@@ -3,50 +3,70 @@ import numpy as np
 import pytest
 
 from tfdynhp import gates
-from tfdynhp.layers import GatedDense, SelectFeatures
+from tfdynhp.layers import HardConcreteGate, SelectFeatures
 
 
-def test_gated_dense_inference_uses_test_time_gates():
-    layer = GatedDense(2, use_bias=True, seed=0)
-    x = np.array([[1.0, 2.0, 3.0]], "float32")
-    layer.build(x.shape)
-    layer.kernel.assign(np.arange(6, dtype="float32").reshape(3, 2))
-    layer.bias.assign(np.array([0.5, -0.5], "float32"))
-    layer.log_alpha.assign(np.array([10.0, 0.0, -10.0], "float32"))
+def test_gate_at_inference_scales_channels_by_test_time_gates():
+    gate = HardConcreteGate(seed=0)
+    x = np.arange(12, dtype="float32").reshape(1, 2, 2, 3)
+    gate.build(x.shape)
+    gate.log_alpha.assign(np.array([10.0, 0.0, -10.0], "float32"))
     z = np.array([1.0, 0.5, 0.0])  # clip(sigmoid(la) * 1.2 - 0.1, 0, 1)
-    expected = (x * z) @ np.arange(6).reshape(3, 2) + np.array([0.5, -0.5])
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-5)
-    np.testing.assert_allclose(layer.test_time_gates(), z, atol=1e-4)
+    np.testing.assert_allclose(gate(x), x * z, rtol=1e-5)
+    np.testing.assert_allclose(gate.test_time_gates(), z, atol=1e-4)
 
 
-def test_gated_dense_counts_open_gates_per_example_in_training():
-    layer = GatedDense(3, seed=1)
-    layer.build((None, 2))
-    layer.log_alpha.assign(np.array([30.0, -30.0], "float32"))  # always open / always closed
-    layer(np.ones((5, 2), "float32"), training=True)
-    layer(np.ones((3, 2), "float32"), training=True)
-    layer(np.ones((4, 2), "float32"), training=False)  # inference does not count
-    np.testing.assert_array_equal(layer.activation_rates(), [1.0, 0.0])
-    assert float(keras.ops.convert_to_numpy(layer.gate_observations)) == 8
-    layer.reset_gate_statistics()
-    assert np.isnan(layer.activation_rates()).all()
+def test_default_initialisation_keeps_outputs_exactly():
+    # drop_rate_init=0.05: sigmoid(log 19) * 1.2 - 0.1 > 1, so z_hat is exactly 1.
+    gate = HardConcreteGate(seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 7)).astype("float32")
+    np.testing.assert_array_equal(gate(x), x)
+    # Louizos' 0.5 halves every channel at first: documented, not hidden.
+    half = HardConcreteGate(drop_rate_init=0.5, seed=0)
+    np.testing.assert_allclose(half(x), 0.5 * x, rtol=0.02)
 
 
-def test_gated_dense_adds_the_expected_l0_penalty():
-    layer = GatedDense(4, l0_lambda=0.5, dataset_size=10, seed=0)
-    layer(np.ones((1, 3), "float32"))
-    expected = gates.expected_l0_penalty(layer.log_alpha, 0.5, 4, 10)
-    assert len(layer.losses) == 1
-    assert float(layer.losses[0]) == pytest.approx(float(expected))
+def test_gate_counts_open_gates_per_example_in_training():
+    gate = HardConcreteGate(seed=1)
+    gate.build((None, 4, 2))
+    gate.log_alpha.assign(np.array([30.0, -30.0], "float32"))  # always open / always closed
+    gate(np.ones((5, 4, 2), "float32"), training=True)
+    gate(np.ones((3, 4, 2), "float32"), training=True)
+    gate(np.ones((4, 4, 2), "float32"), training=False)  # inference does not count
+    np.testing.assert_array_equal(gate.activation_rates(), [1.0, 0.0])
+    assert float(keras.ops.convert_to_numpy(gate.gate_observations)) == 8
+    gate.reset_gate_statistics()
+    assert np.isnan(gate.activation_rates()).all()
 
 
-def test_gated_dense_samples_gates_per_example():
-    layer = GatedDense(1, use_bias=False, kernel_initializer="ones", seed=2)
-    out = layer(np.ones((64, 5), "float32"), training=True)
-    assert len(np.unique(np.round(np.asarray(out), 5))) > 10
+def test_one_gate_sample_per_example_and_channel_shared_over_positions():
+    gate = HardConcreteGate(drop_rate_init=0.5, seed=2)
+    out = np.asarray(gate(np.ones((64, 3, 3, 5), "float32"), training=True))
+    # Every spatial position of one example and channel has the same gate value ...
+    assert np.all(out == out[:, :1, :1, :])
+    # ... and the examples sample their own.
+    assert len(np.unique(np.round(out[:, 0, 0, 0], 5))) > 10
 
 
-@pytest.mark.parametrize("layer", [GatedDense(3, "relu", l0_lambda=0.2, seed=4),
+def test_batch_sampling_shares_one_sample_and_counts_every_example():
+    gate = HardConcreteGate(drop_rate_init=0.5, sampling="batch", seed=3)
+    out = np.asarray(gate(np.ones((16, 4), "float32"), training=True))
+    assert np.all(out == out[:1])
+    counts = keras.ops.convert_to_numpy(gate.gate_active_count)
+    assert set(np.unique(counts)) <= {0.0, 16.0}
+
+
+def test_penalty_is_lambda_cost_times_expected_open_gates_over_n():
+    gate = HardConcreteGate(l0_lambda=0.5, unit_cost=3.0, dataset_size=10, seed=0)
+    gate.build((None, 4))
+    expected = gates.expected_l0_penalty(gate.log_alpha, 0.5, 3.0, 10)
+    assert float(gate.l0_penalty()) == pytest.approx(float(expected))
+    gate.set_penalty(l0_lambda=2.0, dataset_size=20)
+    expected = gates.expected_l0_penalty(gate.log_alpha, 2.0, 3.0, 20)
+    assert float(gate.l0_penalty()) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("layer", [HardConcreteGate(l0_lambda=0.2, unit_cost=2.5, seed=4),
                                    SelectFeatures([0, 2, 5])])
 def test_config_round_trip(layer):
     layer.build((None, 6))
@@ -58,16 +78,17 @@ def test_config_round_trip(layer):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"units": 0}, "units"),
-        ({"units": 2, "l0_lambda": -1.0}, "l0_lambda"),
-        ({"units": 2, "drop_rate_init": 0.0}, "drop_rate_init"),
-        ({"units": 2, "limit_low": 0.1}, "limit_low"),
-        ({"units": 2, "dataset_size": 0}, "dataset_size"),
+        ({"l0_lambda": -1.0}, "l0_lambda"),
+        ({"drop_rate_init": 0.0}, "drop_rate_init"),
+        ({"limit_low": 0.1}, "limit_low"),
+        ({"dataset_size": 0}, "dataset_size"),
+        ({"sampling": "pixel"}, "sampling"),
+        ({"unit_cost": float("nan")}, "unit_cost"),
     ],
 )
-def test_gated_dense_rejects_bad_arguments(kwargs, match):
+def test_gate_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        GatedDense(**kwargs)
+        HardConcreteGate(**kwargs)
 
 
 def test_select_features_gathers_and_validates():

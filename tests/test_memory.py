@@ -1,63 +1,80 @@
-"""The full accounting matches the tensors TensorFlow really holds for the model."""
+"""The full accounting matches the variables TensorFlow holds and the tensors one training step
+really produces, for MLPs and for CNNs with residual and concatenating branches."""
 
 import keras
 import numpy as np
 import pytest
 from conftest import make_mlp
+from keras import layers
 
 import tfdynhp
 from tfdynhp import memory
-from tfdynhp.surgery import apply_keep_masks, gated_layers, layer_chain
-from tfdynhp.taps import record_dense_taps
+from tfdynhp.layers import HardConcreteGate
+from tfdynhp.surgery import apply_keep_masks, graph_nodes, prunable_units
 
 
 def _size(t):
     return int(np.prod(t.shape))
 
 
-@pytest.fixture
-def pruned_trained_model():
+def _cnn():
+    inputs = keras.Input((10, 10, 2))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    y = layers.Conv2D(6, 3, padding="same")(x)
+    x = layers.ReLU()(layers.Add()([x, layers.BatchNormalization()(y)]))
+    x = layers.Concatenate()([layers.Conv2D(3, 1)(x), layers.DepthwiseConv2D(3)(
+        layers.ZeroPadding2D()(x))])
+    x = layers.MaxPooling2D()(x)
+    x = layers.Dense(5, activation="relu")(layers.Flatten()(x))
+    return keras.Model(inputs, layers.Dense(4, activation="softmax")(x))
+
+
+@pytest.fixture(params=["mlp", "cnn"])
+def pruned_trained_model(request):
     keras.utils.set_random_seed(0)
-    model = tfdynhp.gate(make_mlp(20, [16, 8], 4, batchnorm=True, dropout=0.1), seed=0)
+    rng = np.random.default_rng(0)
+    if request.param == "mlp":
+        base = make_mlp(20, [16, 8], 4, batchnorm=True, dropout=0.1)
+        x = rng.normal(size=(64, 20)).astype("float32")
+    else:
+        base = _cnn()
+        x = rng.normal(size=(64, 10, 10, 2)).astype("float32")
+    model = tfdynhp.gate(base, seed=0)
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
     model.fit(x, np.arange(64) % 4, epochs=1, verbose=0)
-    first, second, _ = gated_layers(model)
-    apply_keep_masks(model, {first.name: np.arange(20) % 3 != 0,
-                             second.name: np.arange(16) % 2 == 0})
+    apply_keep_masks(model, {name: np.arange(units) % 3 != 0
+                             for name, units in prunable_units(model).items()})
     return model, x
 
 
 def test_variables_match_tensorflow_sizes(pruned_trained_model):
     model, _ = pruned_trained_model
     breakdown = memory.full_breakdown(model, batch_size=8)
-    gate_vars = [layer.log_alpha for layer in gated_layers(model)]
-    counters = [v for layer in gated_layers(model)
-                for v in (layer.gate_active_count, layer.gate_observations)]
-    seed_states = [v for v in model.weights if "seed_generator" in v.path]
-    others = [v for v in model.weights
-              if not any(v is g for g in gate_vars + counters + seed_states)]
-    assert breakdown.gates == 4 * sum(_size(v) for v in gate_vars)
-    assert breakdown.weights == 4 * sum(_size(v) for v in others)
+    gates = [layer for layer in model.layers if isinstance(layer, HardConcreteGate)]
+    gate_state = {id(v) for g in gates for v in g.weights}
+    assert breakdown.gates == 4 * sum(_size(g.log_alpha) for g in gates)
+    assert breakdown.weights == 4 * sum(_size(v) for v in model.weights
+                                        if id(v) not in gate_state)
     assert breakdown.gradients == 4 * sum(_size(v) for v in model.trainable_variables)
     optimizer = model.optimizer
     slots = [v for v in optimizer.variables
              if v is not optimizer.iterations and v is not optimizer._learning_rate]
-    assert breakdown.optimizer_slots == 4 * sum(_size(v) for v in slots)
+    assert breakdown.optimizer_slots == 4 * sum(_size(v) for v in slots) > 0
+    assert memory.parameter_count(model) == tfdynhp.strip(model).count_params()
 
 
-def test_activations_match_the_tensors_of_a_training_pass(pruned_trained_model):
+def test_activations_match_the_tensors_of_a_training_step(pruned_trained_model):
     model, x = pruned_trained_model
     batch = 8
-    h = x[:batch]
-    produced = 0
-    with record_dense_taps() as taps:
-        for layer in layer_chain(model):
-            h = layer(h, training=True)
-            produced += _size(h)
-    gates_and_gated_inputs = 2 * sum(_size(inputs) for _, inputs, _ in taps)
+    nodes = graph_nodes(model)
+    every_output = keras.Model(model.inputs, [t for node in nodes for t in node.outputs])
+    produced = every_output(x[:batch], training=True)
+    sampled_gates = sum(
+        batch * int(node.outputs[0].shape[-1])
+        for node in nodes if isinstance(node.operation, HardConcreteGate)
+    )
     breakdown = memory.full_breakdown(model, batch_size=batch)
-    assert breakdown.activations == 4 * (produced + gates_and_gated_inputs)
+    assert breakdown.activations == 4 * (sum(_size(t) for t in produced) + sampled_gates)
     assert breakdown.input_batch == 4 * _size(x[:batch])
 
 
@@ -70,3 +87,16 @@ def test_paper_accounting_counts_dense_weights_and_one_input_batch():
     assert total == fixed + 128 * 784 * 4
     with pytest.raises(ValueError, match="accounting"):
         memory.training_memory(model, 1, "exact")
+
+
+def test_a_compiled_dense_model_counts_its_optimizer_slots():
+    # Before compile there is no optimizer to count; after it Adam's two slots are counted
+    # (estimated by type until the optimizer is built, then read from its variables).
+    model = make_mlp(784, [300, 100], 10)
+    before = memory.full_breakdown(model, 128)
+    model.compile(keras.optimizers.Adam(), "sparse_categorical_crossentropy")
+    compiled = memory.full_breakdown(model, 128)
+    assert before.optimizer_slots == 0
+    assert compiled.optimizer_slots == 4 * 2 * 266_610
+    model.optimizer.build(model.trainable_variables)
+    assert memory.full_breakdown(model, 128).optimizer_slots == compiled.optimizer_slots

@@ -6,14 +6,14 @@ from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
 from tfdynhp import converters
-from tfdynhp.surgery import gated_layers
+from tfdynhp.surgery import gated_groups
 
 
 def test_pruned_model_runs_in_litert_and_tflm_close_to_float(digits, gated_digits_model):
     x, y, x_test, y_test = digits
     model = gated_digits_model
     model.fit(x, y, epochs=8, batch_size=64, verbose=0, callbacks=[DynHPCallback()])
-    units = [layer.input_units for layer in gated_layers(model)]
+    units = [group.units for group in gated_groups(model)]
     assert units[0] < 64 and units[1] < 48  # really pruned
 
     stripped = tfdynhp.strip(model)

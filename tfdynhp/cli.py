@@ -132,10 +132,11 @@ def build_parser():
     train.add_argument("--first-layer-drop-rate", type=_open_unit_float, default=None,
                        help="initial drop rate of the input-feature gates (default: as "
                        "--drop-rate-init)")
-    train.add_argument("--l0-weighting", choices=("weights", "units"), default=None,
-                       help="L0 penalty per gate: 'weights' counts the weights a gate switches "
-                       "off (Louizos), 'units' counts gates (default: "
-                       f"{'weights' if defaults['weight_by_fan_out'] else 'units'})")
+    train.add_argument("--penalty", choices=("units", "params", "macs", "memory"),
+                       default=None,
+                       help="what a unit costs in the L0 penalty: 'units' counts gates, the "
+                       "others what removing a unit saves (default: "
+                       f"{defaults['penalty']})")
     train.add_argument("--threshold", type=_unit_float, default=None,
                        help="minimum gate activation rate to keep a unit (default: "
                        f"{defaults['threshold']})")
@@ -265,9 +266,7 @@ def _cmd_train(args):
             l0_lambda=args.l0_lambda,
             drop_rate_init=args.drop_rate_init,
             first_layer_drop_rate=args.first_layer_drop_rate,
-            weight_by_fan_out=None if args.l0_weighting is None else (
-                args.l0_weighting == "weights"
-            ),
+            penalty=args.penalty,
             threshold=args.threshold,
             budget=budget,
             alpha_bs=args.alpha_bs,

@@ -32,14 +32,27 @@ class GateActivationRate:
         return {"threshold": self.threshold}
 
 
-def keep_mask(scores, threshold, min_units=1):
+def _keep_best(keep, scores, positions, min_units):
+    min_units = min(int(min_units), len(positions))
+    if keep[positions].sum() < min_units:
+        order = np.argsort(-np.nan_to_num(scores[positions], nan=np.inf), kind="stable")
+        keep[positions[order[:min_units]]] = True
+
+
+def keep_mask(scores, threshold, min_units=1, segments=None):
     """Boolean mask of the units to keep: `scores >= threshold`, and at least the `min_units`
     best-scoring units (ties broken by position). NaN scores (nothing observed) keep the unit.
+
+    Args:
+        scores: one score per unit.
+        threshold: units scoring below it go.
+        min_units: units always kept. Defaults to 1.
+        segments: optional `{name: positions}` of parts of the group that must each keep at
+            least one unit (`UnitGroup.segments`).
     """
     scores = np.asarray(scores, dtype=np.float64)
     keep = np.isnan(scores) | (scores >= threshold)
-    min_units = min(int(min_units), scores.size)
-    if keep.sum() < min_units:
-        order = np.argsort(-np.nan_to_num(scores, nan=np.inf), kind="stable")
-        keep[order[:min_units]] = True
+    _keep_best(keep, scores, np.arange(scores.size), min_units)
+    for positions in (segments or {}).values():
+        _keep_best(keep, scores, np.asarray(positions), 1)
     return keep

@@ -47,26 +47,27 @@ def prob_nonzero(log_alpha, beta=BETA, gamma=GAMMA, zeta=ZETA):
 def expected_l0_penalty(
     log_alpha,
     l0_lambda,
-    weights_per_gate=1,
+    unit_cost=1.0,
     dataset_size=None,
     beta=BETA,
     gamma=GAMMA,
     zeta=ZETA,
 ):
-    """Expected L0 norm of the gated weights, scaled: `lambda sum_j P(z_j > 0) w_j / N`.
+    """Expected cost of the open gates, scaled: `lambda * c * sum_j P(z_j > 0) / N`.
 
     Args:
         log_alpha: gate parameters, one per gate.
         l0_lambda: the penalty strength `lambda`.
-        weights_per_gate: how many weights each gate switches off (the fan-out of an input unit,
-            i.e. the layer's `units`), so the penalty counts weights, not gates. `1` counts gates.
+        unit_cost: `c`, what each gate's unit costs: 1 counts gates (units); the number of
+            weights a gate switches off gives Louizos' expected L0 norm of the weights; the
+            engine also uses MACs or memory (see `tfdynhp.resources`).
         dataset_size: `N`; when given the penalty is divided by it, as in Louizos' reference
-            code, so that `lambda` does not depend on the training-set size.
+            code (the penalty is a prior over the whole data set's likelihood).
 
     Returns:
         A scalar tensor.
     """
-    penalty = l0_lambda * weights_per_gate * ops.sum(prob_nonzero(log_alpha, beta, gamma, zeta))
+    penalty = l0_lambda * unit_cost * ops.sum(prob_nonzero(log_alpha, beta, gamma, zeta))
     if dataset_size:
         penalty = penalty / float(dataset_size)
     return penalty

@@ -242,7 +242,7 @@ def _pinned_summary(unit_graph):
     reasons = sorted({g.pinned for g in unit_graph.groups if g.pinned})
     return "Every channel group is pinned: " + "; ".join(reasons[:6]) + (
         f" (and {len(reasons) - 6} more)" if len(reasons) > 6 else ""
-    ) + f". Supported layers: {registry.supported_names()}."
+    ) + ". See tfdynhp.surgery.registry for the layers surgery can follow."
 
 
 def _warn_barriers(unit_graph):
@@ -309,7 +309,9 @@ def strip(model, remove_closed_gates=True):
     if remove_closed_gates:
         smallest_open = np.finfo("float32").tiny
         masks = {
-            group.name: keep_mask(group.gate.test_time_gates(), smallest_open, min_units=1)
+            group.name: keep_mask(
+                group.gate.test_time_gates(), smallest_open, min_units=1, segments=group.segments
+            )
             for group in graph.gated_groups(model)
         }
         apply_keep_masks(model, masks)

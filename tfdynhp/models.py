@@ -113,7 +113,7 @@ class GatedModel(keras.Model):
         `DynamicBatches`) and the fixed batch size.
         """
         _check_callbacks(callbacks)
-        self._set_dataset_size(x, kwargs.get("validation_split", 0.0))
+        previous_sizes = self._set_dataset_size(x, kwargs.get("validation_split", 0.0))
         callbacks = list(callbacks or [])
         verbose = kwargs.get("verbose", "auto")
         if (
@@ -129,14 +129,21 @@ class GatedModel(keras.Model):
             # fit started; Keras then warns, wrongly, that training is interrupted.
             with ignore_ran_out_of_data_warning():
                 return super().fit(x, y, batch_size, epochs, *args, callbacks=callbacks, **kwargs)
+        except BaseException:
+            if self.optimizer is None or int(self.optimizer.iterations.numpy()) == 0:
+                for gate, size in previous_sizes:  # refused before training: change nothing
+                    gate.dataset_size = size
+                    gate.set_penalty()
+            raise
         finally:
             object.__setattr__(self, "_dynhp_fit_data", None)
             object.__setattr__(self, "_dynhp_fit_batch_size", None)
 
     def _set_dataset_size(self, x, validation_split):
+        """Sets `N` on the gates that take it from the data; returns their previous values."""
         automatic = [gate for gate in self.gate_layers if gate.auto_dataset_size]
         if not automatic:
-            return
+            return []
         examples = count_examples(x, validation_split)
         if not examples:
             raise ValueError(
@@ -145,8 +152,10 @@ class GatedModel(keras.Model):
                 "tf.data dataset of unknown cardinality or batch size). Pass it to the gates: "
                 "tfdynhp.gate(model, dataset_size=N)."
             )
+        previous = [(gate, gate.dataset_size) for gate in automatic]
         for gate in automatic:
             gate.set_penalty(dataset_size=examples)
+        return previous
 
     @property
     def tracks_gradient_variance(self):

@@ -48,9 +48,10 @@ FASHION_MNIST_LABELS = (
 # Defaults of the main DynHP job (`tfdynhp train --mode dynhp`), chosen on Fashion-MNIST by
 # short runs (see bench/README.md for what was tried): 50 epochs (the paper-bar limit) take
 # about 5 minutes on two CPU cores; a per-epoch cosine learning rate lets the last epochs
-# fine-tune the pruned network (11.7 % instead of 12.2 % error at about the same size). Counting units in the L0 penalty ("units" weighting, weight_by_fan_out=False)
-# spreads the pruning over all layers; the default Louizos weighting by fan-out removes input
-# features three times harder than hidden units and cost accuracy. Initial drop rate 0.2
+# fine-tune the pruned network (11.7 % instead of 12.2 % error at about the same size).
+# Counting units in the L0 penalty (penalty="units") spreads the pruning over all layers;
+# Louizos' weighting by the weights a gate switches off removed input features three times
+# harder than hidden units and cost accuracy. Initial drop rate 0.2
 # (Louizos' input-layer value) for every layer: 0.5 made the gate noise cost ~3 points of
 # test error.
 DEFAULTS = {
@@ -61,7 +62,7 @@ DEFAULTS = {
     "l0_lambda": 100.0,
     "drop_rate_init": 0.2,
     "first_layer_drop_rate": None,
-    "weight_by_fan_out": False,
+    "penalty": "units",
     "threshold": 0.5,
     "alpha_bs": 0.98,
     "accounting": "paper",
@@ -307,7 +308,7 @@ def train(
     l0_lambda=None,
     drop_rate_init=None,
     first_layer_drop_rate=DEFAULTS["first_layer_drop_rate"],
-    weight_by_fan_out=None,
+    penalty=None,
     threshold=None,
     budget=None,
     alpha_bs=None,
@@ -340,10 +341,9 @@ def train(
         drop_rate_init: initial gate drop rate of hidden layers. Defaults to `0.5`.
         first_layer_drop_rate: initial drop rate of the input-feature gates. Defaults to the
             hidden layers' one.
-        weight_by_fan_out: `True` weights each gate's L0 penalty by the weights it switches
-            off (its layer's output units, Louizos' expected L0 of the weights); `False`
-            counts gates (units), so every unit costs the same. Defaults to
-            `DEFAULTS["weight_by_fan_out"]`.
+        penalty: what a unit costs in the L0 penalty: `"units"` (every unit the same),
+            `"params"`, `"macs"` or `"memory"` (what removing it saves, see
+            `tfdynhp.resources`). Defaults to `DEFAULTS["penalty"]`.
         threshold: minimum gate activation rate to keep a unit. Defaults to `0.5`.
         budget: DynHP memory budget (bytes or a string such as `"1.2MB"`), ignored in other
             modes. Defaults to `DEFAULTS["budget"]` in DynHP mode.
@@ -386,8 +386,7 @@ def train(
     l0_lambda = DEFAULTS["l0_lambda"] if l0_lambda is None else float(l0_lambda)
     drop_rate_init = DEFAULTS["drop_rate_init"] if drop_rate_init is None else drop_rate_init
     threshold = DEFAULTS["threshold"] if threshold is None else float(threshold)
-    if weight_by_fan_out is None:
-        weight_by_fan_out = DEFAULTS["weight_by_fan_out"]
+    penalty = DEFAULTS["penalty"] if penalty is None else penalty
     alpha_bs = DEFAULTS["alpha_bs"] if alpha_bs is None else float(alpha_bs)
     accounting = memory.check_accounting(accounting or DEFAULTS["accounting"])
     if is_dynhp:
@@ -426,10 +425,9 @@ def train(
             base,
             seed=seed,
             l0_lambda=l0_lambda,
-            dataset_size=len(x_train),
             drop_rate_init=drop_rate_init,
             first_layer_drop_rate=first_layer_drop_rate,
-            weight_by_fan_out=bool(weight_by_fan_out),
+            penalty=penalty,
         )
         callbacks.append(
             DynHPCallback(
@@ -482,7 +480,7 @@ def train(
         "l0_lambda": None if mode == "dense" else l0_lambda,
         "drop_rate_init": None if mode == "dense" else drop_rate_init,
         "first_layer_drop_rate": None if mode == "dense" else first_layer_drop_rate,
-        "weight_by_fan_out": None if mode == "dense" else bool(weight_by_fan_out),
+        "penalty": None if mode == "dense" else penalty,
         "threshold": None if mode in ("dense", "sp") else threshold,
         "alpha_bs": alpha_bs if is_dynhp else None,
         "accounting": accounting,

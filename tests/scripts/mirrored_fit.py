@@ -31,11 +31,11 @@ with strategy.scope():
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
-    model = tfdynhp.gate(base, l0_lambda=1.0, dataset_size=len(x), seed=0)
+    model = tfdynhp.gate(base, l0_lambda=40.0, drop_rate_init=0.5, seed=0)
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
 callback = DynHPCallback(threshold=0.5)
 history = model.fit(x, y, batch_size=64, epochs=5, verbose=0, callbacks=[callback])
-kernel = model.layers[2].kernel
+kernel = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense)).kernel
 json.dump(
     {
         "replicas": strategy.num_replicas_in_sync,

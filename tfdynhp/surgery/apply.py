@@ -53,6 +53,12 @@ def _removed_roots(unit_graph, keep_masks):
             raise ValueError(f"Group '{name}' cannot lose units: it {group.pinned}.")
         if not mask.any():
             raise ValueError(f"The keep-mask of '{name}' removes every unit; keep at least one.")
+        for layer_name, positions in group.segments.items():
+            if not mask[positions].any():
+                raise ValueError(
+                    f"The keep-mask of '{name}' removes every channel '{layer_name}' creates; "
+                    "keep at least one (criteria.keep_mask(..., segments=group.segments) does)."
+                )
         removed.update(int(i) for i in group.ids[~mask])
     return removed
 

@@ -96,6 +96,9 @@ class UnitGroup:
         layers: every layer through which the group's channels pass, in graph order.
         pinned: why the group cannot be pruned, or "" when it can.
         gate: the `HardConcreteGate` on the group's channels, if the model is gated.
+        segments: `{layer name: positions}` for every layer creating only part of the group's
+            channels (the inputs of a `Concatenate` merged into a residual chain): each must
+            keep at least one.
     """
 
     name: str
@@ -103,6 +106,7 @@ class UnitGroup:
     layers: list
     pinned: str = ""
     gate: object = None
+    segments: dict = dataclasses.field(default_factory=dict)
 
     @property
     def units(self):
@@ -254,8 +258,14 @@ class UnitGraph:
                 reasons.append("its channels are concatenated in a layout surgery cannot follow")
                 canonical = indices[0]
             space = self.spaces[canonical]
+            position = {int(r): p for p, r in enumerate(space_roots[canonical])}
+            segments = {
+                self.spaces[i].name: np.array([position[int(r)] for r in space_roots[i]])
+                for i in indices
+                if len(space_roots[i]) < len(all_roots)
+            }
             groups.append(UnitGroup(space.name, space_roots[canonical], [],
-                                    pinned=reasons[0] if reasons else ""))
+                                    pinned=reasons[0] if reasons else "", segments=segments))
         by_root = {int(r): g for g in groups for r in g.ids}
         for node in self.nodes:
             touched = []
