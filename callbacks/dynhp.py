@@ -1,74 +1,98 @@
 """`DynHPCallback`: Dynamic Hard Pruning inside one `model.fit()` call."""
 
 import keras
+import numpy as np
 from keras.src.utils import io_utils
 
 from tfdynhp import batch_size as batch_rules
 from tfdynhp import budget as budget_lib
-from tfdynhp import memory, resources
+from tfdynhp import memory, resources, targets
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
 from tfdynhp.surgery import apply_keep_masks, gated_groups
 from tfdynhp.validation import check_integer, check_real
 
+LAMBDA_KEY = "dynhp/lambda"
+TARGET_KEY = "dynhp/target"
+
 
 class DynHPCallback(keras.callbacks.Callback):
     """Dynamic Hard Pruning (Valerio et al., "Dynamic Hard Pruning of Neural Networks at the
-    Edge of the Internet", §4) as a Keras callback.
+    Edge of the Internet", §4) as a Keras callback, optionally driven to a target.
 
-    At the end of every `frequency`-th epoch, the input units of each gated layer whose gate was
+    At the end of every `frequency`-th epoch, the units of each gated group whose gate was
     open in fewer than `threshold` of the epoch's examples are physically removed (kernels,
     biases, gates, BatchNormalization statistics and optimizer slots shrink; see
-    `tfdynhp.surgery.apply_keep_masks`), never leaving fewer than `min_units` in a layer.
+    `tfdynhp.surgery.apply_keep_masks`), never leaving fewer than `min_units` in a group.
     With `dynamic_batch=True` the memory freed is reused: the mini-batch of a
     `tfdynhp.DynamicBatches` input grows by the gradient-variance rule
     `b + ceil((1 - alpha_bs) ||S||_1 / F)` (paper eq. 8), never beyond what fits in `budget`
     (eqs. 9-10), and never shrinks.
 
+    With a `target` ("32k params", "2.5M macs", "40KB", "900KB memory", or a
+    `tfdynhp.targets.Target`) the model is brought to it by `target_epoch` (see
+    `tfdynhp.targets`): the amount due follows a cubic schedule, `lambda` is raised or lowered
+    every epoch so that the gates close about as many units as the schedule asks, and units
+    the gates left open are removed lowest activation rate first when they did not; from
+    `target_epoch` on the gates are frozen at their test-time values and the narrowed model is
+    fine-tuned (`final_phase="freeze"`). The gates' penalty then counts what a unit costs in
+    the target's resource, unless `penalty` says otherwise.
+
     Per epoch it writes to `logs` (so `CSVLogger`, `TensorBoard` and `History` record them; put
     this callback before them in the list):
 
     - what the epoch trained with: `dynhp/batch_size`, `dynhp/memory_bytes` (training memory
-      under `accounting`), `dynhp/paper_memory_bytes`, `dynhp/full_memory_bytes`;
-    - the model after the epoch's pruning: `dynhp/params` (kernel and bias values) and
-      `dynhp/units/<layer>` (input units of each gated layer);
+      under `accounting`), `dynhp/paper_memory_bytes`, `dynhp/full_memory_bytes`,
+      `dynhp/lambda`;
+    - the model after the epoch's pruning: `dynhp/params`, `dynhp/macs`, `dynhp/int8_bytes`
+      (estimated) and `dynhp/units/<group>` (units of each gated group);
     - what the next epoch will train with: `dynhp/next_batch_size`, `dynhp/next_memory_bytes`;
-    - with a budget, `dynhp/budget_bytes`.
+    - with a budget, `dynhp/budget_bytes`; with a target, `dynhp/target` (the amount due).
 
     `history` keeps the same per epoch.
 
     Args:
         threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Defaults to
             `0.5`.
-        min_units: units never removed from a layer. Defaults to `1`.
+        min_units: units never removed from a group. Defaults to `1`.
         frequency: prune every `frequency` epochs. Defaults to `1`.
         prune: `False` trains the gates without removing anything (the paper's soft-pruning
             baseline, SP). Defaults to `True`.
-        criterion: a callable `criterion(layer) -> scores` with a `threshold` attribute; units
+        criterion: a callable `criterion(group) -> scores` with a `threshold` attribute; units
             scoring below it go. Defaults to `GateActivationRate(threshold)`.
         budget: memory budget in bytes or as a string ("1MB", "512KiB", "0.6MiB"). `None` for
             no budget. Defaults to `None`.
         alpha_bs: `alpha_bs` of the batch-size rule, in [0, 1]. Defaults to `0.98`.
         accounting: `"full"` (weights, gates, gradients, optimizer slots, activations, input
-            batch) or `"paper"` (weights plus one input batch); the budget applies to it.
-            Defaults to `"full"`.
+            batch) or `"paper"` (weights plus one input batch); the budget and a memory target
+            apply to it. Defaults to `"full"`.
         dynamic_batch: grow the batch between epochs; needs a `tfdynhp.DynamicBatches` input.
             Defaults to `True` when `budget` is given, else `False`.
         optimizer_slots: `"slice"` keeps the optimizer state of surviving units, `"reset"`
-            starts it afresh. Defaults to `"slice"`.
+            zeroes it. Defaults to `"slice"`.
+        target: what to bring the model to (see above). Defaults to `None`.
+        target_epoch: the epoch (1-based) by whose end the target is met. Defaults to the
+            target's own `by_epoch`, else two thirds of the fit's epochs.
+        final_phase: `"freeze"` (freeze the gates once the target is met and fine-tune) or
+            `None` (keep training the gates). Defaults to `"freeze"`.
+        penalty: the resource the gates' penalty counts (`tfdynhp.resources.RESOURCES`);
+            `None` keeps the gates' own unless a target gives one. Defaults to `None`.
         verbose: 1 logs one line per epoch with Keras' `print_msg`. Defaults to 0.
 
     Raises:
-        ValueError: at construction for arguments out of range; at `on_train_begin` for a
-            model without gated layers, an uncompiled model, a budget too small for the model
-            and the first batch, or `dynamic_batch=True` without `DynamicBatches`.
+        ValueError: at construction for arguments out of range; at `on_train_begin` (before
+            any training) for a model without gated groups, an uncompiled model, a budget too
+            small for the model and the first batch or that cannot be checked, a target that
+            cannot be reached or contradicts the budget, or `dynamic_batch=True` without
+            `DynamicBatches`.
 
     Example:
-    >>> model = tfdynhp.gate(base_model, l0_lambda=0.1)
+    >>> model = tfdynhp.gate(base_model)
     >>> model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     >>> data = tfdynhp.DynamicBatches(x_train, y_train, batch_size=16, seed=0)
-    >>> model.fit(data, epochs=20, callbacks=[DynHPCallback(budget="1MB", alpha_bs=0.98)])
+    >>> model.fit(data, epochs=30, callbacks=[DynHPCallback(target="32k params",
+    ...                                                     budget="1MB")])
     """
 
     def __init__(
@@ -83,13 +107,17 @@ class DynHPCallback(keras.callbacks.Callback):
         accounting="full",
         dynamic_batch=None,
         optimizer_slots="slice",
+        target=None,
+        target_epoch=None,
+        final_phase="freeze",
+        penalty=None,
         verbose=0,
     ):
         super().__init__()
         self.criterion = criterion or GateActivationRate(threshold)
         if not callable(self.criterion) or not hasattr(self.criterion, "threshold"):
             raise TypeError(
-                "`criterion` must be callable as criterion(layer) -> scores and have a "
+                "`criterion` must be callable as criterion(group) -> scores and have a "
                 f"`threshold` attribute. Received: {self.criterion!r}"
             )
         self.min_units = check_integer("min_units", min_units, 1)
@@ -104,15 +132,27 @@ class DynHPCallback(keras.callbacks.Callback):
                 f"`optimizer_slots` must be 'slice' or 'reset'. Received: {optimizer_slots!r}"
             )
         self.optimizer_slots = optimizer_slots
+        if target_epoch is not None:
+            check_integer("target_epoch", target_epoch, 1)
+        self.target = None if target is None else targets.parse_target(target, target_epoch)
+        if self.target is not None and not self.prune:
+            raise ValueError("A target needs pruning; `prune=False` (soft pruning) cannot "
+                             "reach one. Drop `target` or set `prune=True`.")
+        if final_phase not in ("freeze", None):
+            raise ValueError(f"`final_phase` must be 'freeze' or None. Received: {final_phase!r}")
+        self.final_phase = final_phase
+        self.penalty = None if penalty is None else resources.check_resource(penalty)
         self.verbose = verbose
         self.history = []
         self._data = None
+        self._controller = None
+        self._frozen = False
 
     # -- validation -----------------------------------------------------------------------
 
     def _check_model(self):
         model = self.model
-        if not gated_groups(model):
+        if not isinstance(model, GatedModel) or not gated_groups(model):
             raise ValueError(
                 f"DynHPCallback needs a model with gated layers; '{model.name}' has none. "
                 "Build it with `tfdynhp.gate(model)` and compile it before `fit`."
@@ -124,7 +164,7 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def _training_data(self):
         data = getattr(self.model, "_dynhp_fit_data", None)
-        if not isinstance(data, DynamicBatches) or not isinstance(self.model, GatedModel):
+        if not isinstance(data, DynamicBatches):
             raise ValueError(  # noqa: TRY004 (a wrong fit input is a value error to the user)
                 "`dynamic_batch=True` needs the training data as `tfdynhp.DynamicBatches(x, y, "
                 "batch_size=16)` passed to `fit` of a model built by `tfdynhp.gate()`: Keras "
@@ -142,36 +182,65 @@ class DynHPCallback(keras.callbacks.Callback):
     def _memory(self, batch_size):
         return memory.training_memory(self.model, batch_size, self.accounting)
 
+    def _check_budget(self):
+        batch = self._epoch_batch_size()
+        if batch is None:
+            raise ValueError(
+                "A memory budget needs the batch size, which this training input does not "
+                f"say ({type(getattr(self.model, '_dynhp_fit_data', None)).__name__}). "
+                "Pass arrays with `batch_size=`, a tf.data dataset batched with a static "
+                "size (`.batch(n, drop_remainder=True)`), or `tfdynhp.DynamicBatches`."
+            )
+        total, fixed, per_example = self._memory(batch)
+        if total > self.budget_bytes:
+            raise ValueError(
+                f"The budget of {budget_lib.format_bytes(self.budget_bytes)} is too small: "
+                f"the model needs {budget_lib.format_bytes(fixed)} plus "
+                f"{budget_lib.format_bytes(per_example)} per example, "
+                f"{budget_lib.format_bytes(total)} at batch size {batch} "
+                f"({self.accounting} accounting). Raise the budget or start from a "
+                "smaller model or batch."
+            )
+
+    def _start_target(self):
+        target = self.target
+        if target.resource == "memory" and self.budget_bytes is not None and (
+            target.amount is not None and target.amount > self.budget_bytes
+        ):
+            raise ValueError(
+                f"The target of {target.describe()} is above the budget of "
+                f"{budget_lib.format_bytes(self.budget_bytes)}: the budget already keeps "
+                "training memory lower. Lower the target or raise the budget."
+            )
+        controller = targets.TargetController(
+            target, int(self.params.get("epochs") or 1), self.min_units,
+            batch_size=self._epoch_batch_size() or 32, accounting=self.accounting,
+        )
+        offset = _int8_overhead(self.model) if target.resource == "int8_bytes" else 0.0
+        controller.begin(self.model, _analyze(self.model), offset)
+        return controller
+
     # -- hooks ----------------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         self._check_model()
         self.history = []
-        self._data = self._training_data() if self.dynamic_batch else None
+        self._frozen = all(gate.frozen for gate in self.model.gate_layers)
+        data = self._training_data() if self.dynamic_batch else None
+        self._data = data
         if self.budget_bytes is not None:
-            batch = self._epoch_batch_size()
-            if batch is None:
-                raise ValueError(
-                    "A memory budget needs the batch size, which this training input does not "
-                    f"say ({type(getattr(self.model, '_dynhp_fit_data', None)).__name__}). "
-                    "Pass arrays with `batch_size=`, a tf.data dataset batched with a static "
-                    "size (`.batch(n, drop_remainder=True)`), or `tfdynhp.DynamicBatches`."
-                )
-            total, fixed, per_example = self._memory(batch)
-            if total > self.budget_bytes:
-                raise ValueError(
-                    f"The budget of {budget_lib.format_bytes(self.budget_bytes)} is too small: "
-                    f"the model needs {budget_lib.format_bytes(fixed)} plus "
-                    f"{budget_lib.format_bytes(per_example)} per example, "
-                    f"{budget_lib.format_bytes(total)} at batch size {batch} "
-                    f"({self.accounting} accounting). Raise the budget or start from a "
-                    "smaller model or batch."
-                )
+            self._check_budget()
+        self._controller = self._start_target() if self.target is not None else None
+        penalty = self.penalty
+        if penalty is None and self._controller is not None and all(
+            gate.cost_resource == "units" for gate in self.model.gate_layers
+        ):
+            penalty = targets.PENALTY_FOR_TARGET[self.target.resource]
         if self._data is not None:
             self.model.enable_gradient_variance()
             self.model.make_train_function(force=True)
         self._cost_scale = resources.update_gate_costs(
-            self.model, batch_size=self._epoch_batch_size() or 32
+            self.model, penalty, batch_size=self._epoch_batch_size() or 32
         )
 
     def on_train_end(self, logs=None):
@@ -184,14 +253,14 @@ class DynHPCallback(keras.callbacks.Callback):
         for gate in self.model.gate_layers:
             gate.reset_gate_statistics()
 
-    def _keep_masks(self):
-        masks = {}
-        for group in gated_groups(self.model):
-            scores = self.criterion(group)
+    def _scores_and_masks(self, groups):
+        scores, masks = {}, {}
+        for group in groups:
+            scores[group.name] = np.asarray(self.criterion(group), np.float64)
             masks[group.name] = keep_mask(
-                scores, self.criterion.threshold, self.min_units, group.segments
+                scores[group.name], self.criterion.threshold, self.min_units, group.segments
             )
-        return masks
+        return scores, masks
 
     def _next_batch_size(self, batch_size, logs):
         ratio = float(logs.get(VARIANCE_RATIO, 0.0))
@@ -204,6 +273,32 @@ class DynHPCallback(keras.callbacks.Callback):
             batch_size, candidate, max_batch, max_examples=self._data.num_examples
         )
 
+    def _prune(self, epoch, record):
+        model = self.model
+        groups = gated_groups(model)
+        scores, masks = self._scores_and_masks(groups)
+        gates = model.gate_layers
+        l0_lambda = gates[0].l0_lambda
+        if self._controller is not None:
+            masks, l0_lambda, target_record = self._controller.epoch_end(
+                model, epoch + 1, groups, scores, masks, l0_lambda
+            )
+            record[TARGET_KEY] = target_record["scheduled"]
+            for gate in gates:
+                gate.set_penalty(l0_lambda=l0_lambda)
+        result = apply_keep_masks(model, masks, optimizer_slots=self.optimizer_slots)
+        if result.changed:
+            # What a unit saves changed with the widths around it (resource-aware penalty).
+            resources.update_gate_costs(model, batch_size=self._epoch_batch_size() or 32,
+                                        scale=self._cost_scale)
+        if self._controller is not None and self.final_phase == "freeze" and (
+            self._controller.freezes_after(epoch + 1)
+        ):
+            for gate in model.gate_layers:
+                gate.freeze()
+            model.make_train_function(force=True)
+            self._frozen = True
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         model = self.model
@@ -213,24 +308,22 @@ class DynHPCallback(keras.callbacks.Callback):
             accounting: memory.training_memory(model, memory_batch, accounting)[0]
             for accounting in memory.ACCOUNTINGS
         }
-        if self.prune and (epoch + 1) % self.frequency == 0:
-            result = apply_keep_masks(
-                model, self._keep_masks(), optimizer_slots=self.optimizer_slots
-            )
-            if result.changed:
-                # What a unit saves changed with the widths around it (resource-aware penalty).
-                resources.update_gate_costs(model, batch_size=batch_size or 32,
-                                            scale=self._cost_scale)
+        record = {LAMBDA_KEY: model.gate_layers[0].l0_lambda}
+        if self.prune and not self._frozen and (epoch + 1) % self.frequency == 0:
+            self._prune(epoch, record)
         next_batch = batch_size
         if self._data is not None:
             next_batch = self._next_batch_size(batch_size, logs)
             self._data.set_batch_size(next_batch)
-        record = {
+        cost = resources.model_cost(model)
+        record.update({
             "dynhp/params": memory.parameter_count(model),
+            "dynhp/macs": cost.macs,
+            "dynhp/int8_bytes": cost.int8_bytes,
             "dynhp/memory_bytes": epoch_memory[self.accounting],
             "dynhp/paper_memory_bytes": epoch_memory["paper"],
             "dynhp/full_memory_bytes": epoch_memory["full"],
-        }
+        })
         for group in gated_groups(model):
             record[f"dynhp/units/{group.name}"] = group.units
         if batch_size is not None:
@@ -244,14 +337,38 @@ class DynHPCallback(keras.callbacks.Callback):
             k: float(v) for k, v in logs.items() if not k.startswith("dynhp/")
         }})
         if self.verbose:
-            units = "-".join(str(group.units) for group in gated_groups(model))
-            io_utils.print_msg(
-                f"DynHP epoch {epoch + 1}: units {units}, params {record['dynhp/params']}, "
+            self._print_epoch(epoch, record, batch_size, next_batch)
+
+    def _print_epoch(self, epoch, record, batch_size, next_batch):
+        units = "-".join(str(group.units) for group in gated_groups(self.model))
+        line = (f"DynHP epoch {epoch + 1}: units {units}, params {record['dynhp/params']:,}, "
                 f"batch {batch_size} -> {next_batch}, memory "
-                f"{budget_lib.format_bytes(record['dynhp/memory_bytes'])}"
-                + (
-                    f" / budget {budget_lib.format_bytes(self.budget_bytes)}"
-                    if self.budget_bytes is not None
-                    else ""
-                )
-            )
+                f"{budget_lib.format_bytes(record['dynhp/memory_bytes'])}")
+        if self.budget_bytes is not None:
+            line += f" / budget {budget_lib.format_bytes(self.budget_bytes)}"
+        if TARGET_KEY in record:
+            line += (f", target due {self.target.describe(record[TARGET_KEY])}, "
+                     f"lambda {record[LAMBDA_KEY]:.3g}")
+        if self._frozen:
+            line += ", gates frozen"
+        io_utils.print_msg(line)
+
+
+def _analyze(model):
+    from tfdynhp.surgery import analyze
+
+    return analyze(model)
+
+
+def _int8_overhead(model):
+    """Measured int8 `.tflite` bytes of the model (stripped) minus the estimate: the fixed
+    part of the file the estimate cannot know. Converts once, with random calibration data
+    (the size does not depend on the data)."""
+    import tfdynhp
+    from tfdynhp import converters
+
+    stripped = tfdynhp.strip(model)
+    shape = (16, *stripped.inputs[0].shape[1:])
+    calibration = np.random.default_rng(0).uniform(size=shape).astype("float32")
+    real = len(converters.to_int8_tflite(stripped, calibration))
+    return real - resources.model_cost(stripped).int8_bytes

@@ -59,6 +59,9 @@ class HardConcreteGate(keras.layers.Layer):
         limit_low: `gamma`, the lower stretch limit. Defaults to `-0.1`.
         limit_high: `zeta`, the upper stretch limit. Defaults to `1.1`.
         seed: seed of the initialisation and the gate noise. Defaults to `None`.
+        frozen: `True` fixes the gates at their test-time values in training too (no noise,
+            no counting, no penalty, no gradient to `log_alpha`): the final fine-tuning phase
+            of a target (see `freeze`). Defaults to `False`.
 
     Example:
     >>> gate = HardConcreteGate(l0_lambda=0.1)
@@ -78,6 +81,7 @@ class HardConcreteGate(keras.layers.Layer):
         limit_low=gate_math.GAMMA,
         limit_high=gate_math.ZETA,
         seed=None,
+        frozen=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -107,6 +111,7 @@ class HardConcreteGate(keras.layers.Layer):
         self.limit_low = float(limit_low)
         self.limit_high = float(limit_high)
         self.seed = seed
+        self.frozen = bool(frozen)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -141,7 +146,16 @@ class HardConcreteGate(keras.layers.Layer):
         return int(self.log_alpha.shape[0])
 
     def _penalty_weight_value(self):
+        if self.frozen:
+            return 0.0
         return self.l0_lambda * self.unit_cost / (self.dataset_size or 1)
+
+    def freeze(self):
+        """Fixes the gates at their test-time values for the rest of training (retrace the
+        train function afterwards: `model.make_train_function(force=True)`)."""
+        self.frozen = True
+        if self.built:
+            self.penalty_weight.assign(0.0)
 
     def set_penalty(self, l0_lambda=None, unit_cost=None, dataset_size=None):
         """Changes `lambda`, the cost of a channel or `N` (takes effect at the next step,
@@ -159,8 +173,9 @@ class HardConcreteGate(keras.layers.Layer):
         return {"gamma": self.limit_low, "zeta": self.limit_high}
 
     def call(self, inputs, training=False):
-        if not training:
-            z = gate_math.deterministic_gates(self.log_alpha, **self._gate_kwargs())
+        if not training or self.frozen:
+            log_alpha = ops.stop_gradient(self.log_alpha) if self.frozen else self.log_alpha
+            z = gate_math.deterministic_gates(log_alpha, **self._gate_kwargs())
             return inputs * ops.cast(z, inputs.dtype)
         batch = ops.shape(inputs)[0]
         rank = len(inputs.shape)
@@ -226,6 +241,7 @@ class HardConcreteGate(keras.layers.Layer):
             "limit_low": self.limit_low,
             "limit_high": self.limit_high,
             "seed": self.seed,
+            "frozen": self.frozen,
         }
         return {**super().get_config(), **config}
 

@@ -1,31 +1,45 @@
-"""What one unit of each prunable group costs: parameters, MACs or training memory.
+"""What a model costs, and what one unit of each prunable group costs: parameters, MACs, int8
+model bytes and training memory.
 
-The resource-aware L0 penalty (Zawish et al.'s PA / FA / MA modes, applied to DynHP's gates)
-weights each gate by what removing its unit saves. A unit of a group appears at some channel
-positions of some tensors; every layer it passes through spends a fixed amount of the resource
-per input position and per output position (a Dense layer `n -> m` holds `m` weights per input
-unit and `n + 1` per output unit). Summing over the unit's positions gives the saving of
-removing it, to first order (removing two coupled units at once also removes their shared
-weights, which the sum counts twice).
+One function per layer type gives the layer's cost from its input and output channel counts
+(`layer_cost`); the model's cost sums it over the graph, for the current widths or for the
+widths a set of keep-masks would leave (`model_cost`, so a target can be checked before any
+surgery). What one unit of a group saves is the same sum, once with and once without the
+channel positions the unit occupies (`unit_costs`): the resource-aware L0 penalty of Zawish et
+al.'s PA / FA / MA modes applied to DynHP's gates.
 
 Resources:
 - `"units"`: every unit costs 1 (the paper's penalty);
-- `"params"`: stored values (kernels, biases, BatchNormalization statistics);
+- `"params"`: stored values (kernels, biases, BatchNormalization statistics; gates excluded);
 - `"macs"`: multiply-accumulates of one inference;
+- `"int8_bytes"`: an estimate of the int8 `.tflite` size (1 byte per weight, 4 per bias, per
+  output channel quantization parameters, BatchNormalization folded, a fixed overhead);
 - `"memory"`: training-memory values, `params * (2 + slots)` (weights, gradients, optimizer
   slots) plus the activations one example keeps for the backward pass times the batch size.
 """
 
+import dataclasses
 import math
 
 import keras
+import numpy as np
 
 from tfdynhp import memory
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.surgery import graph as graph_lib
 from tfdynhp.surgery import registry
 
-RESOURCES = ("units", "params", "macs", "memory")
+RESOURCES = ("units", "params", "macs", "int8_bytes", "memory")
+# Quantization parameters per output channel (scales, zero points) measured on TFLite's int8
+# files: about 8 bytes for a FULLY_CONNECTED layer, 20 for a convolution.
+_DENSE_QUANT_BYTES = 8
+_CONV_QUANT_BYTES = 20
+# Flatbuffer header, tables and tensor metadata of a small model, plus per-layer tensors, and a
+# GATHER (SelectFeatures) with its int32 indices. `DynHPCallback` measures the real file once
+# and corrects the constant part.
+_TFLITE_BASE_BYTES = 1500
+_TFLITE_BYTES_PER_LAYER = 180
+_GATHER_BYTES = 420
 
 
 def check_resource(resource):
@@ -34,44 +48,125 @@ def check_resource(resource):
     return resource
 
 
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What a layer or model costs: stored values, MACs per inference, int8 bytes."""
+
+    params: float = 0.0
+    macs: float = 0.0
+    int8_bytes: float = 0.0
+
+    def __add__(self, other):
+        return Cost(self.params + other.params, self.macs + other.macs,
+                    self.int8_bytes + other.int8_bytes)
+
+    def __sub__(self, other):
+        return Cost(self.params - other.params, self.macs - other.macs,
+                    self.int8_bytes - other.int8_bytes)
+
+
 def _spatial(shape):
     return math.prod(int(s) for s in shape[1:-1])
 
 
-def layer_costs_per_position(layer, in_shape, out_shape):
-    """`(params, macs)` spent per input channel position and per output channel position.
+def _kernel_layer_cost(kernel_values, bias_values, out_channels, macs, quant_bytes):
+    return Cost(
+        params=kernel_values + bias_values,
+        macs=macs,
+        int8_bytes=kernel_values + 4 * bias_values + quant_bytes * out_channels,
+    )
 
-    Returns:
-        `((params_in, macs_in), (params_out, macs_out))` for one example.
-    """
-    cin, cout = int(in_shape[-1]), int(out_shape[-1])
+
+def layer_cost(layer, in_shape, out_shape, cin=None, cout=None):
+    """The `Cost` of `layer` with `cin` input and `cout` output channel positions (defaults:
+    the shapes' last axes). Layers without weights cost nothing; a layer type not known here
+    costs its current `count_params()` whatever the widths."""
+    cin = int(in_shape[-1]) if cin is None else int(cin)
+    cout = int(out_shape[-1]) if cout is None else int(cout)
     bias = 1 if getattr(layer, "use_bias", False) else 0
+    positions = _spatial(out_shape) or 1
+    if isinstance(layer, HardConcreteGate):
+        return Cost()
+    if isinstance(layer, SelectFeatures):  # a GATHER once it drops features
+        return Cost(int8_bytes=_GATHER_BYTES + 4 * cout if cout < layer.input_features else 0)
     if isinstance(layer, keras.layers.Dense):
-        positions = _spatial(out_shape) or 1
-        return (cout, cout * positions), (cin + bias, cin * positions)
+        return _kernel_layer_cost(cin * cout, bias * cout, cout, cin * cout * positions,
+                                  _DENSE_QUANT_BYTES)
     if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        kernel = math.prod(layer.kernel_size)
-        multiplier = layer.depth_multiplier
-        positions = _spatial(out_shape)
-        return (
-            (kernel * multiplier + multiplier * cout,
-             positions * (kernel * multiplier + multiplier * cout)),
-            (cin * multiplier + bias, positions * cin * multiplier),
-        )
+        kernel, multiplier = math.prod(layer.kernel_size), layer.depth_multiplier
+        depthwise = kernel * cin * multiplier
+        pointwise = cin * multiplier * cout
+        return _kernel_layer_cost(depthwise + pointwise, bias * cout, cout,
+                                  positions * (depthwise + pointwise), _CONV_QUANT_BYTES)
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        kernel = math.prod(layer.kernel_size)
-        multiplier = layer.depth_multiplier
-        return (kernel * multiplier, _spatial(out_shape) * kernel * multiplier), (bias, 0)
+        kernel, multiplier = math.prod(layer.kernel_size), layer.depth_multiplier
+        values = kernel * cin * multiplier
+        return _kernel_layer_cost(values, bias * cin * multiplier, cin * multiplier,
+                                  positions * values, _CONV_QUANT_BYTES)
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-        kernel = math.prod(layer.kernel_size)
-        positions = _spatial(out_shape)
-        return (kernel * cout, positions * kernel * cout), (kernel * cin + bias,
-                                                            positions * kernel * cin)
+        values = math.prod(layer.kernel_size) * cin * cout // max(1, getattr(layer, "groups", 1))
+        return _kernel_layer_cost(values, bias * cout, cout, positions * values,
+                                  _CONV_QUANT_BYTES)
     if isinstance(layer, keras.layers.BatchNormalization):
         stored = sum(getattr(layer, a, None) is not None
                      for a in ("gamma", "beta", "moving_mean", "moving_variance"))
-        return (stored, 0), (0, 0)
-    return (0, 0), (0, 0)
+        return Cost(params=stored * cin)  # folded into the layer before it in int8
+    count = layer.count_params() if layer.built else 0
+    return Cost(params=count, int8_bytes=count)
+
+
+def _kept(unit_graph, tensor, removed):
+    if not len(removed):
+        return int(tensor.shape[-1])
+    roots = unit_graph.roots(unit_graph.labels(tensor))
+    return int(np.count_nonzero(~np.isin(roots, removed)))
+
+
+def _removed_ids(unit_graph, keep_masks):
+    removed = []
+    for name, mask in (keep_masks or {}).items():
+        group = unit_graph.group(name)
+        removed.extend(int(i) for i in group.ids[~np.asarray(mask, bool)])
+    return np.asarray(removed, np.int64)
+
+
+def model_cost(model, keep_masks=None, unit_graph=None):
+    """The model's `Cost`, now or after `keep_masks` (`{group: boolean mask}`) were applied.
+
+    `int8_bytes` includes an estimated fixed overhead of the `.tflite` file (see the module
+    docstring); the other two are exact counts.
+    """
+    unit_graph = unit_graph or graph_lib.analyze(model)
+    removed = _removed_ids(unit_graph, keep_masks)
+    total, layers = Cost(), 0
+    for node in unit_graph.nodes:
+        layer = node.operation
+        if len(node.input_tensors) != 1 or not (layer.weights or isinstance(layer,
+                                                                            SelectFeatures)):
+            continue
+        tensor_in, tensor_out = node.input_tensors[0], node.outputs[0]
+        total += layer_cost(layer, tensor_in.shape, tensor_out.shape,
+                            _kept(unit_graph, tensor_in, removed),
+                            _kept(unit_graph, tensor_out, removed))
+        layers += not isinstance(layer, (HardConcreteGate, SelectFeatures,
+                                         keras.layers.BatchNormalization))
+    overhead = _TFLITE_BASE_BYTES + _TFLITE_BYTES_PER_LAYER * layers
+    return Cost(total.params, total.macs, total.int8_bytes + overhead)
+
+
+def activation_values(model, keep_masks=None, unit_graph=None):
+    """Activation values one training example keeps (see `tfdynhp.memory`), now or after
+    `keep_masks`."""
+    unit_graph = unit_graph or graph_lib.analyze(model)
+    removed = _removed_ids(unit_graph, keep_masks)
+    total = 0
+    for node in unit_graph.nodes:
+        for tensor in node.outputs:
+            kept = _kept(unit_graph, tensor, removed)
+            total += kept * (_spatial(tensor.shape) or 1)
+            if isinstance(node.operation, HardConcreteGate):
+                total += kept
+    return total
 
 
 def unit_costs(model, resource="params", batch_size=32, unit_graph=None):
@@ -84,47 +179,44 @@ def unit_costs(model, resource="params", batch_size=32, unit_graph=None):
         unit_graph: a `UnitGraph` of `model`, when already built.
 
     Returns:
-        `{group name: cost of one unit}` for every prunable group.
+        `{group name: saving of one unit}` for every prunable group (removing two coupled
+        units at once also removes their shared weights, so savings add up to first order).
     """
     check_resource(resource)
     unit_graph = unit_graph or graph_lib.analyze(model)
     groups = [g for g in unit_graph.groups if g.prunable]
     if resource == "units":
         return {g.name: 1.0 for g in groups}
-    owner = {int(root): g.name for g in groups for root in g.ids}
-    totals = {g.name: 0.0 for g in groups}
-
-    def spend(tensor, amount):
-        if not amount:
-            return
-        for root in unit_graph.roots(unit_graph.labels(tensor)):
-            name = owner.get(int(root))
-            if name is not None:
-                totals[name] += amount
-
     slots = memory.slots_per_trainable_value(model) if resource == "memory" else 0
-    for node in unit_graph.nodes:
-        layer = node.operation
-        role = unit_graph.roles[id(node)].name
-        if role == registry.BARRIER or isinstance(layer, (HardConcreteGate, SelectFeatures)):
-            per_in = per_out = (0, 0)
-        elif len(node.input_tensors) == 1:
-            per_in, per_out = layer_costs_per_position(
-                layer, node.input_tensors[0].shape, node.outputs[0].shape
-            )
+    savings = {}
+    for group in groups:
+        unit = np.asarray([group.ids[0]], np.int64)
+        saved = Cost()
+        activations = 0
+        for node in unit_graph.nodes:
+            layer = node.operation
+            if len(node.input_tensors) != 1:
+                continue
+            tensor_in, tensor_out = node.input_tensors[0], node.outputs[0]
+            in_hits = int(np.count_nonzero(unit_graph.roots(unit_graph.labels(tensor_in))
+                                           == unit[0]))
+            out_hits = int(np.count_nonzero(unit_graph.roots(unit_graph.labels(tensor_out))
+                                            == unit[0]))
+            activations += out_hits * (_spatial(tensor_out.shape) or 1)
+            if isinstance(layer, HardConcreteGate):
+                activations += out_hits  # the gates an example samples
+            if (in_hits or out_hits) and (layer.weights or isinstance(layer, SelectFeatures)) and (
+                unit_graph.roles[id(node)].name != registry.BARRIER
+            ):
+                cin, cout = int(tensor_in.shape[-1]), int(tensor_out.shape[-1])
+                saved += (layer_cost(layer, tensor_in.shape, tensor_out.shape, cin, cout)
+                          - layer_cost(layer, tensor_in.shape, tensor_out.shape,
+                                       cin - in_hits, cout - out_hits))
+        if resource == "memory":
+            savings[group.name] = saved.params * (2 + slots) + batch_size * activations
         else:
-            per_in = per_out = (0, 0)
-        if resource == "params":
-            spend(node.input_tensors[0], per_in[0])
-            spend(node.outputs[0], per_out[0])
-        elif resource == "macs":
-            spend(node.input_tensors[0], per_in[1])
-            spend(node.outputs[0], per_out[1])
-        else:
-            spend(node.input_tensors[0], per_in[0] * (2 + slots))
-            spend(node.outputs[0], per_out[0] * (2 + slots)
-                  + batch_size * (_spatial(node.outputs[0].shape) or 1))
-    return {g.name: totals[g.name] / g.units for g in groups}
+            savings[group.name] = getattr(saved, resource)
+    return savings
 
 
 def update_gate_costs(model, resource=None, batch_size=32, scale=None):
@@ -145,7 +237,7 @@ def update_gate_costs(model, resource=None, batch_size=32, scale=None):
     gated = [g for g in unit_graph.groups if g.gate is not None]
     if not gated:
         return scale
-    resource = resource or gated[0].gate.cost_resource
+    resource = check_resource(resource or gated[0].gate.cost_resource)
     costs = unit_costs(model, resource, batch_size, unit_graph)
     if scale is None:
         total_units = sum(g.units for g in gated)
