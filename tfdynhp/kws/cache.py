@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class Entry:
         try:
             with np.load(self.path, allow_pickle=False) as archive:
                 return {name: archive[name] for name in names}
-        except (OSError, ValueError, KeyError, EOFError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             logger.warning("Cache entry %s is unreadable (%s); generating it again.", self.path, e)
             os.remove(self.path)
             return None
