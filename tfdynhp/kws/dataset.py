@@ -183,7 +183,8 @@ def _generate(entry, clips, pool_plans, check_texts, workers, verbose):
         )
         count = len(clips) - sum(len(chunks[c]) for c in pending)
         bar.update(count)
-        with concurrent.futures.ThreadPoolExecutor(workers) as executor:
+        executor = concurrent.futures.ThreadPoolExecutor(workers)
+        try:
             pools = {}
             for name, pool_plan in pool_plans.items():
                 pools[name] = []
@@ -199,6 +200,8 @@ def _generate(entry, clips, pool_plans, check_texts, workers, verbose):
                     bar.update(count)
                 done[c] = mfcc(np.stack(waves), FRONTEND)
                 entry.save_chunk(c, done[c])
+        finally:  # on Ctrl-C, drop the queued clips instead of synthesizing them first
+            executor.shutdown(wait=True, cancel_futures=True)
     return np.concatenate(done)
 
 
