@@ -8,19 +8,23 @@ Rows (each generated into a fresh temporary cache, so synthesis is really timed)
 - learnability: the plain Keras CNN of `plain_cnn` (stock layers, no gates; the one
   `tests/test_synthetic_kws.py` trains) trained 15 epochs on each set's training split, accuracy
   on train, validation, held-out voices and held-out accents;
-- normalization: the same CNN with BatchNormalization (momentum 0.99) after each convolution,
-  on raw and on normalized MFCCs, held-out-voice accuracy after each of 5 epochs (ci, easy).
+- normalization (ci, easy): held-out-voice accuracy after each of 5 epochs of the plain CNN and
+  of the same CNN with BatchNormalization (momentum 0.99) after each convolution, on raw and on
+  normalized MFCCs; and the int8 input quantization error per MFCC coefficient (per-tensor
+  min/max scale over the training split, as a full-integer model's input has), relative to the
+  coefficient's standard deviation, raw vs normalized.
 
 Writes `bench/results/kws_data.json` and `bench/results/kws_data.md` (the command first).
 
-    python bench/kws_data.py            # everything (~10 min on 2 cores)
-    python bench/kws_data.py --quick    # the ci size only (~2 min)
+    python bench/kws_data.py            # everything (~11 min on 2 shared cores)
+    python bench/kws_data.py --quick    # the ci size only (~3 min)
 """
 
 import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -69,13 +73,23 @@ def learnability(info, epochs=EPOCHS, seed=0):
     return {**scores, "fit_s": round(time.time() - start, 1), "epochs": epochs}
 
 
+def _cpu_seconds():
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def _load_average():
+    return round(os.getloadavg()[0], 1)
+
+
 def synthesis_row(size, difficulty, workers):
     folder = tempfile.mkdtemp(prefix="kws-bench-")
     try:
-        start = time.time()
+        load_before = _load_average()
+        start, cpu = time.time(), _cpu_seconds()
         _, info = kws.load_synthetic_kws(difficulty=difficulty, size=size, cache_dir=folder,
                                          workers=workers, verbose=1, return_info=True)
-        seconds = time.time() - start
+        seconds, cpu = time.time() - start, _cpu_seconds() - cpu
         start = time.time()
         kws.load_synthetic_kws(difficulty=difficulty, size=size, cache_dir=folder, verbose=0)
         reload_s = time.time() - start
@@ -85,24 +99,41 @@ def synthesis_row(size, difficulty, workers):
     return info, {
         "size": info.size, "difficulty": difficulty, "workers": workers,
         "synthesis_s": round(seconds, 1), "s_per_1k_clips": round(1000 * seconds / info.size, 1),
+        "cpu_s_per_1k_clips": round(1000 * cpu / info.size, 1),
+        "load_average_before_after": [load_before, _load_average()],
         "cache_bytes": nbytes, "cache_bytes_per_clip": round(nbytes / info.size),
         "cached_reload_s": round(reload_s, 2),
     }
 
 
 def normalization_ablation(info, epochs=5):
-    """Held-out-voice accuracy per epoch of the BatchNormalization CNN, raw vs normalized."""
+    """Held-out-voice accuracy per epoch, raw vs normalized MFCCs, without and with BatchNorm."""
     out = {}
-    for name, transform in (("normalized", lambda x: x), ("raw", _denormalize(info))):
-        keras.utils.set_random_seed(0)
-        model = plain_cnn(len(info.labels), batchnorm=True)
-        model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        x, y = info.splits["train"]
-        xv, yv = info.splits["test_voices"]
-        history = model.fit(transform(x), y, batch_size=32, epochs=epochs, verbose=0,
-                            validation_data=(transform(xv), yv))
-        out[name] = [round(float(a), 4) for a in history.history["val_accuracy"]]
+    x, y = info.splits["train"]
+    xv, yv = info.splits["test_voices"]
+    for batchnorm in (False, True):
+        for name, transform in (("normalized", lambda x: x), ("raw", _denormalize(info))):
+            keras.utils.set_random_seed(0)
+            model = plain_cnn(len(info.labels), batchnorm=batchnorm)
+            model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+            history = model.fit(transform(x), y, batch_size=32, epochs=epochs, verbose=0,
+                                validation_data=(transform(xv), yv))
+            key = f"{'batchnorm' if batchnorm else 'plain'} cnn, {name}"
+            out[key] = [round(float(a), 4) for a in history.history["val_accuracy"]]
+    return out
+
+
+def int8_input_error(info):
+    """RMS error of int8 input quantization per coefficient, over the coefficient's std."""
+    out = {}
+    for name, x in (("normalized", info.splits["train"][0]),
+                    ("raw", _denormalize(info)(info.splits["train"][0]))):
+        scale = (float(x.max()) - float(x.min())) / 255.0
+        zero = round(-128 - float(x.min()) / scale)
+        q = (np.clip(np.round(x / scale) + zero, -128, 127) - zero) * scale
+        error = np.sqrt(np.mean((q - x) ** 2, axis=(0, 1, 3))) / x.std(axis=(0, 1, 3))
+        out[name] = [round(float(e), 4) for e in error]
     return out
 
 
@@ -125,10 +156,18 @@ def to_markdown(result):
             f"{row['s_per_1k_clips']} | {row['cache_bytes_per_clip']} | {acc['train']:.3f} | "
             f"{acc['val']:.3f} | {acc['test_voices']:.3f} | {acc['test_accents']:.3f} |")
     if "normalization" in result:
-        lines += ["", ("Held-out-voice accuracy per epoch, CNN with BatchNormalization "
-                      "(momentum 0.99), ci / easy:"), ""]
+        lines += ["", "Held-out-voice accuracy after each of 5 epochs (ci, easy):", ""]
         for name, accs in result["normalization"].items():
             lines.append(f"- {name}: {', '.join(f'{a:.3f}' for a in accs)}")
+        lines += ["", "int8 input quantization error per MFCC coefficient (RMS error / std):",
+                  ""]
+        for name, errors in result["int8_input_error"].items():
+            lines.append(f"- {name}: {', '.join(f'{e:.3f}' for e in errors)}")
+    lines += ["", "| size | difficulty | CPU s / 1k clips | load average before, after |",
+              "|---:|---|---:|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['size']} | {row['difficulty']} | {row['cpu_s_per_1k_clips']} | "
+                     f"{row['load_average_before_after']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +192,9 @@ def main(argv=None):
         result["rows"].append(row)
         if (size, difficulty) == ("ci", "easy"):
             result["normalization"] = normalization_ablation(info)
-            print(json.dumps(result["normalization"]), flush=True)
+            result["int8_input_error"] = int8_input_error(info)
+            print(json.dumps(result["normalization"]), json.dumps(result["int8_input_error"]),
+                  flush=True)
     os.makedirs(args.out, exist_ok=True)
     name = "kws_data_quick" if args.quick else "kws_data"
     with open(os.path.join(args.out, name + ".json"), "w") as f:
