@@ -281,6 +281,14 @@ def test_bad_input_is_refused_before_synthesis(tmp_path, no_synthesis, kwargs, e
     assert not os.listdir(tmp_path)
 
 
+@needs_espeak
+def test_a_phrase_too_long_for_one_second_is_refused_before_the_cache(tmp_path):
+    long = "antidisestablishmentarianism versus floccinaucinihilipilification"
+    with pytest.raises(ValueError, match=r"lasts \d\.\d\d s .* must fit in the 1 s clip"):
+        kws.load_synthetic_kws([long], size="ci", cache_dir=tmp_path, verbose=0)
+    assert not os.listdir(tmp_path)
+
+
 def test_load_dispatches_and_lists_synthetic_kws(tmp_path, no_synthesis):
     with pytest.raises(ValueError, match="'synthetic-kws'"):
         tfdynhp.datasets.load("no-such-set")

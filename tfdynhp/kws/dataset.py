@@ -22,7 +22,9 @@ from tfdynhp.kws.features import FeatureNormalization, FrontEnd, mfcc
 
 logger = logging.getLogger("tfdynhp.kws")
 
-# Named sizes (total clips over the four splits). "ci" synthesizes in about 15 s on 2 cores.
+# Named sizes (total clips over the four splits). Measured on 2 idle cores (bench/kws_data.py):
+# 6-9 s per 1,000 clips (10-16 CPU-seconds), so "ci" takes 8-11 s; "medium" took 4.7 min while
+# other jobs loaded the machine (about 2.2 min of CPU time per core).
 SIZES = {"ci": 1200, "small": 4800, "medium": 20000, "large": 60000}
 FORMAT_VERSION = 1  # bump when a change in this package changes the generated data
 CHUNK = 256  # clips per resumable chunk
@@ -150,14 +152,13 @@ def _render(clip, pools):
     return augment.render_clip(speech, clip, clip.rng(), pools.get(clip.split))
 
 
-def _generate(entry, clips, pool_plans, check_texts, workers, verbose):
+def _generate(entry, clips, pool_plans, workers, verbose):
     """Synthesizes the clips chunk by chunk (reusing finished chunks) and saves the entry.
 
     Args:
         entry: the `cache.Entry`.
         clips: every planned `plan.Clip`, in split order.
         pool_plans: split -> babble pool plan (`plan.plan_babble`); empty without babble.
-        check_texts: texts to check for length before synthesizing (`_check_lengths`).
         workers: parallel espeak-ng processes.
         verbose: Progbar verbosity.
 
@@ -175,11 +176,11 @@ def _generate(entry, clips, pool_plans, check_texts, workers, verbose):
         logger.info("Resuming %s: %d of %d chunks already done.", entry.path,
                     len(chunks) - len(pending), len(chunks))
     if pending:
-        _check_lengths(check_texts)
         needed = {clip.split for c in pending for clip in chunks[c]}
         pool_plans = {name: p for name, p in pool_plans.items() if name in needed}
         bar = keras.utils.Progbar(
-            sum(map(len, pool_plans.values())) + len(clips), verbose=verbose, unit_name="clip"
+            sum(map(len, pool_plans.values())) + len(clips), verbose=verbose, interval=0.5,
+            unit_name="clip",
         )
         count = len(clips) - sum(len(chunks[c]) for c in pending)
         bar.update(count)
@@ -255,7 +256,7 @@ def load_synthetic_kws(
             (train / val / test_voices / test_accents). Defaults to `"medium"`.
         seed: seed of the speaker split, the plan and the noise. Defaults to `0`.
         unknown_words: the "unknown" vocabulary. Defaults to `None` (`vocabulary.
-            UNKNOWN_WORDS`, 107 words).
+            UNKNOWN_WORDS`, 104 words).
         accents: the accents to draw from (subset of `espeak.ACCENTS`, at least 2). Defaults
             to `None` (all 8).
         variants: the voice variants to draw from (at least 3). Defaults to `None` (all of
@@ -348,8 +349,8 @@ def load_synthetic_kws(
             for name in splits.SPLITS
         }
         clips = [c for name in splits.SPLITS for c in clips_by_split[name]]
-        check_texts = keywords if custom_unknown is None else (*keywords, *unknown_words)
-        features = _generate(entry, clips, pool_plans, check_texts, workers, verbose)
+        _check_lengths(keywords if custom_unknown is None else (*keywords, *unknown_words))
+        features = _generate(entry, clips, pool_plans, workers, verbose)
         arrays, start = {}, 0
         for name in splits.SPLITS:
             arrays[f"x_{name}"] = features[start:start + sizes[name]]
