@@ -273,6 +273,7 @@ def test_missing_espeak_is_a_one_line_error(tmp_path, monkeypatch, no_synthesis)
         ({"variants": ["m1", "m2", "nobody"]}, ValueError, r"Unknown variants \['nobody'\]"),
         ({"seed": -1}, ValueError, "seed=-1"),
         ({"normalize": "yes"}, TypeError, "normalize='yes'"),
+        ({"workers": 0}, ValueError, "workers=0"),
     ],
 )
 def test_bad_input_is_refused_before_synthesis(tmp_path, no_synthesis, kwargs, error, match):

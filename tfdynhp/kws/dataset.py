@@ -298,7 +298,8 @@ def load_synthetic_kws(
     size = resolve_size(size)
     seed = validation.check_integer("seed", seed)
     sizes = splits.split_sizes(size, len(keywords) + 2)
-    workers = validation.check_integer("workers", workers or os.cpu_count() or 1, minimum=1)
+    workers = validation.check_integer(
+        "workers", (os.cpu_count() or 1) if workers is None else workers, minimum=1)
     for name, flag in (("normalize", normalize), ("return_info", return_info)):
         if not isinstance(flag, bool):
             raise TypeError(f"Expected `{name}` to be a bool. Received: {name}={flag!r}")
