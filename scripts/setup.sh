@@ -14,6 +14,16 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   fi
 fi
 
+# espeak-ng: the speech synthesizer of the synthetic-kws data set (tfdynhp.kws).
+if ! command -v espeak-ng >/dev/null; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian package espeak-ng"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "setup: espeak-ng missing (synthetic-kws data set); run 'sudo apt-get install espeak-ng'" >&2
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.tfdynhp-installed

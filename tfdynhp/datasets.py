@@ -7,6 +7,8 @@
 - `parse_idx` / `read_idx`: a validating parser of the IDX format (LeCun's MNIST format).
 - `load_sklearn`: scikit-learn's bundled `digits`, `wine` and `breast_cancer` sets.
 - `load_npz`: a user's own `.npz` with `x_train, y_train, x_test, y_test`.
+- `synthetic-kws`: keyword spotting on speech synthesized offline with espeak-ng
+  (`tfdynhp.kws.load_synthetic_kws`).
 - `load(name)`: dispatches on the name (or on a `.npz` path).
 
 Every loader returns `((x_train, y_train), (x_test, y_test))` with `float32` inputs (unless
@@ -366,13 +368,15 @@ def load_npz(path):
 
 
 def load(name, **kwargs):
-    """Loads a data set by name: `fashion-mnist`, `digits`, `wine`, `breast-cancer`, or a .npz.
+    """Loads a data set by name: `fashion-mnist`, `digits`, `wine`, `breast-cancer`,
+    `synthetic-kws`, or a .npz.
 
     Args:
         name: the data set name (case-insensitive; `-` and `_` are interchangeable), or the
             path of a `.npz` file (see `load_npz`).
         **kwargs: passed to the loader: `load_fashion_mnist` (`path`, `allow_download`,
-            `flatten`, `normalize`) or `load_sklearn` (`test_size`, `seed`).
+            `flatten`, `normalize`), `load_sklearn` (`test_size`, `seed`) or
+            `tfdynhp.kws.load_synthetic_kws` (`keywords`, `difficulty`, `size`, `seed`, ...).
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`.
@@ -397,7 +401,11 @@ def load(name, **kwargs):
         return load_fashion_mnist(**kwargs)
     if key in _SKLEARN_SETS:
         return load_sklearn(key, **kwargs)
+    if key == "synthetic_kws":
+        from tfdynhp.kws import load_synthetic_kws
+
+        return load_synthetic_kws(**kwargs)
     raise ValueError(
         f"Unknown data set {name!r}. Expected one of ['fashion-mnist', 'digits', 'wine', "
-        "'breast-cancer'] or the path of a .npz file with keys x_train, y_train, x_test, y_test."
+        "'breast-cancer', 'synthetic-kws'] or the path of a .npz file with keys x_train, y_train, x_test, y_test."
     )

@@ -1,0 +1,42 @@
+"""Offline keyword-spotting data: espeak-ng speech, augmentation, MFCCs, speaker splits.
+
+One module per job: `espeak` (synthesis), `vocabulary` (keywords, unknown words, labels),
+`augment` (noise, band-pass, reverb, difficulty levels), `features` (MFCC front end and its
+normalization), `splits` (speaker-disjoint splits), `plan` (what each clip is), `cache`
+(atomic, resumable feature cache) and `dataset` (`load_synthetic_kws`, tying them together).
+Reached as `tfdynhp.datasets.load("synthetic-kws", ...)` too.
+"""
+
+from tfdynhp.kws.augment import DIFFICULTIES, Difficulty
+from tfdynhp.kws.dataset import SIZES, KWSInfo, load_synthetic_kws
+from tfdynhp.kws.espeak import ACCENTS, EspeakNotFoundError, list_variants
+from tfdynhp.kws.features import FeatureNormalization, FrontEnd, mfcc
+from tfdynhp.kws.splits import SPLITS, SpeakerSplit
+from tfdynhp.kws.vocabulary import (
+    DEFAULT_KEYWORDS,
+    SILENCE,
+    UNKNOWN,
+    UNKNOWN_WORDS,
+    default_unknown_words,
+)
+
+__all__ = [
+    "ACCENTS",
+    "DEFAULT_KEYWORDS",
+    "DIFFICULTIES",
+    "SILENCE",
+    "SIZES",
+    "SPLITS",
+    "UNKNOWN",
+    "UNKNOWN_WORDS",
+    "Difficulty",
+    "EspeakNotFoundError",
+    "FeatureNormalization",
+    "FrontEnd",
+    "KWSInfo",
+    "SpeakerSplit",
+    "default_unknown_words",
+    "list_variants",
+    "load_synthetic_kws",
+    "mfcc",
+]
