@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfdynhp
+from tfdynhp import architectures
 from tfdynhp import complexity as cx
 
 
@@ -417,3 +418,9 @@ def test_conv_transpose_macs_match_a_brute_force_loop(strides):
     )
     np.testing.assert_allclose(model(x[None].astype("float32"))[0], expected, atol=1e-4)
     assert cx.model_costs(model).macs == multiplications
+
+
+@pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
+def test_reference_models_macs_match_tensorflow_profiler(name):
+    model = architectures.build(name, input_shape=(784,) if name == "mlp" else None)
+    assert 2 * cx.model_costs(model).macs == profiler_flops(model)

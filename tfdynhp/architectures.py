@@ -501,6 +501,18 @@ ARCHITECTURES = {
     "resnet8": resnet8,
     "fc-autoencoder": fc_autoencoder,
 }
+# Published parameter counts at the default arguments (trainable and non-trainable, as Keras
+# counts them): LeNet-300-100 and LeNet-5 from their layer lists (Han et al., 2015, Table 1:
+# "267K", "431K"); the MLPerf Tiny models from the weights of the reference trained models in
+# mlcommons/tiny (see each builder's docstring).
+PUBLISHED_PARAMS = {
+    "mlp": 266_610,
+    "lenet5": 431_080,
+    "ds-cnn": 24_908,
+    "mobilenet-v1-0.25": 221_794,
+    "resnet8": 78_666,
+    "fc-autoencoder": 269_992,
+}
 # Builders taking a flat `input_dim` instead of an image `input_shape`.
 _FLAT_INPUT = ("mlp", "fc-autoencoder")
 _NO_CLASSES = ("fc-autoencoder",)
@@ -613,6 +625,7 @@ def build(name, input_shape=None, num_classes=None, seed=0):
 
 __all__ = [
     "ARCHITECTURES",
+    "PUBLISHED_PARAMS",
     "build",
     "canonical_name",
     "ds_cnn",
