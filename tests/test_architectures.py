@@ -207,7 +207,8 @@ E2E_SHAPES = {"mobilenet-v1-0.25": (32, 32, 3)}
 def test_classifier_end_to_end(name):
     result = arch_table.measure(name, input_shape=E2E_SHAPES.get(name), eval_samples=200)
     # The float model learned something, so agreement is not met by constant predictions.
-    assert result["float_accuracy"] >= 2 * result["chance"], result
+    chance = result["chance"]
+    assert result["float_accuracy"] >= min(2 * chance, (1 + chance) / 2), result
     assert result["float_distinct_classes"] >= 2
     assert set(result["ops"]) <= set(c_source.TFLM_OPS), result["ops"]
     assert "DEQUANTIZE" not in result["ops"] and "QUANTIZE" not in result["ops"]

@@ -152,6 +152,7 @@ def test_other_layers_by_hand():
     c = keras.layers.MaxPooling2D(2, name="max2")(c)
     s = keras.layers.Add(name="add")([a, b, c])
     m = keras.layers.Average(name="average")([a, b])
+    m = keras.layers.Multiply(name="multiply")([m, keras.layers.Subtract(name="sub")([a, b])])
     cat = keras.layers.Concatenate(name="concat")([s, m])
     x = keras.layers.ZeroPadding2D(1, name="pad")(cat)
     x = keras.layers.Cropping2D(1, name="crop")(x)
@@ -165,6 +166,7 @@ def test_other_layers_by_hand():
     assert costs["max"].macs == costs["avg"].macs == 0
     assert costs["add"].ops == 2 * 12 and costs["add"].macs == 0
     assert costs["average"].ops == 2 * 12
+    assert costs["sub"].ops == costs["multiply"].ops == 12 and costs["multiply"].macs == 0
     assert costs["concat"].ops == 0 and costs["concat"].activation_values == 24
     assert costs["pad"].activation_values == 4 * 4 * 6 and costs["pad"].ops == 0
     assert costs["crop"].activation_values == 24

@@ -6,16 +6,16 @@ seeded initializers: the same `seed` gives the same weights. Training recipes (L
 data augmentation, learning-rate schedules) are not part of the architectures and are left out;
 activations, dropout, pooling and BatchNormalization are as the specification has them.
 
-| name                  | builder          | input          | parameters (Keras) |
-|-----------------------|------------------|----------------|--------------------|
-| `"mlp"`               | `mlp`            | `(784,)`       | 266,610            |
-| `"lenet5"`            | `lenet5`         | `(28, 28, 1)`  | 431,080            |
-| `"ds-cnn"`            | `ds_cnn`         | `(49, 10, 1)`  | 24,908             |
-| `"mobilenet-v1-0.25"` | `mobilenet_v1`   | `(96, 96, 3)`  | 221,794            |
-| `"resnet8"`           | `resnet8`        | `(32, 32, 3)`  | 78,666             |
-| `"fc-autoencoder"`    | `fc_autoencoder` | `(640,)`       | 269,992            |
+| name                  | builder          | input          | parameters (Keras) | MACs       |
+|-----------------------|------------------|----------------|--------------------|------------|
+| `"mlp"`               | `mlp`            | `(784,)`       | 266,610            | 266,200    |
+| `"lenet5"`            | `lenet5`         | `(28, 28, 1)`  | 431,080            | 2,293,000  |
+| `"ds-cnn"`            | `ds_cnn`         | `(49, 10, 1)`  | 24,908             | 2,656,768  |
+| `"mobilenet-v1-0.25"` | `mobilenet_v1`   | `(96, 96, 3)`  | 221,794            | 7,489,664  |
+| `"resnet8"`           | `resnet8`        | `(32, 32, 3)`  | 78,666             | 12,501,632 |
+| `"fc-autoencoder"`    | `fc_autoencoder` | `(640,)`       | 269,992            | 264,192    |
 
-`tfdynhp.complexity.model_costs` counts their MACs and activation memory.
+MACs as counted by `tfdynhp.complexity.model_costs` (which also counts activation memory).
 
 Example:
 
@@ -258,9 +258,9 @@ def ds_cnn(input_shape=(49, 10, 1), num_classes=12, seed=0):
     stride-2 map of a 49-row input has 25 rows and the `24 x 5` window ignores the last one.
 
     Parameters: published 24,908 (the variables of the reference SavedModel
-    `trained_models/kws_ref_model`, BatchNormalization statistics included; its int8 `.tflite`
-    is 53,936 bytes, the "52.5 KB" of the MLPerf Tiny paper); measured `model.count_params()`
-    24,908 (22,604 after folding BatchNormalization).
+    `trained_models/kws_ref_model`, BatchNormalization statistics included; its int8 `.tflite`,
+    53,936 bytes = 52.7 KiB, is the "53KB" quoted for MLPerf Tiny v0.5); measured
+    `model.count_params()` 24,908 (22,604 after folding BatchNormalization).
 
     Args:
         input_shape: `(frames, coefficients, channels)`. Defaults to `(49, 10, 1)`.
@@ -319,9 +319,9 @@ def mobilenet_v1(input_shape=(96, 96, 3), num_classes=2, alpha=0.25, seed=0):
     kernels, plain ReLU (not Keras' ReLU6), no dropout: as the reference.
 
     Parameters: published 221,794 (the weights of the reference `trained_models/vww_96.h5`,
-    96x96x3, 2 classes, BatchNormalization statistics included; its int8 `.tflite` is 333,288
-    bytes, the "325 KB" of the MLPerf Tiny paper); measured `model.count_params()` 221,794
-    (210,850 after folding BatchNormalization) with the defaults.
+    96x96x3, 2 classes, BatchNormalization statistics included; its int8 `.tflite`, 333,288
+    bytes = 325.5 KiB, is the "325KB" quoted for MLPerf Tiny v0.5); measured
+    `model.count_params()` 221,794 (210,850 after folding BatchNormalization) with the defaults.
 
     Args:
         input_shape: `(height, width, channels)`. Defaults to `(96, 96, 3)`.
@@ -406,8 +406,9 @@ def resnet8(input_shape=(32, 32, 3), num_classes=10, seed=0):
     Dense softmax. All convolutions 'same' with biases, He-normal kernels (the Dense layer too).
 
     Parameters: published 78,666 (the weights of `pretrainedResnet.h5`, BatchNormalization
-    statistics included; its int8 `.tflite` is 98,496 bytes, the "96 KB" of the MLPerf Tiny
-    paper); measured `model.count_params()` 78,666 (77,706 after folding BatchNormalization).
+    statistics included; its int8 `.tflite`, 98,496 bytes = 96.2 KiB, is the "96KB" quoted for
+    MLPerf Tiny v0.5); measured `model.count_params()` 78,666 (77,706 after folding
+    BatchNormalization).
 
     Args:
         input_shape: `(height, width, channels)`. Defaults to `(32, 32, 3)`.
@@ -459,8 +460,9 @@ def fc_autoencoder(input_dim=640, seed=0):
     reconstruction error is the anomaly score.
 
     Parameters: published 269,992 (the weights of `trained_models/ad01.h5`, BatchNormalization
-    statistics included; its int8 `.tflite` is 276,976 bytes, the "270 KB" of the MLPerf Tiny
-    paper); measured `model.count_params()` 269,992 (265,864 after folding BatchNormalization).
+    statistics included; its int8 `.tflite`, 276,976 bytes = 270.5 KiB, is the "270KB" quoted
+    for MLPerf Tiny v0.5); measured `model.count_params()` 269,992 (265,864 after folding
+    BatchNormalization).
 
     Args:
         input_dim: number of input features (and of outputs). Defaults to `640`.

@@ -17,7 +17,8 @@ Conventions (all counts are per example, batch size 1):
   "same" padding (a border output position is counted with its full kernel, as TFLite and the
   published MLPerf Tiny figures count it).
 - **ops** counts the other elementwise arithmetic, one per value: activations (one per output
-  value, whatever the function), merges (`Add` of `n` inputs: `n - 1` per output value;
+  value, whatever the function; 0 for ReLU / ReLU6 fused into the preceding layer, as TFLite
+  does, whether given as a layer or as a Dense/convolution `activation`), merges (`Add` of `n` inputs: `n - 1` per output value;
   `Average`: `n`), pooling (one per window element per output value; global pooling: one per
   input value). Pooling and merges have 0 MACs.
 - **BatchNormalization** at inference is `x * scale + offset` per channel. When it directly
@@ -535,7 +536,7 @@ def register_layer_cost(layer_class, cost_fn):
         layer_class: a `keras.layers.Layer` subclass (its subclasses match too).
         cost_fn: `cost_fn(call: LayerCall) -> dict` with keys `macs`, `ops` and
             `inference_params` (ints), and optionally `folded` (bool: the output shares the
-            producer's buffer at inference).
+            producer's buffer at inference). The latest registration matching a layer wins.
 
     Raises:
         TypeError: if `layer_class` is not a Layer subclass or `cost_fn` is not callable.
