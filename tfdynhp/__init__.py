@@ -4,7 +4,19 @@ Train a network under a fixed memory budget by physically removing units whose H
 gates stay closed, reuse the freed memory for larger mini-batches, and export int8 TFLite.
 """
 
-from tfdynhp import batch_size, budget, criteria, datasets, gates, memory, resources, surgery
+from tfdynhp import (
+    architectures,
+    batch_size,
+    budget,
+    complexity,
+    criteria,
+    datasets,
+    gates,
+    memory,
+    resources,
+    surgery,
+    targets,
+)
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
 from tfdynhp.criteria import GateActivationRate
@@ -12,6 +24,7 @@ from tfdynhp.gating import gate, is_gated_model, strip
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.models import GatedModel
 from tfdynhp.surgery import apply_keep_masks
+from tfdynhp.targets import Target
 
 __version__ = "0.1.0"
 
@@ -32,6 +45,7 @@ def __getattr__(name):
 
 __all__ = [
     "DynHPCallback",
+    "Target",
     "DynamicBatches",
     "GateActivationRate",
     "HardConcreteGate",
@@ -39,9 +53,11 @@ __all__ = [
     "MemoryBreakdown",
     "SelectFeatures",
     "apply_keep_masks",
+    "architectures",
     "batch_size",
     "budget",
     "callbacks",
+    "complexity",
     "converters",
     "criteria",
     "datasets",
@@ -55,4 +71,5 @@ __all__ = [
     "parse_budget",
     "strip",
     "surgery",
+    "targets",
 ]

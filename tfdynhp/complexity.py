@@ -52,7 +52,7 @@ import warnings
 
 import keras
 
-from tfdynhp.layers import GatedDense, SelectFeatures
+from tfdynhp.layers import HardConcreteGate, SelectFeatures
 
 PADDINGS = ("valid", "same", "causal", "full")
 
@@ -425,7 +425,7 @@ def peak_live_values(sizes, producers, last_uses, step_extra=None):
 
 # --- Layer types ---------------------------------------------------------------------------
 
-_DENSE = (keras.layers.Dense, GatedDense)
+_DENSE = (keras.layers.Dense,)
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _TRANSPOSE = (
@@ -479,6 +479,7 @@ _SHAPE_ONLY = (
     keras.layers.UpSampling3D,
     keras.layers.Concatenate,
     SelectFeatures,
+    HardConcreteGate,
 )
 _ELEMENTWISE_MERGE = (
     keras.layers.Add,

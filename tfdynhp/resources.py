@@ -24,7 +24,7 @@ import math
 import keras
 import numpy as np
 
-from tfdynhp import memory
+from tfdynhp import complexity, memory
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.surgery import graph as graph_lib
 from tfdynhp.surgery import registry
@@ -79,34 +79,36 @@ def _kernel_layer_cost(kernel_values, bias_values, out_channels, macs, quant_byt
 
 def layer_cost(layer, in_shape, out_shape, cin=None, cout=None):
     """The `Cost` of `layer` with `cin` input and `cout` output channel positions (defaults:
-    the shapes' last axes). Layers without weights cost nothing; a layer type not known here
-    costs its current `count_params()` whatever the widths."""
+    the shapes' last axes), with `tfdynhp.complexity`'s MAC formulas. Layers without weights
+    cost nothing; a layer type not known here costs its current `count_params()` whatever the
+    widths."""
     cin = int(in_shape[-1]) if cin is None else int(cin)
     cout = int(out_shape[-1]) if cout is None else int(cout)
     bias = 1 if getattr(layer, "use_bias", False) else 0
-    positions = _spatial(out_shape) or 1
+    spatial = tuple(int(s) for s in out_shape[1:-1])
     if isinstance(layer, HardConcreteGate):
         return Cost()
     if isinstance(layer, SelectFeatures):  # a GATHER once it drops features
         return Cost(int8_bytes=_GATHER_BYTES + 4 * cout if cout < layer.input_features else 0)
     if isinstance(layer, keras.layers.Dense):
-        return _kernel_layer_cost(cin * cout, bias * cout, cout, cin * cout * positions,
+        return _kernel_layer_cost(cin * cout, bias * cout, cout,
+                                  complexity.dense_macs(cin, cout, math.prod(spatial)),
                                   _DENSE_QUANT_BYTES)
     if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         kernel, multiplier = math.prod(layer.kernel_size), layer.depth_multiplier
-        depthwise = kernel * cin * multiplier
-        pointwise = cin * multiplier * cout
-        return _kernel_layer_cost(depthwise + pointwise, bias * cout, cout,
-                                  positions * (depthwise + pointwise), _CONV_QUANT_BYTES)
+        macs = complexity.separable_macs(spatial, layer.kernel_size, cin, cout, multiplier)
+        return _kernel_layer_cost(kernel * cin * multiplier + cin * multiplier * cout,
+                                  bias * cout, cout, macs, _CONV_QUANT_BYTES)
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        kernel, multiplier = math.prod(layer.kernel_size), layer.depth_multiplier
-        values = kernel * cin * multiplier
-        return _kernel_layer_cost(values, bias * cin * multiplier, cin * multiplier,
-                                  positions * values, _CONV_QUANT_BYTES)
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-        values = math.prod(layer.kernel_size) * cin * cout // max(1, getattr(layer, "groups", 1))
-        return _kernel_layer_cost(values, bias * cout, cout, positions * values,
+        multiplier = layer.depth_multiplier
+        macs = complexity.depthwise_macs(spatial, layer.kernel_size, cin, multiplier)
+        return _kernel_layer_cost(math.prod(layer.kernel_size) * cin * multiplier,
+                                  bias * cin * multiplier, cin * multiplier, macs,
                                   _CONV_QUANT_BYTES)
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+        values = math.prod(layer.kernel_size) * cin * cout
+        macs = complexity.conv_macs(spatial, layer.kernel_size, cin, cout)
+        return _kernel_layer_cost(values, bias * cout, cout, macs, _CONV_QUANT_BYTES)
     if isinstance(layer, keras.layers.BatchNormalization):
         stored = sum(getattr(layer, a, None) is not None
                      for a in ("gamma", "beta", "moving_mean", "moving_variance"))
