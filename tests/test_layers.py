@@ -99,3 +99,29 @@ def test_select_features_gathers_and_validates():
         SelectFeatures([3, 1])
     with pytest.raises(ValueError, match="out of range"):
         SelectFeatures([0, 9])(np.ones((1, 4)))
+
+
+def test_adam_update_matches_a_hand_computed_step():
+    g, m, v = (np.array(a, "float32") for a in ([0.5, -2.0], [0.1, 0.0], [0.01, 0.0]))
+    delta, m1, v1 = gates.adam_update(g, m, v, step=3, learning_rate=0.1)
+    m_ref = 0.9 * m + 0.1 * g
+    v_ref = 0.999 * v + 0.001 * g**2
+    step_ref = -0.1 * (m_ref / (1 - 0.9**3)) / (np.sqrt(v_ref / (1 - 0.999**3)) + 1e-8)
+    np.testing.assert_allclose(m1, m_ref, rtol=1e-5)
+    np.testing.assert_allclose(v1, v_ref, rtol=1e-5)
+    np.testing.assert_allclose(delta, step_ref, rtol=1e-5)
+
+
+def test_gate_applies_its_own_adam_step_and_none_when_frozen():
+    gate = HardConcreteGate(gate_speed=2.0, seed=0)
+    gate.build((None, 3))
+    gate.set_steps_per_epoch(4)  # step 2.0 / 4
+    before = keras.ops.convert_to_numpy(gate.log_alpha).copy()
+    gate.apply_gradient(np.array([1.0, -1.0, 0.0], "float32"))
+    after = keras.ops.convert_to_numpy(gate.log_alpha)
+    # The first bias-corrected Adam step moves each gate by the learning rate against its sign.
+    np.testing.assert_allclose(after - before, [-0.5, 0.5, 0.0], atol=1e-5)
+    gate.freeze()
+    gate.apply_gradient(np.array([1.0, 1.0, 1.0], "float32"))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gate.log_alpha), after)
+    assert float(gate.l0_penalty()) == 0.0

@@ -52,10 +52,13 @@ def test_variables_match_tensorflow_sizes(pruned_trained_model):
     breakdown = memory.full_breakdown(model, batch_size=8)
     gates = [layer for layer in model.layers if isinstance(layer, HardConcreteGate)]
     gate_state = {id(v) for g in gates for v in g.weights}
-    assert breakdown.gates == 4 * sum(_size(g.log_alpha) for g in gates)
+    # log_alpha and the gates' own Adam moments; one gradient per trainable value and gate.
+    assert breakdown.gates == 4 * sum(_size(v) for g in gates for v in (
+        g.log_alpha, g.gate_first_moment, g.gate_second_moment))
     assert breakdown.weights == 4 * sum(_size(v) for v in model.weights
                                         if id(v) not in gate_state)
-    assert breakdown.gradients == 4 * sum(_size(v) for v in model.trainable_variables)
+    assert breakdown.gradients == 4 * (sum(_size(v) for v in model.trainable_variables)
+                                       + sum(_size(g.log_alpha) for g in gates))
     optimizer = model.optimizer
     slots = [v for v in optimizer.variables
              if v is not optimizer.iterations and v is not optimizer._learning_rate]

@@ -171,7 +171,7 @@ class MemoryBreakdown:
     Args:
         weights: bytes of the model's non-gate variables (kernels, biases, normalisation
             statistics).
-        gates: bytes of the Hard Concrete gate parameters (`log_alpha`).
+        gates: bytes of the Hard Concrete gate parameters (`log_alpha`) and their Adam moments.
         gradients: bytes of one gradient per trainable value.
         optimizer_slots: bytes of the optimizer's slot variables (momentum, Adam moments).
         activations: bytes of the activations kept for the backward pass, for the whole batch.
@@ -268,8 +268,8 @@ def full_memory_breakdown(
     Args:
         n_weights: number of non-gate values of the model (kernels, biases, normalisation
             statistics).
-        n_gates: number of gate parameters (`log_alpha`, one per gated input unit).
-        n_trainable: number of trainable values; one gradient is held for each.
+        n_gates: number of gate values (`log_alpha` and its two Adam moments per gate).
+        n_trainable: number of values a gradient is held for (trainable values and gates).
         n_slot_values: number of optimizer slot values (e.g. 2 * n_trainable for Adam,
             n_trainable for SGD with momentum, 0 for plain SGD).
         activation_values_per_example: number of activation values kept for the backward

@@ -80,3 +80,29 @@ def initial_log_alpha(drop_rate):
             f"`drop_rate_init` must be strictly between 0 and 1. Received: drop_rate_init={drop_rate}"
         )
     return math.log(1.0 - drop_rate) - math.log(drop_rate)
+
+
+ADAM_BETA_1 = 0.9
+ADAM_BETA_2 = 0.999
+ADAM_EPSILON = 1e-8
+
+
+def adam_update(gradient, first_moment, second_moment, step, learning_rate,
+                beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2, epsilon=ADAM_EPSILON):
+    """One bias-corrected Adam step (Kingma & Ba, 2015) for the gate parameters.
+
+    Args:
+        gradient: `g`, the gradient of the loss with respect to `log_alpha`.
+        first_moment, second_moment: `m`, `v` before the step.
+        step: `t`, the number of this step (1 for the first).
+        learning_rate: the step size.
+
+    Returns:
+        `(delta, m, v)`: the change to add to `log_alpha` and the new moments.
+    """
+    first_moment = beta_1 * first_moment + (1.0 - beta_1) * gradient
+    second_moment = beta_2 * second_moment + (1.0 - beta_2) * ops.square(gradient)
+    corrected_1 = first_moment / (1.0 - ops.power(beta_1, step))
+    corrected_2 = second_moment / (1.0 - ops.power(beta_2, step))
+    delta = -learning_rate * corrected_1 / (ops.sqrt(corrected_2) + epsilon)
+    return delta, first_moment, second_moment

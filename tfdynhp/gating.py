@@ -17,6 +17,7 @@ GATE_OPTIONS = (
     "l0_lambda",
     "drop_rate_init",
     "dataset_size",
+    "gate_speed",
     "sampling",
     "temperature",
     "limit_low",
@@ -165,8 +166,8 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
         first_layer_drop_rate: initial drop rate of the input-feature gates; defaults to
             `drop_rate_init`.
         **gate_options: `HardConcreteGate` options: `l0_lambda`, `drop_rate_init`,
-            `dataset_size` (found at `fit` when not given), `sampling`, `temperature`,
-            `limit_low`, `limit_high`.
+            `dataset_size` (found at `fit` when not given), `gate_speed`, `sampling`,
+            `temperature`, `limit_low`, `limit_high`.
 
     Returns:
         A `tfdynhp.GatedModel`, not compiled.

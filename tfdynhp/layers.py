@@ -59,6 +59,10 @@ class HardConcreteGate(keras.layers.Layer):
         limit_low: `gamma`, the lower stretch limit. Defaults to `-0.1`.
         limit_high: `zeta`, the upper stretch limit. Defaults to `1.1`.
         seed: seed of the initialisation and the gate noise. Defaults to `None`.
+        gate_speed: how far `log_alpha` may move per epoch: the gates learn with their own
+            Adam, of step `gate_speed / steps per epoch` (set by `tfdynhp.GatedModel.fit`), so
+            they prune at the same pace in epochs whatever the model's optimizer, learning
+            rate, data set size or batch size. Defaults to `1.0`.
         frozen: `True` fixes the gates at their test-time values in training too (no noise,
             no counting, no penalty, no gradient to `log_alpha`): the final fine-tuning phase
             of a target (see `freeze`). Defaults to `False`.
@@ -81,6 +85,7 @@ class HardConcreteGate(keras.layers.Layer):
         limit_low=gate_math.GAMMA,
         limit_high=gate_math.ZETA,
         seed=None,
+        gate_speed=1.0,
         frozen=False,
         **kwargs,
     ):
@@ -112,6 +117,7 @@ class HardConcreteGate(keras.layers.Layer):
         self.limit_high = float(limit_high)
         self.seed = seed
         self.frozen = bool(frozen)
+        self.gate_speed = float(check_real("gate_speed", gate_speed))
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -119,12 +125,33 @@ class HardConcreteGate(keras.layers.Layer):
         units = input_shape[-1]
         if units is None:
             raise ValueError("HardConcreteGate needs a known number of channels (last axis).")
+        # The gates learn with their own Adam (see `apply_gradient`), not the model's
+        # optimizer: every replica computes the same update, so the first replica's is kept.
         self.log_alpha = self.add_weight(
             name="log_alpha",
             shape=(units,),
             initializer=keras.initializers.RandomNormal(
                 mean=gate_math.initial_log_alpha(self.drop_rate_init), stddev=0.01, seed=self.seed
             ),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.gate_first_moment = self.add_weight(
+            name="gate_first_moment", shape=(units,), initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.gate_second_moment = self.add_weight(
+            name="gate_second_moment", shape=(units,), initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.gate_steps = self.add_weight(
+            name="gate_steps", shape=(), initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.gate_learning_rate = self.add_weight(
+            name="gate_learning_rate", shape=(),
+            initializer=keras.initializers.Constant(self.gate_speed), trainable=False,
+            aggregation="only_first_replica",
         )
         self.gate_active_count = self.add_weight(
             name="gate_active_count", shape=(units,), initializer="zeros", trainable=False,
@@ -144,6 +171,25 @@ class HardConcreteGate(keras.layers.Layer):
     def units(self):
         """Current number of gated channels."""
         return int(self.log_alpha.shape[0])
+
+    def set_steps_per_epoch(self, steps):
+        """Sets the gates' Adam step to `gate_speed / steps`: whatever the data set and batch
+        size, `log_alpha` moves by at most about `gate_speed` per epoch."""
+        self.gate_learning_rate.assign(self.gate_speed / max(1, int(steps)))
+
+    def apply_gradient(self, gradient):
+        """One Adam step of `log_alpha` along `gradient` (already summed over replicas)."""
+        if self.frozen:
+            return
+        step = self.gate_steps + 1.0
+        delta, first, second = gate_math.adam_update(
+            ops.cast(gradient, "float32"), self.gate_first_moment, self.gate_second_moment,
+            step, self.gate_learning_rate,
+        )
+        self.gate_first_moment.assign(first)
+        self.gate_second_moment.assign(second)
+        self.gate_steps.assign(step)
+        self.log_alpha.assign_add(delta)
 
     def _penalty_weight_value(self):
         if self.frozen:
@@ -241,6 +287,7 @@ class HardConcreteGate(keras.layers.Layer):
             "limit_low": self.limit_low,
             "limit_high": self.limit_high,
             "seed": self.seed,
+            "gate_speed": self.gate_speed,
             "frozen": self.frozen,
         }
         return {**super().get_config(), **config}

@@ -17,7 +17,10 @@ ACCOUNTINGS = ("full", "paper")
 
 # Slot values per trainable value for optimizers that are not built yet.
 _SLOTS_PER_VALUE = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Adagrad": 1, "Lion": 1}
-_GATE_STATE = ("log_alpha", "gate_active_count", "gate_observations", "penalty_weight")
+_GATE_STATE = ("log_alpha", "gate_active_count", "gate_observations", "penalty_weight",
+               "gate_first_moment", "gate_second_moment", "gate_steps", "gate_learning_rate")
+# Per gate: `log_alpha` and its Adam moments are held, and one gradient is computed.
+_GATE_VALUES = ("log_alpha", "gate_first_moment", "gate_second_moment")
 
 
 def check_accounting(accounting):
@@ -97,11 +100,12 @@ def input_values_per_example(model):
 
 def full_breakdown(model, batch_size, optimizer=None):
     """The `MemoryBreakdown` of training `model` at `batch_size` (full accounting)."""
-    n_weights = n_gates = n_trainable = 0
+    n_weights = n_gates = n_trainable = n_gate_gradients = 0
     for layer in model.layers:
         for variable in layer.weights:
             if _is_gate_state(layer, variable):
-                n_gates += _size(variable) if variable.name == "log_alpha" else 0
+                n_gates += _size(variable) if variable.name in _GATE_VALUES else 0
+                n_gate_gradients += _size(variable) if variable.name == "log_alpha" else 0
             else:
                 n_weights += _size(variable)
             if variable.trainable:
@@ -110,8 +114,8 @@ def full_breakdown(model, batch_size, optimizer=None):
     return budget.full_memory_breakdown(
         n_weights=n_weights,
         n_gates=n_gates,
-        n_trainable=n_trainable,
-        n_slot_values=optimizer_slot_values(optimizer, n_trainable),
+        n_trainable=n_trainable + n_gate_gradients,
+        n_slot_values=optimizer_slot_values(optimizer, n_trainable),  # the gates' are in n_gates
         activation_values_per_example=activation_values_per_example(model),
         input_values_per_example=input_values_per_example(model),
         batch_size=batch_size,

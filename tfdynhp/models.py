@@ -122,6 +122,7 @@ class GatedModel(keras.Model):
             and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)
         ):
             callbacks.append(_EpochStepsProgbar(x))
+        callbacks.append(_GateStepsPerEpoch(x, batch_size, kwargs.get("steps_per_epoch")))
         object.__setattr__(self, "_dynhp_fit_data", x)
         object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size))
         try:
@@ -205,42 +206,65 @@ class GatedModel(keras.Model):
         return {k: v for k, v in logs.items() if k not in (GRADIENT_VARIANCE, VARIANCE_RATIO)}
 
     def train_step(self, data):
-        if self._variance_trackers is None:
-            return super().train_step(data)
+        """Keras' training step, plus the gates' own Adam step and, when enabled, the
+        gradient-variance statistics of the batch rule."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        tap_model, tracked = self._variance_taps()
-        n_outputs = len(self.outputs)
+        tracking = self._variance_trackers is not None
+        gates = [gate for gate in self.gate_layers if not gate.frozen]
+        gate_values = [gate.log_alpha.value for gate in gates]
         with tf.GradientTape() as tape:
-            flat = tap_model(x, training=True)
-            y_pred = flat[0] if n_outputs == 1 else list(flat[:n_outputs])
-            taps = flat[n_outputs:]
+            tape.watch(gate_values)
+            if tracking:
+                tap_model, tracked = self._variance_taps()
+                flat = tap_model(x, training=True)
+                n_outputs = len(self.outputs)
+                y_pred = flat[0] if n_outputs == 1 else list(flat[:n_outputs])
+                taps = flat[n_outputs:]
+            else:
+                y_pred, taps, tracked = self(x, training=True), [], []
             loss = self._compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
             )
             batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
             batch_loss = loss_module.unscale_loss_for_distribution(loss)
             self._loss_tracker.update_state(batch_loss, sample_weight=batch_size)
-            # F of the batch rule: the data loss, without the L0 penalty and other additional
-            # losses, so that the rule does not depend on lambda.
-            penalties = [self.l0_penalty(), *self.losses]
-            data_loss = batch_loss - tf.cast(tf.add_n(penalties), batch_loss.dtype)
             scaled_loss = self.optimizer.scale_loss(loss)
 
         weights = self.trainable_weights
         preactivations = list(taps[1::2])
-        gradients = tape.gradient(scaled_loss, weights + preactivations)
+        gradients = tape.gradient(scaled_loss, weights + gate_values + preactivations)
         self.optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
-
-        # The loss is a mean over the local batch, divided again by the number of replicas and
-        # multiplied by the optimizer's loss scale: undo all three to get each example's own
-        # gradient at the pre-activations.
+        # Undo the optimizer's loss scale; the loss is already divided by the number of
+        # replicas, so the sum over replicas is the batch gradient.
         loss_scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+        gate_gradients = [
+            tf.zeros_like(value) if g is None else tf.cast(g, tf.float32) / loss_scale
+            for g, value in zip(gradients[len(weights): len(weights) + len(gates)], gate_values)
+        ]
+        if gate_gradients:
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                gate_gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gate_gradients)
+            for gate, gradient in zip(gates, gate_gradients):
+                gate.apply_gradient(gradient)
+        if tracking:
+            # F of the batch rule: the data loss, without the L0 penalty and other additional
+            # losses, so that the rule does not depend on lambda.
+            penalties = [self.l0_penalty(), *self.losses]
+            data_loss = batch_loss - tf.cast(tf.add_n(penalties), batch_loss.dtype)
+            self._track_variance(tracked, taps, gradients[len(weights) + len(gates):],
+                                 batch_size, loss_scale, data_loss)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _track_variance(self, tracked, taps, deltas, batch_size, loss_scale, data_loss):
+        # Each example's own gradient at the pre-activations: undo the mean over the local
+        # batch, the division by the number of replicas, and the loss scale.
         per_example_scale = (
             tf.cast(batch_size * self.distribute_strategy.num_replicas_in_sync, tf.float32)
             / loss_scale
         )
         terms = [tf.constant(0.0)]
-        for layer, inputs, delta in zip(tracked, taps[0::2], gradients[len(weights):]):
+        for layer, inputs, delta in zip(tracked, taps[0::2], deltas):
             if delta is not None:
                 terms.append(variance.gradient_variance_l1(
                     layer, tf.cast(inputs, tf.float32),
@@ -252,7 +276,6 @@ class GatedModel(keras.Model):
         ratio_tracker.update_state(
             tf.math.divide_no_nan(total_variance, tf.cast(data_loss, tf.float32))
         )
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def _check_callbacks(callbacks):
@@ -272,6 +295,31 @@ def _check_callbacks(callbacks):
             "EarlyStopping(restore_best_weights=False) together with "
             "ModelCheckpoint(path, save_best_only=True) and reload the best `.keras` file."
         )
+
+
+class _GateStepsPerEpoch(keras.callbacks.Callback):
+    """Gives the gates' Adam its per-epoch step, `gate_speed / steps`, at every epoch start
+    (a growing `DynamicBatches` batch makes epochs shorter)."""
+
+    def __init__(self, data, batch_size, steps_per_epoch):
+        super().__init__()
+        self._data, self._batch_size, self._steps = data, batch_size, steps_per_epoch
+
+    def _epoch_steps(self):
+        if self._steps:
+            return self._steps
+        if isinstance(self._data, DynamicBatches):
+            return math.ceil(self._data.num_examples / self._data.batch_size)
+        steps = self.params.get("steps") if self.params else None
+        if steps:
+            return steps
+        examples = count_examples(self._data)
+        return math.ceil(examples / (self._batch_size or 32)) if examples else 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        steps = self._epoch_steps()
+        for gate in self.model.gate_layers:
+            gate.set_steps_per_epoch(steps)
 
 
 class _EpochStepsProgbar(keras.callbacks.ProgbarLogger):

@@ -147,11 +147,11 @@ def measure(model, resource, keep_masks=None, unit_graph=None, batch_size=32,
         activations = (resources.activation_values(model, unit_graph=unit_graph)
                        - resources.activation_values(model, keep_masks, unit_graph))
         unit_graph = unit_graph or graph.analyze(model)
-        gate_values = sum(  # each removed unit's log_alpha, its gradient and slots
+        gate_values = 4 * sum(  # each removed gate's log_alpha, gradient and two Adam moments
             int(np.count_nonzero(~np.asarray(mask, bool)))
             for name, mask in keep_masks.items() if unit_graph.group(name).gate is not None
         )
-        return float(total - 4 * ((now.params - after.params + gate_values) * (2 + slots)
+        return float(total - 4 * ((now.params - after.params) * (2 + slots) + gate_values
                                   + activations * batch_size))
     cost = resources.model_cost(model, keep_masks, unit_graph=unit_graph)
     return float(getattr(cost, resource))

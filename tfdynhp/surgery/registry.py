@@ -227,7 +227,8 @@ def narrow_gate(layer, in_keep, out_keep):
     if in_keep is None:
         return None
     edit = LayerEdit(layer)
-    for attribute in ("log_alpha", "gate_active_count"):
+    for attribute in ("log_alpha", "gate_active_count", "gate_first_moment",
+                      "gate_second_moment"):
         edit.slice(attribute, 0, in_keep)
     return edit
 
