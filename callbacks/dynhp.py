@@ -11,7 +11,7 @@ from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
 from tfdynhp.surgery import apply_keep_masks, gated_groups
-from tfdynhp.validation import check_integer, check_real
+from tfdynhp.validation import ConfigurationError, check_integer, check_real
 
 LAMBDA_KEY = "dynhp/lambda"
 TARGET_KEY = "dynhp/target"
@@ -165,7 +165,7 @@ class DynHPCallback(keras.callbacks.Callback):
     def _training_data(self):
         data = getattr(self.model, "_dynhp_fit_data", None)
         if not isinstance(data, DynamicBatches):
-            raise ValueError(  # noqa: TRY004 (a wrong fit input is a value error to the user)
+            raise ConfigurationError(
                 "`dynamic_batch=True` needs the training data as `tfdynhp.DynamicBatches(x, y, "
                 "batch_size=16)` passed to `fit` of a model built by `tfdynhp.gate()`: Keras "
                 "fixes the batch of arrays and `tf.data` datasets when `fit` starts. Received "
@@ -185,7 +185,7 @@ class DynHPCallback(keras.callbacks.Callback):
     def _check_budget(self):
         batch = self._epoch_batch_size()
         if batch is None:
-            raise ValueError(
+            raise ConfigurationError(
                 "A memory budget needs the batch size, which this training input does not "
                 f"say ({type(getattr(self.model, '_dynhp_fit_data', None)).__name__}). "
                 "Pass arrays with `batch_size=`, a tf.data dataset batched with a static "
@@ -193,7 +193,7 @@ class DynHPCallback(keras.callbacks.Callback):
             )
         total, fixed, per_example = self._memory(batch)
         if total > self.budget_bytes:
-            raise ValueError(
+            raise ConfigurationError(
                 f"The budget of {budget_lib.format_bytes(self.budget_bytes)} is too small: "
                 f"the model needs {budget_lib.format_bytes(fixed)} plus "
                 f"{budget_lib.format_bytes(per_example)} per example, "
@@ -207,7 +207,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if target.resource == "memory" and self.budget_bytes is not None and (
             target.amount is not None and target.amount > self.budget_bytes
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 f"The target of {target.describe()} is above the budget of "
                 f"{budget_lib.format_bytes(self.budget_bytes)}: the budget already keeps "
                 "training memory lower. Lower the target or raise the budget."

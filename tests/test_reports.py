@@ -45,11 +45,11 @@ def test_plot_history_without_dynhp_columns(tmp_path):
     assert len(paths) == 4
 
 
-def test_read_history_csv_adds_test_error(tmp_path):
+def test_read_history_csv_adds_val_error(tmp_path):
     _write_run(tmp_path, _history(2), {})
     history = reports.read_history_csv(tmp_path / "history.csv")
     assert len(history) == 2
-    assert history[1]["test_error"] == pytest.approx(0.15)
+    assert history[1]["val_error"] == pytest.approx(0.15)
     assert history[1]["dynhp/batch_size"] == 20.0
 
 

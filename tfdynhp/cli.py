@@ -1,15 +1,18 @@
 """The `tfdynhp` command line: `train`, `export`, `evaluate` and `report`.
 
 ```
-tfdynhp train --dataset fashion-mnist --mode dynhp --export pi,android,mcu --out runs/x
+tfdynhp train --dataset fashion-mnist --target "31744 params" --export pi,android,mcu --out runs/x
+tfdynhp train --dataset fashion-mnist --arch lenet5 --mode hp --target "10% params" --out runs/cnn
+tfdynhp train --model my.keras --data my.npz --target 40KB --out runs/mine
 tfdynhp export runs/x/model_stripped.keras --target mcu --dataset fashion-mnist --out deploy
 tfdynhp evaluate runs/x/export/pi/model.tflite --dataset fashion-mnist --runtime tflm
 tfdynhp report runs/x
 ```
 
-Bad input (unknown data set, unparsable budget, a `.npz` without the expected keys, an output
-folder that cannot be written, an unknown export target, ...) ends with one line on stderr and
-exit code 2; `--debug` shows the traceback instead.
+Bad input (unknown data set, unparsable budget or target, a `.npz` without the expected keys,
+an output folder that cannot be written, an unknown export target, a budget or target the
+model cannot meet, ...) ends with one line on stderr and exit code 2; `--debug` shows the
+traceback instead. Any other failure is not the user's: it keeps its traceback (exit code 1).
 """
 
 import argparse
@@ -92,20 +95,30 @@ def build_parser():
 
     train = commands.add_parser(
         "train",
-        help="train a LeNet-style MLP (dense, SP, HP or DynHP) and export it",
-        description="Train a LeNet-style MLP in one mode, write the models, history, summary "
-        "and plots to --out, and optionally export int8 TFLite bundles.",
+        help="train a model (dense, SP, HP or DynHP), optionally to a target, and export it",
+        description="Train a reference architecture, an MLP or your own .keras model in one "
+        "mode, write the models, history, summary and plots to --out, and optionally export "
+        "int8 TFLite bundles.",
     )
-    train.add_argument("--dataset", default="fashion-mnist",
-                       help="fashion-mnist, digits, wine, breast-cancer, or a .npz file with "
-                       "x_train, y_train, x_test, y_test (default: %(default)s)")
-    train.add_argument("--arch", default="300,100",
-                       help="hidden widths, comma-separated (default: %(default)s = "
-                       "LeNet-300-100)")
+    train.add_argument("--dataset", "--data", dest="dataset", default="fashion-mnist",
+                       help="fashion-mnist, digits, wine, breast-cancer, synthetic-kws, or a "
+                       ".npz file with x_train, y_train, x_test, y_test (default: %(default)s)")
+    train.add_argument("--arch", default="mlp",
+                       help="mlp, lenet5, ds-cnn, mobilenet-v1-0.25, resnet8, or MLP hidden "
+                       "widths such as 300,100 (default: %(default)s)")
+    train.add_argument("--hidden", default=None,
+                       help="hidden widths of --arch mlp (default: 300,100 = LeNet-300-100)")
+    train.add_argument("--model", default=None,
+                       help="your own .keras classifier to prune instead of --arch")
     train.add_argument("--mode", choices=training.MODES, default="dynhp",
                        help="dense: no gates; sp: soft pruning; hp: hard pruning, fixed batch; "
                        "dynhp: hard pruning + growing batch under a budget (default: "
                        "%(default)s)")
+    train.add_argument("--target", default=None,
+                       help="what to prune to, e.g. '31744 params', '25%% params', '2.5M macs', "
+                       "'40KB' (int8 model), '900KB memory' (default: none)")
+    train.add_argument("--target-epoch", type=_positive_int, default=None,
+                       help="epoch by which the target is met (default: 2/3 of --epochs)")
     train.add_argument("--budget", default=None,
                        help="DynHP memory budget, e.g. 1.2MB, 900KiB, 1200000 (default: "
                        f"{defaults['budget']})")
@@ -136,10 +149,14 @@ def build_parser():
                        default=None,
                        help="what a unit costs in the L0 penalty: 'units' counts gates, the "
                        "others what removing a unit saves (default: "
-                       f"{defaults['penalty']})")
+                       f"{defaults['penalty']}; a target uses its own resource)")
     train.add_argument("--threshold", type=_unit_float, default=None,
                        help="minimum gate activation rate to keep a unit (default: "
                        f"{defaults['threshold']})")
+    train.add_argument("--validation-split", type=_unit_float, default=None,
+                       help="fraction of the training set held out for per-epoch validation "
+                       f"(default: {defaults['validation_split']}; the test set is only used "
+                       "for the final numbers)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--limit-train", type=_positive_int, default=None,
                        help="train on a random subset of N examples (quick runs)")
@@ -209,12 +226,12 @@ def _check_out_dir(path):
 
 
 def _load_data(dataset, limit_train=None, seed=0):
-    from tfdynhp import training
+    from tfdynhp import inputs
 
     if isinstance(dataset, str) and dataset.endswith(".npz") and not os.path.isfile(dataset):
         raise UsageError(f"data set file {dataset!r} not found")
     try:
-        return training.load_data(dataset, limit_train=limit_train, seed=seed)
+        return inputs.load_data(dataset, limit_train=limit_train, seed=seed)
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise UsageError(str(e)) from e
 
@@ -228,61 +245,83 @@ def _targets(text):
         raise UsageError(str(e)) from e
 
 
-def _cmd_train(args):
-    from tfdynhp import budget as budget_lib
+def _run_options(args):
+    """The `tfdynhp.training.train` options of `tfdynhp train`, checked (usage errors)."""
     from tfdynhp import training
 
-    try:
-        arch = training.parse_arch(args.arch)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    budget = None
+    if args.model is not None:
+        _check_model_file(args.model)
     if args.budget is not None:
+        from tfdynhp import budget as budget_lib
+
         if args.mode != "dynhp":
             raise UsageError(f"--budget applies to --mode dynhp only (got --mode {args.mode})")
         try:
-            budget = budget_lib.parse_budget(args.budget)
+            budget_lib.parse_budget(args.budget)
         except (ValueError, TypeError) as e:
             raise UsageError(f"cannot parse --budget {args.budget!r}: {e}") from e
+    options = {
+        "dataset": args.dataset,
+        "arch": args.arch,
+        "hidden": args.hidden,
+        "model_path": args.model,
+        "mode": args.mode,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "l0_lambda": args.l0_lambda,
+        "drop_rate_init": args.drop_rate_init,
+        "first_layer_drop_rate": args.first_layer_drop_rate,
+        "penalty": args.penalty,
+        "threshold": args.threshold,
+        "budget": args.budget,
+        "alpha_bs": args.alpha_bs,
+        "accounting": args.accounting,
+        "target": args.target,
+        "target_epoch": args.target_epoch,
+        "validation_split": args.validation_split,
+        "seed": args.seed,
+        "limit_train": args.limit_train,
+    }
+    try:
+        training.RunConfig(**options).resolve()
+        if args.target is not None:
+            from tfdynhp import targets
+
+            targets.parse_target(args.target)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+    return options
+
+
+def _cmd_train(args):
+    from tfdynhp import training
+    from tfdynhp.validation import ConfigurationError
+
+    options = _run_options(args)
     exports = _targets(args.export)
     out_dir = _check_out_dir(args.out)
     data = _load_data(args.dataset, args.limit_train, args.seed)
     (x_train, _), (x_test, _) = data
+    what = args.model or (f"arch {args.arch}" + (f" {args.hidden}" if args.hidden else ""))
     _say(
         f"tfdynhp train: {args.dataset} ({len(x_train)} train / {len(x_test)} test, "
-        f"{x_train.shape[1]} features), arch {'-'.join(map(str, arch)) or '(none)'}, "
-        f"mode {args.mode}, output {out_dir}",
+        f"examples {tuple(x_train.shape[1:])}), {what}, mode {args.mode}"
+        + (f", target {args.target}" if args.target else "") + f", output {out_dir}",
         args.quiet,
     )
+    options["limit_train"] = None  # `_load_data` took the subset already
     try:
         result = training.train(
-            dataset=args.dataset,
-            arch=arch,
-            mode=args.mode,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_schedule=args.lr_schedule,
-            l0_lambda=args.l0_lambda,
-            drop_rate_init=args.drop_rate_init,
-            first_layer_drop_rate=args.first_layer_drop_rate,
-            penalty=args.penalty,
-            threshold=args.threshold,
-            budget=budget,
-            alpha_bs=args.alpha_bs,
-            accounting=args.accounting,
-            seed=args.seed,
-            data=data,
-            out_dir=out_dir,
-            exports=exports,
-            verbose=0 if args.quiet else 1,
-            keras_verbose=0 if args.quiet else 1,
+            data=data, out_dir=out_dir, exports=exports,
+            verbose=0 if args.quiet else 1, keras_verbose=0 if args.quiet else 1, **options,
         )
-    except ValueError as e:
-        # Training-time user errors, e.g. a budget too small for the starting model.
+    except ConfigurationError as e:
+        # The configuration cannot work (a budget too small for the model, an unreachable
+        # target): refused before training, a user error. Anything else keeps its traceback.
         raise UsageError(str(e)) from e
-    summary = result.summary
-    _say(_train_report(summary, out_dir), args.quiet)
+    _say(_train_report(result.summary, out_dir), args.quiet)
     return 0
 
 
@@ -314,15 +353,19 @@ def _train_report(summary, out_dir):
     return "\n".join(lines)
 
 
+def _check_model_file(path):
+    if not os.path.isfile(path):
+        raise UsageError(f"model file {path!r} not found")
+    if not path.endswith(".keras"):
+        raise UsageError(f"expected a .keras model file, got {path!r}")
+
+
 def _load_keras_model(path):
     import keras
 
     import tfdynhp  # noqa: F401  (registers the custom layers)
 
-    if not os.path.isfile(path):
-        raise UsageError(f"model file {path!r} not found")
-    if not path.endswith(".keras"):
-        raise UsageError(f"expected a .keras model file, got {path!r}")
+    _check_model_file(path)
     try:
         return keras.saving.load_model(path)
     except (ValueError, OSError, TypeError) as e:
@@ -330,7 +373,7 @@ def _load_keras_model(path):
 
 
 def _cmd_export(args):
-    from tfdynhp import training
+    from tfdynhp import inputs
 
     targets = _targets(args.target)
     if not targets:
@@ -338,21 +381,20 @@ def _cmd_export(args):
     out_dir = _check_out_dir(args.out)
     model = _load_keras_model(args.model)
     (x_train, _), (x_test, y_test) = _load_data(args.dataset, seed=args.seed)
-    if x_train.shape[1:] != tuple(model.inputs[0].shape[1:]):
-        raise UsageError(
-            f"{args.dataset} has {x_train.shape[1]} features per example but the model "
-            f"expects input shape {tuple(model.inputs[0].shape[1:])}"
-        )
+    shape = model.inputs[0].shape[1:]
+    try:
+        x_train = inputs.shape_for(x_train, shape, args.dataset)
+        x_test = inputs.shape_for(x_test, shape, args.dataset)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     import tfdynhp
 
     if tfdynhp.is_gated_model(model):
         model = tfdynhp.strip(model)
-    labels = (
-        list(training.FASHION_MNIST_LABELS) if training._is_fashion_mnist(args.dataset) else None
-    )
+    labels = list(inputs.FASHION_MNIST_LABELS) if inputs.is_fashion_mnist(args.dataset) else None
     from tfdynhp import converters
 
-    representative = training.representative_subset(x_train, seed=args.seed)
+    representative = inputs.representative_subset(x_train, seed=args.seed)
     try:
         tflite = converters.to_int8_tflite(model, representative)
         for target in targets:

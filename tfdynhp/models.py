@@ -12,6 +12,7 @@ from tfdynhp import variance
 from tfdynhp.batches import DynamicBatches, ignore_ran_out_of_data_warning
 from tfdynhp.layers import HardConcreteGate
 from tfdynhp.surgery import graph
+from tfdynhp.validation import ConfigurationError
 
 GRADIENT_VARIANCE = "grad_variance_l1"
 VARIANCE_RATIO = "grad_variance_ratio"
@@ -147,7 +148,7 @@ class GatedModel(keras.Model):
             return []
         examples = count_examples(x, validation_split)
         if not examples:
-            raise ValueError(
+            raise ConfigurationError(
                 "The L0 penalty is divided by the number of training examples, which cannot be "
                 f"read from training data of type {type(x).__name__} (a generator, or a "
                 "tf.data dataset of unknown cardinality or batch size). Pass it to the gates: "

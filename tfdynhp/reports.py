@@ -7,7 +7,8 @@ A run folder written by `tfdynhp.training.train` (or `tfdynhp train`) holds `his
 - `units.png`: active input units per gated layer (fig. 1);
 - `batch_size.png`: the mini-batch size (fig. 5);
 - `memory.png`: training memory in both accountings, with the budget (fig. 6);
-- `test_error.png`: the test error in % (fig. 7);
+- `val_error.png`: the validation error in % (fig. 7 plots the test error; the test set is
+  kept for the final numbers here);
 
 and writes `summary.md`, a readable table of `summary.json`. `regenerate(run_dir)` redoes all
 of it from the files alone, so plots can be remade without training again.
@@ -20,7 +21,7 @@ import os
 
 from tfdynhp import budget as budget_lib
 
-PLOTS = ("units.png", "batch_size.png", "memory.png", "test_error.png")
+PLOTS = ("units.png", "batch_size.png", "memory.png", "val_error.png")
 UNITS_PREFIX = "dynhp/units/"
 
 
@@ -46,8 +47,8 @@ def read_history_csv(path):
     history = []
     for row in rows:
         record = {k: _number(v) for k, v in row.items() if v not in ("", None)}
-        if "test_error" not in record and "val_accuracy" in record:
-            record["test_error"] = 1.0 - record["val_accuracy"]
+        if "val_error" not in record and "val_accuracy" in record:
+            record["val_error"] = 1.0 - record["val_accuracy"]
         history.append(record)
     return history
 
@@ -84,7 +85,38 @@ def _save(plt, fig, ax, path, title):
     return path
 
 
-def plot_history(history, out_dir, budget_bytes=None):
+def _memory_plot(history, path, budget_bytes, accounting):
+    """Training memory in both accountings, side by side; the budget only against the one it
+    applies to."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    ordered = (accounting, "full" if accounting == "paper" else "paper")
+    for axis, name in zip(axes, ordered):
+        xs, ys = _series(history, f"dynhp/{name}_memory_bytes")
+        axis.plot(xs, [y / 2**20 for y in ys], marker=".", label=f"{name} accounting")
+        axis.grid(True, alpha=0.3)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("training memory (MiB)")
+    if budget_bytes is not None:
+        axes[0].axhline(budget_bytes / 2**20, color="tab:red", linestyle="--",
+                        label=f"budget {budget_lib.format_bytes(int(budget_bytes))}")
+    axes[0].set_title(f"Training memory, {ordered[0]} accounting"
+                      + (" (the budget's)" if budget_bytes is not None else ""))
+    axes[1].set_title(f"Training memory, {ordered[1]} accounting")
+    for axis in axes:
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_history(history, out_dir, budget_bytes=None, accounting="paper"):
     """Draws the four per-epoch plots of a run into `out_dir`.
 
     A plot whose data is missing (e.g. no test error without validation data) shows an empty
@@ -95,6 +127,8 @@ def plot_history(history, out_dir, budget_bytes=None):
         out_dir: destination folder (must exist).
         budget_bytes: the memory budget to draw, or `None`; defaults to the history's
             `dynhp/budget_bytes` when present.
+        accounting: the accounting the budget applies to (`"paper"` or `"full"`): the budget
+            is drawn only against that curve. Defaults to `"paper"`.
 
     Returns:
         The list of PNG paths written.
@@ -107,13 +141,13 @@ def plot_history(history, out_dir, budget_bytes=None):
     plt, fig, ax = _figure()
     layers = sorted({k for r in history for k in r if str(k).startswith(UNITS_PREFIX)})
     for key in layers:
-        ax.plot(*_series(history, key), marker=".", label=f"inputs of {key[len(UNITS_PREFIX):]}")
-    ax.set_ylabel("active input units")
+        ax.plot(*_series(history, key), marker=".", label=key[len(UNITS_PREFIX):])
+    ax.set_ylabel("units (channels) per gated group")
     if layers:
         ax.set_yscale("log")
     else:
         _note(ax, "no gated layers")
-    title = "Active input units per gated layer"
+    title = "Units per gated group"
     paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[0]), title))
 
     plt, fig, ax = _figure()
@@ -124,27 +158,16 @@ def plot_history(history, out_dir, budget_bytes=None):
         _note(ax, "no batch size recorded")
     paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[1]), "Batch size"))
 
-    plt, fig, ax = _figure()
-    for key, label in (
-        ("dynhp/paper_memory_bytes", "paper accounting"),
-        ("dynhp/full_memory_bytes", "full accounting"),
-    ):
-        xs, ys = _series(history, key)
-        ax.plot(xs, [y / 2**20 for y in ys], marker=".", label=label)
-    if budget_bytes is not None:
-        ax.axhline(budget_bytes / 2**20, color="tab:red", linestyle="--",
-                   label=f"budget {budget_lib.format_bytes(int(budget_bytes))}")
-    ax.set_ylabel("training memory (MiB)")
-    ax.set_yscale("log")
-    paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[2]), "Training memory"))
+    paths.append(_memory_plot(history, os.path.join(out_dir, PLOTS[2]), budget_bytes,
+                              accounting))
 
     plt, fig, ax = _figure()
-    xs, ys = _series(history, "test_error")
+    xs, ys = _series(history, "val_error")
     ax.plot(xs, [100 * y for y in ys], marker=".", color="tab:purple")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel("validation error (%)")
     if not xs:
-        _note(ax, "no test error recorded")
-    paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[3]), "Test error"))
+        _note(ax, "no validation error recorded (validation_split=0)")
+    paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[3]), "Validation error"))
     return paths
 
 
@@ -250,7 +273,8 @@ def regenerate(run_dir):
         with open(summary_path, "w") as f:
             json.dump(summary, f, indent=2)
             f.write("\n")
-    written = plot_history(history, run_dir, budget_bytes=summary.get("budget_bytes"))
+    written = plot_history(history, run_dir, budget_bytes=summary.get("budget_bytes"),
+                           accounting=summary.get("accounting") or "paper")
     if summary:
         written += [summary_path, write_summary_markdown(summary, run_dir)]
     return written

@@ -27,7 +27,7 @@ from tfdynhp import budget as budget_lib
 from tfdynhp import memory, resources
 from tfdynhp.criteria import keep_mask
 from tfdynhp.surgery import graph
-from tfdynhp.validation import check_real
+from tfdynhp.validation import ConfigurationError, check_real
 
 TARGET_RESOURCES = ("params", "macs", "int8_bytes", "memory")
 _WORDS = {
@@ -268,7 +268,7 @@ class TargetController:
         self.target = target
         self.by_epoch = target.by_epoch or max(1, round(2 * epochs / 3))
         if self.by_epoch > epochs:
-            raise ValueError(
+            raise ConfigurationError(
                 f"The target is to be met by epoch {self.by_epoch}, but fit runs {epochs} "
                 "epochs. Lower `by_epoch` or train longer."
             )
@@ -291,7 +291,7 @@ class TargetController:
         smallest = minimum_amount(model, self.target.resource, unit_graph, self.min_units,
                                   **self.measure_kwargs) + self.offset
         if self.amount < smallest:
-            raise ValueError(
+            raise ConfigurationError(
                 f"The target of {self.target.describe(self.amount)} cannot be reached: with "
                 f"min_units={self.min_units} unit(s) left in every prunable group the model "
                 f"still needs {self.target.describe(smallest)} (starting from "

@@ -1,15 +1,20 @@
-"""`train()`: one reusable training run (dense, SP, HP or DynHP) of a LeNet-style MLP.
+"""`train()`: one reusable training run (dense, SP, HP or DynHP) of a model on a data set.
 
-The command line (`tfdynhp train`) and the benchmark (`bench/paper_table.py`) both call it, so
-a table row and a CLI run with the same options are the same experiment. A run builds the MLP
-from a width spec (`(300, 100)` is LeNet-300-100), gates it with `tfdynhp.gate()`, trains it in
-one `model.fit` with `tfdynhp.callbacks.DynHPCallback` in the chosen mode, and measures what the
-paper reports (test error, final model size, mean training memory in both accountings) plus the
-int8 TFLite size and accuracy when exports are asked for.
+The command line (`tfdynhp train`) and the benchmarks call it, so a table row and a CLI run
+with the same options are the same experiment. A run is a composition of small steps:
+
+1. `RunConfig`: the options, with the main job's defaults, checked once;
+2. `prepare_data`: the data set in its natural shape, a validation split taken from the
+   training set (the test set is only used for the final numbers);
+3. `build_model`: a reference architecture (`tfdynhp.architectures`), an MLP of given widths,
+   or the user's own `.keras` model;
+4. `method_callbacks`: `DynHPCallback` in the mode's configuration (SP, HP, DynHP; a target),
+   the learning-rate schedule, the CSV log;
+5. `summarize`, `export_all`, and the plots of `tfdynhp.reports`.
 
 Modes (METHOD.md sections 2-3):
 
-- `"dense"`: the plain MLP, no gates (the unpruned reference).
+- `"dense"`: the plain model, no gates (the unpruned reference).
 - `"sp"`: soft pruning, Louizos' L0 gates trained without removing anything (the paper's SP).
 - `"hp"`: hard pruning at every epoch end with a fixed batch size (the paper's HP).
 - `"dynhp"`: hard pruning plus the batch grown by the gradient-variance rule under a memory
@@ -20,53 +25,43 @@ import dataclasses
 import json
 import math
 import os
+import random
 import time
 
 import keras
 import numpy as np
 
+from tfdynhp import architectures, inputs, memory, resources
 from tfdynhp import budget as budget_lib
-from tfdynhp import memory
+from tfdynhp.inputs import FASHION_MNIST_LABELS, load_data, representative_subset
 
 MODES = ("dense", "sp", "hp", "dynhp")
 EXPORT_TARGETS = ("pi", "android", "mcu")
 LENET_300_100 = (300, 100)
+LR_SCHEDULES = ("constant", "cosine")
 
-FASHION_MNIST_LABELS = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
-# Defaults of the main DynHP job (`tfdynhp train --mode dynhp`), chosen on Fashion-MNIST by
-# short runs (see bench/README.md for what was tried): 50 epochs (the paper-bar limit) take
-# about 5 minutes on two CPU cores; a per-epoch cosine learning rate lets the last epochs
-# fine-tune the pruned network (11.7 % instead of 12.2 % error at about the same size).
-# Counting units in the L0 penalty (penalty="units") spreads the pruning over all layers;
-# Louizos' weighting by the weights a gate switches off removed input features three times
-# harder than hidden units and cost accuracy. Initial drop rate 0.2
-# (Louizos' input-layer value) for every layer: 0.5 made the gate noise cost ~3 points of
-# test error.
+# Defaults of `tfdynhp train` (DynHP on Fashion-MNIST with LeNet-300-100); see bench/README.md
+# for how they were chosen (on a validation split). 50 epochs is the paper bar's limit; the
+# per-epoch cosine learning rate lets the last epochs fine-tune the pruned network. No target
+# by default: the main job (`make train`) asks for the paper's 0.124 MBytes, `--target
+# "31744 params"`.
 DEFAULTS = {
+    "arch": "mlp",
+    "hidden": LENET_300_100,
     "epochs": 50,
     "batch_size": 16,
     "lr": 1e-3,
     "lr_schedule": "cosine",
-    "l0_lambda": 100.0,
-    "drop_rate_init": 0.2,
-    "first_layer_drop_rate": None,
+    "l0_lambda": 1.0,
+    "drop_rate_init": 0.05,
     "penalty": "units",
     "threshold": 0.5,
     "alpha_bs": 0.98,
     "accounting": "paper",
     "budget": "1.2MB",
+    "target": None,
+    "target_epoch": None,
+    "validation_split": 0.1,
 }
 # HP and SP use the paper's fixed batch of 128.
 FIXED_BATCH_DEFAULT = 128
@@ -79,39 +74,15 @@ BUDGET_KEY = "dynhp/budget_bytes"
 UNITS_PREFIX = "dynhp/units/"
 
 
-@dataclasses.dataclass
-class TrainResult:
-    """What `train()` returns.
-
-    Attributes:
-        model: the trained model (a `tfdynhp.GatedModel`, or the plain MLP in `"dense"` mode).
-        stripped: the deployable plain Keras model (`tfdynhp.strip(model)`).
-        history: one dict per epoch: Keras' logs (loss, accuracy, val_accuracy, ...), the
-            `dynhp/...` keys of `DynHPCallback`, `test_error` and `epoch_seconds`.
-        summary: the run's JSON-serialisable summary (see `summarize`).
-        tflite: the int8 `.tflite` bytes, or `None` when nothing was exported.
-    """
-
-    model: keras.Model
-    stripped: keras.Model
-    history: list
-    summary: dict
-    tflite: bytes = None
-
-
-def parse_arch(spec):
+def parse_widths(spec):
     """Parses hidden-layer widths: `"300,100"`, `(300, 100)` or `""` (no hidden layer).
-
-    Returns:
-        A tuple of positive ints.
 
     Raises:
         ValueError: if a width is not a positive integer.
     """
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.split(",") if p.strip()]
-    else:
-        parts = list(spec)
+    parts = [p.strip() for p in spec.split(",") if p.strip()] if isinstance(spec, str) else (
+        list(spec)
+    )
     widths = []
     for part in parts:
         try:
@@ -127,99 +98,18 @@ def parse_arch(spec):
     return tuple(widths)
 
 
-def build_mlp(input_dim, arch=LENET_300_100, num_classes=10, seed=0):
-    """A LeNet-style MLP: `input_dim - arch... - num_classes`, ReLU hidden, softmax output.
-
-    Args:
-        input_dim: number of input features (784 for 28x28 images).
-        arch: hidden widths. Defaults to `(300, 100)` (LeNet-300-100).
-        num_classes: output units. Defaults to `10`.
-        seed: seed of the Glorot initialisation. Defaults to `0`.
-
-    Returns:
-        A built `keras.Sequential`.
-    """
-    arch = parse_arch(arch)
-    layers = [keras.Input((int(input_dim),))]
-    for i, width in enumerate(arch):
-        layers.append(
-            keras.layers.Dense(
-                width,
-                activation="relu",
-                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i),
-                name=f"dense_{i}",
-            )
-        )
-    layers.append(
-        keras.layers.Dense(
-            int(num_classes),
-            activation="softmax",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + len(arch)),
-            name="output",
-        )
-    )
-    name = "mlp_" + "_".join(str(w) for w in (input_dim, *arch, num_classes))
-    return keras.Sequential(layers, name=name)
+parse_arch = parse_widths  # the widths of `--arch 300,100` (an MLP), as before
 
 
-def load_data(dataset, limit_train=None, seed=0):
-    """Loads `dataset` (a name for `tfdynhp.datasets.load` or a `.npz` path) as flat float32.
-
-    Args:
-        dataset: `"fashion-mnist"`, `"digits"`, ... or the path of a `.npz` file.
-        limit_train: keep a seeded random subset of this many training examples. Defaults to
-            `None` (all).
-        seed: seed of the subset. Defaults to `0`.
-
-    Returns:
-        `((x_train, y_train), (x_test, y_test))`, x of shape `(n, features)` in float32 and
-        y as int32 class indices.
-
-    Raises:
-        ValueError: for an unknown data set, a `.npz` without the expected keys, labels that
-            are not class indices, or a bad `limit_train`.
-    """
-    from tfdynhp import datasets
-
-    (x_train, y_train), (x_test, y_test) = datasets.load(dataset)
-    x_train, x_test = (np.asarray(x, np.float32).reshape(len(x), -1) for x in (x_train, x_test))
-    y_train, y_test = (_as_labels(y, dataset) for y in (y_train, y_test))
-    if x_train.shape[1] != x_test.shape[1]:
-        raise ValueError(
-            f"{dataset}: train and test examples differ in size ({x_train.shape[1]} vs "
-            f"{x_test.shape[1]} features)."
-        )
-    if limit_train is not None:
-        if isinstance(limit_train, bool) or not isinstance(limit_train, (int, np.integer)) or (
-            limit_train < 1
-        ):
-            raise ValueError(
-                f"`limit_train` must be a positive integer. Received: {limit_train!r}"
-            )
-        if limit_train < len(x_train):
-            keep = np.random.default_rng(seed).permutation(len(x_train))[:limit_train]
-            keep.sort()
-            x_train, y_train = x_train[keep], y_train[keep]
-    return (x_train, y_train), (x_test, y_test)
-
-
-def _as_labels(y, dataset):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = np.argmax(y, axis=1)
-    y = y.reshape(-1)
-    if y.size and (not np.all(np.equal(np.mod(y, 1), 0)) or y.min() < 0):
-        raise ValueError(
-            f"{dataset}: labels must be integer class indices >= 0 (or one-hot). "
-            f"Received values such as {y[:5].tolist()}."
-        )
-    return y.astype(np.int32)
-
-
-def _check_mode(mode):
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-    return mode
+def resolve_arch(arch, hidden=None):
+    """`(name, hidden widths)` from an architecture name or MLP widths (`"300,100"`)."""
+    if isinstance(arch, str) and arch and not arch.replace(",", "").replace(" ", "").isdigit():
+        name = architectures.canonical_name(arch)
+        if name == "fc-autoencoder":
+            raise ValueError("'fc-autoencoder' reconstructs its input; `train` trains "
+                             "classifiers. Use tfdynhp.architectures.fc_autoencoder directly.")
+        return name, parse_widths(DEFAULTS["hidden"] if hidden is None else hidden)
+    return "mlp", parse_widths(arch)
 
 
 def check_exports(exports):
@@ -238,9 +128,130 @@ def check_exports(exports):
     return exports
 
 
+@dataclasses.dataclass
+class RunConfig:
+    """The options of one run; `None` takes the mode's default (see `DEFAULTS`)."""
+
+    dataset: str = "fashion-mnist"
+    arch: object = "mlp"
+    hidden: object = None
+    model_path: str = None
+    mode: str = "dynhp"
+    epochs: int = None
+    batch_size: int = None
+    lr: float = None
+    lr_schedule: str = None
+    l0_lambda: float = None
+    drop_rate_init: float = None
+    first_layer_drop_rate: float = None
+    penalty: str = None
+    threshold: float = None
+    budget: object = None
+    alpha_bs: float = None
+    accounting: str = None
+    target: object = None
+    target_epoch: int = None
+    validation_split: float = None
+    seed: int = 0
+    limit_train: int = None
+
+    def resolve(self):
+        """Fills in the defaults and checks the options; returns `self`."""
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={self.mode!r}")
+        dynhp = self.mode == "dynhp"
+        defaults = dict(DEFAULTS)
+        if not dynhp:
+            defaults.update(batch_size=FIXED_BATCH_DEFAULT, budget=None)
+        for field, value in defaults.items():
+            if hasattr(self, field) and getattr(self, field) is None and field != "hidden":
+                setattr(self, field, value)
+        if self.model_path is None:
+            self.arch, self.hidden = resolve_arch(self.arch, self.hidden)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}. Expected one of "
+                             f"{list(LR_SCHEDULES)}.")
+        memory.check_accounting(self.accounting)
+        resources.check_resource(self.penalty)
+        if self.budget is not None and not dynhp:
+            raise ValueError(f"A budget applies to mode 'dynhp' only (mode {self.mode!r}).")
+        self.budget = None if self.budget is None else budget_lib.parse_budget(self.budget)
+        if self.target is not None and self.mode in ("dense", "sp"):
+            raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
+                             f"{self.mode!r} removes nothing.")
+        self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
+        return self
+
+    def as_dict(self):
+        record = dataclasses.asdict(self)
+        record["hidden"] = list(self.hidden) if self.hidden is not None else None
+        record["budget_bytes"] = record.pop("budget")
+        record["target"] = None if self.target is None else str(self.target)
+        if self.mode == "dense":
+            for key in ("l0_lambda", "drop_rate_init", "first_layer_drop_rate", "penalty",
+                        "threshold"):
+                record[key] = None
+        return record
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train()` returns.
+
+    Attributes:
+        model: the trained model (a `tfdynhp.GatedModel`, or the plain model in `"dense"`).
+        stripped: the deployable plain Keras model (`tfdynhp.strip(model)`).
+        history: one dict per epoch: Keras' logs (loss, accuracy, val_accuracy, ...), the
+            `dynhp/...` keys of `DynHPCallback`, `val_error` and `epoch_seconds`.
+        summary: the run's JSON-serialisable summary (see `summarize`).
+        tflite: the int8 `.tflite` bytes, or `None` when nothing was exported.
+    """
+
+    model: keras.Model
+    stripped: keras.Model
+    history: list
+    summary: dict
+    tflite: bytes = None
+
+
+def build_model(config, input_shape, num_classes):
+    """The untrained (or the user's) model of a run."""
+    if config.model_path is not None:
+        import tfdynhp  # noqa: F401  (registers the custom layers)
+
+        return keras.saving.load_model(config.model_path, compile=False)
+    if config.arch == "mlp":
+        return architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
+                                 seed=config.seed)
+    return architectures.build(config.arch, tuple(input_shape), num_classes, seed=config.seed)
+
+
+def prepare_data(config, data=None):
+    """`(train, validation or None, test)` for the run, shaped later for the model."""
+    if data is None:
+        data = load_data(config.dataset, limit_train=config.limit_train, seed=config.seed)
+    else:
+        (x, y), test = data
+        data = (inputs.subset(np.asarray(x), np.asarray(y), config.limit_train, config.seed),
+                test)
+    (x_train, y_train), test = data
+    train, validation = inputs.split_validation(x_train, y_train, config.validation_split,
+                                                config.seed)
+    return train, validation, test
+
+
+def cosine_epoch_schedule(lr, epochs):
+    """`schedule(epoch, current) -> rate`: cosine decay from `lr` at epoch 0 towards 0."""
+
+    def schedule(epoch, current_lr=None):
+        return float(0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))))
+
+    return schedule
+
+
 class _EpochRecorder(keras.callbacks.Callback):
-    """Adds `test_error`, `epoch_seconds` and, for models DynHP does not watch (dense mode),
-    the same `dynhp/...` memory keys, so every mode writes the same columns."""
+    """Adds `val_error`, `epoch_seconds` and, for models DynHP does not watch (dense mode),
+    the same `dynhp/...` keys, so every mode writes the same columns."""
 
     def __init__(self, static_record=None):
         super().__init__()
@@ -255,7 +266,7 @@ class _EpochRecorder(keras.callbacks.Callback):
         if self.static_record:
             logs.update(self.static_record)
         if "val_accuracy" in logs:
-            logs["test_error"] = 1.0 - float(logs["val_accuracy"])
+            logs["val_error"] = 1.0 - float(logs["val_accuracy"])
         logs["epoch_seconds"] = time.perf_counter() - self._start
         self.history.append({"epoch": epoch, **{k: _to_float(v) for k, v in logs.items()}})
 
@@ -268,16 +279,40 @@ def _to_float(value):
 
 
 def _dense_record(model, batch_size):
+    """The `dynhp/...` keys of a compiled dense model (its optimizer slots included)."""
+    cost = resources.model_cost(model)
     record = {
         PARAM_KEY: memory.parameter_count(model),
+        "dynhp/macs": cost.macs,
         BATCH_KEY: batch_size,
         PAPER_MEMORY_KEY: memory.training_memory(model, batch_size, "paper")[0],
         FULL_MEMORY_KEY: memory.training_memory(model, batch_size, "full")[0],
     }
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            record[UNITS_PREFIX + layer.name] = int(layer.kernel.shape[0])
     return record
+
+
+def method_callbacks(config, verbose=0):
+    """The callbacks of the run's mode: `(callbacks, recorder)`."""
+    from tfdynhp.callbacks import DynHPCallback
+
+    callbacks = []
+    if config.mode != "dense":
+        callbacks.append(DynHPCallback(
+            threshold=config.threshold,
+            prune=config.mode != "sp",
+            budget=config.budget,
+            alpha_bs=config.alpha_bs,
+            accounting=config.accounting,
+            target=config.target,
+            target_epoch=config.target_epoch,
+            verbose=verbose,
+        ))
+    recorder = _EpochRecorder()
+    callbacks.append(recorder)
+    if config.lr_schedule == "cosine":
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            cosine_epoch_schedule(config.lr, config.epochs)))
+    return callbacks, recorder
 
 
 def _evaluate_accuracy(model, x, y):
@@ -285,227 +320,126 @@ def _evaluate_accuracy(model, x, y):
     return float(np.mean(np.argmax(probs, axis=-1) == y))
 
 
-LR_SCHEDULES = ("constant", "cosine")
+def _seeded(seed):
+    """Seeds Keras, TensorFlow, NumPy and Python for the run, and returns the NumPy and Python
+    global generator states so the caller can put them back (TensorFlow's global seed stays
+    set)."""
+    states = (random.getstate(), np.random.get_state())
+    keras.utils.set_random_seed(seed)
+    return states
 
 
-def cosine_epoch_schedule(lr, epochs):
-    """`schedule(epoch, current) -> rate`: cosine decay from `lr` at epoch 0 towards 0."""
-
-    def schedule(epoch, current_lr=None):
-        return float(0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))))
-
-    return schedule
-
-
-def train(
-    dataset="fashion-mnist",
-    arch=LENET_300_100,
-    mode="dynhp",
-    epochs=None,
-    batch_size=None,
-    lr=None,
-    lr_schedule=None,
-    l0_lambda=None,
-    drop_rate_init=None,
-    first_layer_drop_rate=DEFAULTS["first_layer_drop_rate"],
-    penalty=None,
-    threshold=None,
-    budget=None,
-    alpha_bs=None,
-    accounting=None,
-    seed=0,
-    limit_train=None,
-    data=None,
-    out_dir=None,
-    exports=(),
-    verbose=1,
-    keras_verbose=None,
-    labels=None,
-):
-    """Trains a LeNet-style MLP in one mode and measures it like the paper's Table 3.
+def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, labels=None,
+          **options):
+    """Trains a model in one mode and measures it like the paper's Table 3.
 
     Args:
-        dataset: data set name or `.npz` path (see `load_data`); used when `data` is `None`
-            and recorded in the summary. Defaults to `"fashion-mnist"`.
-        arch: hidden widths, e.g. `"300,100"` or `(300, 100)`. Defaults to LeNet-300-100.
-        mode: `"dense"`, `"sp"`, `"hp"` or `"dynhp"`. Defaults to `"dynhp"`.
-        epochs: epochs of the single `fit`. Defaults to `DEFAULTS["epochs"]`.
-        batch_size: the (initial, for DynHP) batch size. Defaults to 16 for DynHP, 128
-            otherwise.
-        lr: Adam learning rate (the initial one with a schedule). Defaults to `1e-3`.
-        lr_schedule: `"constant"` or `"cosine"` (per-epoch cosine decay from `lr` to 0 over
-            `epochs`, set by `keras.callbacks.LearningRateScheduler`; DynHP's optimizer
-            rebuilds keep the rate). Defaults to `DEFAULTS["lr_schedule"]`.
-        l0_lambda: `lambda` of the expected-L0 penalty; the penalty is divided by the number
-            of training examples (Louizos' convention). Defaults to `DEFAULTS["l0_lambda"]`.
-        drop_rate_init: initial gate drop rate of hidden layers. Defaults to `0.5`.
-        first_layer_drop_rate: initial drop rate of the input-feature gates. Defaults to the
-            hidden layers' one.
-        penalty: what a unit costs in the L0 penalty: `"units"` (every unit the same),
-            `"params"`, `"macs"` or `"memory"` (what removing it saves, see
-            `tfdynhp.resources`). Defaults to `DEFAULTS["penalty"]`.
-        threshold: minimum gate activation rate to keep a unit. Defaults to `0.5`.
-        budget: DynHP memory budget (bytes or a string such as `"1.2MB"`), ignored in other
-            modes. Defaults to `DEFAULTS["budget"]` in DynHP mode.
-        alpha_bs: `alpha_bs` of the batch-size rule. Defaults to `0.98`.
-        accounting: `"paper"` or `"full"`: the accounting the budget applies to (both are
-            always reported). Defaults to `"paper"`.
-        seed: seed of the initialisation, gates, data order and subset. Defaults to `0`.
-        limit_train: train on a seeded subset of this many examples. Defaults to all.
-        data: `((x_train, y_train), (x_test, y_test))` to use instead of loading `dataset`.
+        data: `((x_train, y_train), (x_test, y_test))` to use instead of loading
+            `options["dataset"]`.
         out_dir: folder for `model.keras`, `model_stripped.keras`, `history.csv`,
             `summary.json`, plots and `export/<target>/`; `None` writes nothing.
-        exports: targets among `"pi"`, `"android"`, `"mcu"` (needs `out_dir`). Defaults to
-            none.
+        exports: targets among `"pi"`, `"android"`, `"mcu"` (needs `out_dir`).
         verbose: 1 prints DynHP's one line per epoch. Defaults to `1`.
         keras_verbose: Keras' `fit` verbosity. Defaults to `verbose`.
         labels: class names for the exports. Defaults to Fashion-MNIST's names for that data
             set, else `class_0, ...`.
+        **options: the fields of `RunConfig`: `dataset`, `arch` (a name of
+            `tfdynhp.architectures` or MLP widths such as `"300,100"`), `hidden`,
+            `model_path` (a user's `.keras` model), `mode`, `epochs`, `batch_size`, `lr`,
+            `lr_schedule`, `l0_lambda`, `drop_rate_init`, `first_layer_drop_rate`,
+            `penalty`, `threshold`, `budget`, `alpha_bs`, `accounting`, `target`,
+            `target_epoch`, `validation_split`, `seed`, `limit_train`.
 
     Returns:
         A `TrainResult`.
 
     Raises:
-        ValueError: for an unknown mode, data set or export target, exports without
-            `out_dir`, or a budget too small for the starting model.
+        ValueError: for an unknown mode, data set, architecture or export target, exports
+            without `out_dir`, data that does not fit the model, or a budget / target the
+            starting model cannot meet (all before training).
+
+    The run seeds Keras and TensorFlow's global generators with `seed`; NumPy's and Python's
+    global states are restored afterwards.
     """
-    mode = _check_mode(mode)
+    config = RunConfig(**options).resolve()
     exports = check_exports(exports)
     if exports and out_dir is None:
         raise ValueError("Exports need an output folder: pass `out_dir`.")
-    is_dynhp = mode == "dynhp"
-    epochs = DEFAULTS["epochs"] if epochs is None else int(epochs)
-    if batch_size is None:
-        batch_size = DEFAULTS["batch_size"] if is_dynhp else FIXED_BATCH_DEFAULT
-    lr = DEFAULTS["lr"] if lr is None else float(lr)
-    lr_schedule = DEFAULTS["lr_schedule"] if lr_schedule is None else lr_schedule
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(
-            f"Unknown lr_schedule {lr_schedule!r}. Expected one of {list(LR_SCHEDULES)}."
-        )
-    l0_lambda = DEFAULTS["l0_lambda"] if l0_lambda is None else float(l0_lambda)
-    drop_rate_init = DEFAULTS["drop_rate_init"] if drop_rate_init is None else drop_rate_init
-    threshold = DEFAULTS["threshold"] if threshold is None else float(threshold)
-    penalty = DEFAULTS["penalty"] if penalty is None else penalty
-    alpha_bs = DEFAULTS["alpha_bs"] if alpha_bs is None else float(alpha_bs)
-    accounting = memory.check_accounting(accounting or DEFAULTS["accounting"])
-    if is_dynhp:
-        budget = DEFAULTS["budget"] if budget is None else budget
-        budget_bytes = budget_lib.parse_budget(budget)
-    else:
-        budget_bytes = None
     keras_verbose = verbose if keras_verbose is None else keras_verbose
-
-    if data is None:
-        data = load_data(dataset, limit_train=limit_train, seed=seed)
-    elif limit_train is not None:
-        (x, y), test = data
-        keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit_train])
-        data = (x[keep], y[keep]), test
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if labels is None and _is_fashion_mnist(dataset) and num_classes == 10:
+    if labels is None and inputs.is_fashion_mnist(config.dataset) and num_classes == 10:
         labels = list(FASHION_MNIST_LABELS)
-
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
 
-    keras.utils.set_random_seed(seed)
-    base = build_mlp(x_train.shape[1], arch, num_classes, seed=seed)
-    import tfdynhp  # the package's public API (lazy attributes need the package itself)
-    from tfdynhp.callbacks import DynHPCallback
+    states = _seeded(config.seed)
+    try:
+        return _train(config, x_train, y_train, validation, x_test, y_test, num_classes,
+                      out_dir, exports, verbose, keras_verbose, labels)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
 
-    callbacks = []
-    if mode == "dense":
+
+def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, out_dir,
+           exports, verbose, keras_verbose, labels):
+    import tfdynhp
+
+    base = build_model(config, x_train.shape[1:], num_classes)
+    shape = base.inputs[0].shape[1:]
+    x_train = inputs.shape_for(x_train, shape, "the training data")
+    x_test = inputs.shape_for(x_test, shape, "the test data")
+    if validation is not None:
+        validation = (inputs.shape_for(validation[0], shape, "the validation data"),
+                      validation[1])
+    if config.mode == "dense":
         model = base
-        recorder = _EpochRecorder(static_record=_dense_record(model, batch_size))
     else:
-        model = tfdynhp.gate(
-            base,
-            seed=seed,
-            l0_lambda=l0_lambda,
-            drop_rate_init=drop_rate_init,
-            first_layer_drop_rate=first_layer_drop_rate,
-            penalty=penalty,
+        model = base if tfdynhp.is_gated_model(base) else tfdynhp.gate(
+            base, seed=config.seed, l0_lambda=config.l0_lambda,
+            drop_rate_init=config.drop_rate_init,
+            first_layer_drop_rate=config.first_layer_drop_rate, penalty=config.penalty,
         )
-        callbacks.append(
-            DynHPCallback(
-                threshold=threshold,
-                prune=mode != "sp",
-                budget=budget_bytes,
-                alpha_bs=alpha_bs,
-                accounting=accounting,
-                verbose=verbose,
-            )
-        )
-        recorder = _EpochRecorder()
-    callbacks.append(recorder)
-    if lr_schedule == "cosine":
-        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_epoch_schedule(lr, epochs)))
+    callbacks, recorder = method_callbacks(config, verbose)
     if out_dir is not None:
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if config.mode == "dense":
+        recorder.static_record = _dense_record(model, config.batch_size)
 
-    if is_dynhp:
-        fit_x = tfdynhp.DynamicBatches(x_train, y_train, batch_size=batch_size, seed=seed)
-        fit_kwargs = {}
+    if config.mode == "dynhp":
+        fit_x, fit_kwargs = tfdynhp.DynamicBatches(
+            x_train, y_train, batch_size=config.batch_size, seed=config.seed), {}
     else:
         fit_x = x_train
-        fit_kwargs = {"y": y_train, "batch_size": batch_size, "shuffle": True}
+        fit_kwargs = {"y": y_train, "batch_size": config.batch_size, "shuffle": True}
     start = time.perf_counter()
-    model.fit(
-        fit_x,
-        epochs=epochs,
-        validation_data=(x_test, y_test),
-        callbacks=callbacks,
-        verbose=keras_verbose,
-        **fit_kwargs,
-    )
+    model.fit(fit_x, epochs=config.epochs, validation_data=validation, callbacks=callbacks,
+              verbose=keras_verbose, **fit_kwargs)
     wall_time = time.perf_counter() - start
-    stripped = model if mode == "dense" else tfdynhp.strip(model)
+    stripped = model if config.mode == "dense" else tfdynhp.strip(model)
 
-    config = {
-        "dataset": str(dataset),
-        "arch": list(parse_arch(arch)),
-        "mode": mode,
-        "epochs": epochs,
-        "batch_size": int(batch_size),
-        "lr": lr,
-        "lr_schedule": lr_schedule,
-        "l0_lambda": None if mode == "dense" else l0_lambda,
-        "drop_rate_init": None if mode == "dense" else drop_rate_init,
-        "first_layer_drop_rate": None if mode == "dense" else first_layer_drop_rate,
-        "penalty": None if mode == "dense" else penalty,
-        "threshold": None if mode in ("dense", "sp") else threshold,
-        "alpha_bs": alpha_bs if is_dynhp else None,
-        "accounting": accounting,
-        "budget_bytes": budget_bytes,
-        "seed": seed,
-        "n_train": len(x_train),
-        "n_test": len(x_test),
-    }
     summary = summarize(
-        config,
+        config.as_dict() | {"n_train": len(x_train), "n_test": len(x_test),
+                            "n_validation": 0 if validation is None else len(validation[0])},
         recorder.history,
         test_accuracy=_evaluate_accuracy(stripped, x_test, y_test),
         params=memory.parameter_count(stripped),
         wall_time_s=wall_time,
     )
-    if mode != "dense":
+    summary["macs"] = resources.model_cost(stripped).macs
+    if config.mode != "dense":
         summary["gated_test_accuracy"] = _evaluate_accuracy(model, x_test, y_test)
-
     tflite = None
     if out_dir is not None:
         model.save(os.path.join(out_dir, "model.keras"))
         stripped.save(os.path.join(out_dir, "model_stripped.keras"))
     if exports:
         tflite, summary["exports"] = export_all(
-            stripped, exports, out_dir, x_train, x_test, y_test, labels=labels, seed=seed
+            stripped, exports, out_dir, x_train, x_test, y_test, labels=labels, seed=config.seed
         )
         summary["tflite_bytes"] = len(tflite)
         summary["int8_test_accuracy"] = summary["exports"]["litert"]["accuracy"]
@@ -514,21 +448,10 @@ def train(
         write_summary(summary, out_dir)
         from tfdynhp import reports
 
-        reports.plot_history(recorder.history, out_dir, budget_bytes=budget_bytes)
+        reports.plot_history(recorder.history, out_dir, budget_bytes=config.budget,
+                             accounting=config.accounting)
         reports.write_summary_markdown(summary, out_dir)
     return TrainResult(model, stripped, recorder.history, summary, tflite)
-
-
-def _is_fashion_mnist(dataset):
-    return isinstance(dataset, str) and dataset.strip().lower().replace("_", "-") == (
-        "fashion-mnist"
-    )
-
-
-def representative_subset(x_train, n=500, seed=0):
-    """A seeded random subset of the training inputs for int8 calibration."""
-    n = min(n, len(x_train))
-    return x_train[np.sort(np.random.default_rng(seed).permutation(len(x_train))[:n])]
 
 
 def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, seed=0,
@@ -539,7 +462,7 @@ def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, se
 
     Returns:
         `(tflite_bytes, results)`: `results` maps each target to its written files, plus
-        `"litert"` (and `"tflm"`) to `{accuracy, latency_ms_mean, ...}`.
+        `"litert"` (and `"tflm"`) to `{accuracy, latency, ...}`.
     """
     from tfdynhp import converters
 
@@ -581,12 +504,13 @@ def summarize(config, history, test_accuracy, params, wall_time_s):
     paper_memory = _mean(history, PAPER_MEMORY_KEY)
     full_memory = _mean(history, FULL_MEMORY_KEY)
     last = history[-1] if history else {}
-    summary = {
+    return {
         **config,
         "epochs_run": len(history),
         "test_accuracy": float(test_accuracy),
         "test_error": 1.0 - float(test_accuracy),
         "test_error_pct": 100.0 * (1.0 - float(test_accuracy)),
+        "final_val_error": last.get("val_error"),
         "params": int(params),
         "units": {
             k[len(UNITS_PREFIX):]: int(v) for k, v in last.items() if k.startswith(UNITS_PREFIX)
@@ -603,7 +527,6 @@ def summarize(config, history, test_accuracy, params, wall_time_s):
         "final_batch_size": int(last[BATCH_KEY]) if BATCH_KEY in last else None,
         "wall_time_s": float(wall_time_s),
     }
-    return summary
 
 
 def write_summary(summary, out_dir):

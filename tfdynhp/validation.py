@@ -35,3 +35,10 @@ def check_real(name, value, low=0.0, high=math.inf):
             expected = f"a finite number in [{low:g}, {high:g}]"
         raise ValueError(f"Expected `{name}` to be {expected}. Received: {name}={value!r}")
     return value
+
+
+class ConfigurationError(ValueError):
+    """A run's configuration cannot work (a budget too small for the model, an unreachable
+    target, data that does not fit the model): raised before any training, with the numbers
+    and the fix. The command line reports these in one line; other errors keep their
+    traceback."""
