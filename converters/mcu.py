@@ -165,8 +165,10 @@ def _firmware_lines(report):
     lines = [
         "## Measured firmware",
         "",
-        "| Target | Flash (text + data) | RAM (data + bss) | Stack used | Heap used | "
-        "RAM total | Instructions / inference | Bit-exact vs Python TFLM |",
+        (
+            "| Target | Flash (text + data) | RAM (data + bss) | Stack used | Heap used | "
+            "RAM total | Instructions / inference | Bit-exact vs Python TFLM |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for target, f in sorted(firmware.items()):
@@ -181,10 +183,13 @@ def _firmware_lines(report):
         )
     lines += [
         "",
-        "Instructions are counted by QEMU (`-icount shift=0`: one guest instruction = 1 ns of "
-        "virtual time, read from SysTick), averaged over the timed inferences. QEMU is not "
-        "cycle-accurate: it models no pipeline, caches, flash wait states or bus contention, so "
-        "this is an instruction count, not a cycle count or a time on a real chip.",
+        (
+            "Instructions are counted by QEMU (`-icount shift=0`: one guest instruction = 1 ns "
+            "of virtual time, read from SysTick), averaged over the timed inferences. QEMU is "
+            "not cycle-accurate: it models no pipeline, caches, flash wait states or bus "
+            "contention, so this is an instruction count, not a cycle count or a time on a real "
+            "chip."
+        ),
         "",
     ]
     fits = report.get("boards") or {}

@@ -8,6 +8,7 @@
 // Semihosting halts a real chip without a debugger: on hardware, replace this file.
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "platform.h"
@@ -53,11 +54,18 @@ static int semihost(int operation, const void* argument) {
   return r0;
 }
 
-static void fatal(const char* message) {
+__attribute__((noreturn)) static void fatal(const char* message) {
   semihost(0x04, message);                 // SYS_WRITE0
   semihost(0x18, (const void*)0x20023u);  // SYS_EXIT, ADP_Stopped_RunTimeErrorUnknown: status 1
   for (;;) {
   }
+}
+
+// TFLM calls abort() when one of its internal checks fails (e.g. an arena too small for the
+// interpreter's own bookkeeping); newlib's would exit silently.
+void abort(void) {
+  fflush(stdout);
+  fatal("firmware: abort() called: a TFLM check failed (see the messages above)\n");
 }
 
 // ---- exception handlers and vector table ----
