@@ -51,3 +51,25 @@ def close_gates(layer, indices):
     log_alpha = keras.ops.convert_to_numpy(layer.log_alpha).copy()
     log_alpha[np.asarray(indices, int)] = -30.0
     layer.log_alpha.assign(log_alpha)
+
+
+@pytest.fixture(scope="session")
+def unsupported_op_tflite(digits):
+    """A valid int8 `.tflite` whose FULLY_CONNECTED op code is replaced by HASHTABLE_LOOKUP, an
+    op TFLite Micro has no kernel for."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from tfdynhp import converters
+
+    x = digits[0]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    graph = schema.ModelT.InitFromObj(
+        schema.Model.GetRootAs(converters.to_int8_tflite(model, x[:50]), 0)
+    )
+    for code in graph.operatorCodes:
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.HASHTABLE_LOOKUP
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(graph.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
