@@ -158,6 +158,21 @@ def c_array_source(data, var_name="g_model_data", header_name="model_data.h"):
     )
 
 
+def check_tflm_ops(ops):
+    """Raises `ValueError` naming the ops that TFLite Micro has no (reference) kernel for.
+
+    Args:
+        ops: TFLite builtin operator names.
+    """
+    unknown = [op for op in dict.fromkeys(ops) if op not in TFLM_OPS]
+    if unknown:
+        raise ValueError(
+            f"TFLite Micro has no MicroMutableOpResolver entry (no reference kernel) for op(s) "
+            f"{', '.join(unknown)}. Replace the layers that produce them; supported ops are "
+            "listed in `tfdynhp.converters.c_source.TFLM_OPS`."
+        )
+
+
 def op_resolver_header(ops, header_name="model_ops.h"):
     """Returns a header with a `MicroMutableOpResolver<N>` that registers exactly `ops`.
 
@@ -175,13 +190,7 @@ def op_resolver_header(ops, header_name="model_ops.h"):
     ops = list(dict.fromkeys(ops))
     if not ops:
         raise ValueError("`ops` is empty; expected the operator names of the model.")
-    unknown = [op for op in ops if op not in TFLM_OPS]
-    if unknown:
-        raise ValueError(
-            f"TFLite Micro has no MicroMutableOpResolver entry for op(s) {', '.join(unknown)}. "
-            "Replace the layers that produce them; supported ops are listed in "
-            "`tfdynhp.converters.c_source.TFLM_OPS`."
-        )
+    check_tflm_ops(ops)
     guard = _include_guard(header_name)
     calls = "\n".join(f"  TF_LITE_ENSURE_STATUS(resolver.{TFLM_OPS[op]}());" for op in ops)
     return (

@@ -10,6 +10,8 @@ TFLM tree of `../shared/tflm-kit` (commit 90b983c, 2026-08-20), and `tests/test_
 checks each entry against the tree's `micro_mutable_op_resolver.h` and kernel files.
 """
 
+from tfdynhp.converters import c_source
+
 KERNEL_DIR = "tensorflow/lite/micro/kernels"
 
 # TFLite builtin operator -> kernel sources (stems in KERNEL_DIR); same keys as
@@ -99,13 +101,7 @@ def kernel_sources(ops):
     Raises:
         ValueError: If an operator has no TFLM reference kernel.
     """
-    missing = [op for op in ops if op not in KERNEL_SOURCES]
-    if missing:
-        raise ValueError(
-            f"TensorFlow Lite Micro has no reference kernel for op(s) {', '.join(missing)}. "
-            "Replace the layers that produce them; supported ops are the keys of "
-            "`tfdynhp.converters.kernels.KERNEL_SOURCES`."
-        )
+    c_source.check_tflm_ops(ops)  # same keys as KERNEL_SOURCES
     stems = {stem for op in ops for stem in KERNEL_SOURCES[op]}
     return sorted(f"{KERNEL_DIR}/{stem}.cc" for stem in stems)
 
