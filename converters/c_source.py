@@ -167,8 +167,8 @@ def check_tflm_ops(ops):
     unknown = [op for op in dict.fromkeys(ops) if op not in TFLM_OPS]
     if unknown:
         raise ValueError(
-            f"TFLite Micro has no MicroMutableOpResolver entry (no reference kernel) for op(s) "
-            f"{', '.join(unknown)}. Replace the layers that produce them; supported ops are "
+            f"TFLite Micro has no MicroMutableOpResolver entry for op(s) {', '.join(unknown)} "
+            "(no reference kernel). Replace the layers that produce them; supported ops are "
             "listed in `tfdynhp.converters.c_source.TFLM_OPS`."
         )
 
