@@ -5,11 +5,16 @@ crashes (SIGSEGV) when an arena is too small for even its own bookkeeping, so ev
 outside the caller's process. Imports only numpy and tflite_micro, so it starts fast.
 
 Sizes are in bytes and multiples of 16; LO is known to fail, HI is to be checked first. For
-each probe it prints `try N`, then `ok N` or `fail N`, flushing each line; a crash shows as a
-`try N` without an answer and a non-zero exit status.
+each probe it prints `try N`, then `ok N` or `fail N <reason>` (the exception and what TFLM
+logged, as a JSON string), flushing each line; a crash shows as a `try N` without an answer and
+death by a signal. A failure says only that this size did not work: whether the arena was too
+small is decided by the caller (the same model works with a larger arena).
 """
 
+import json
+import os
 import sys
+import tempfile
 
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
@@ -17,28 +22,46 @@ from tflite_micro.python.tflite_micro import runtime
 STEP = 16
 
 
+def _run(model, size):
+    interpreter = runtime.Interpreter.from_bytes(model, arena_size=size)
+    for i in range(64):
+        try:
+            details = interpreter.get_input_details(i)
+        except (IndexError, RuntimeError, ValueError):
+            break
+        zero_point = details["quantization_parameters"]["zero_points"]
+        fill = int(zero_point[0]) if len(zero_point) else 0
+        interpreter.set_input(np.full(details["shape"], fill, dtype=details["dtype"]), i)
+    interpreter.invoke()
+
+
 def _runs(model, size):
-    try:
-        interpreter = runtime.Interpreter.from_bytes(model, arena_size=size)
-        for i in range(64):
-            try:
-                details = interpreter.get_input_details(i)
-            except (IndexError, RuntimeError, ValueError):
-                break
-            zero_point = details["quantization_parameters"]["zero_points"]
-            fill = int(zero_point[0]) if len(zero_point) else 0
-            interpreter.set_input(np.full(details["shape"], fill, dtype=details["dtype"]), i)
-        interpreter.invoke()
-    except RuntimeError:
-        return False
-    return True
+    """Returns `None` if the model runs with `size` bytes, else why not (exception + TFLM log)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)  # TFLM's MicroPrintf writes to file descriptor 2
+        try:
+            _run(model, size)
+            reason = None
+        except Exception as e:  # noqa: BLE001  (any failure is reported, the caller classifies)
+            reason = f"{type(e).__name__}: {e}"
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        said = log.read().decode("utf-8", "replace").strip()
+    if reason is not None and said:
+        reason = f"{reason}; TFLM: {' | '.join(said.splitlines()[-6:])}"
+    return reason
 
 
 def _probe(model, size):
     print(f"try {size}", flush=True)
-    ok = _runs(model, size)
-    print(f"{'ok' if ok else 'fail'} {size}", flush=True)
-    return ok
+    reason = _runs(model, size)
+    print(f"ok {size}" if reason is None else f"fail {size} {json.dumps(reason)}", flush=True)
+    return reason is None
 
 
 def _no_core_dumps():

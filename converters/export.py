@@ -34,10 +34,13 @@ def export(
     - `"android"`: `model.tflite`, `labels.txt`, `model.json`, `sample.json` in
       `out_dir/app/src/main/assets/`, the layout of `android_demo/`.
     - `"mcu"`: `model.tflite`, `model_data.cc/.h`, `model_ops.h`, `model_settings.h`
-      (measured tensor arena plus `arena_margin`), `main.cc`, `mcu_report.json/.md` (flash and
-      SRAM against `board`), plus `labels.txt` and `model.json`, in `out_dir`.
+      (measured tensor arena plus `arena_margin`), test vectors, `main.cc`, a `Makefile` that
+      builds the firmware against a TFLM tree for the host, Cortex-M4 or Cortex-M3 (QEMU),
+      `mcu_report.json/.md` (flash and SRAM against `board`), plus `labels.txt` and
+      `model.json`, in `out_dir`. Build, run and check it with `verify_mcu`.
 
-    The first sample of `representative_data` is the bundled sample of each target.
+    The first sample of `representative_data` is the bundled sample of each target; the first
+    four are the test vectors of `"mcu"`.
 
     Args:
         model: A `keras.Model` (converted with `to_int8_tflite`; a tfdynhp gated model is
@@ -82,5 +85,9 @@ def export(
         data = np.asarray(representative_data, dtype=np.float32)
     options = {"labels": labels, "sample": data[0], "preprocessing": preprocessing}
     if target == "mcu":
-        options.update(board=board, arena_margin=arena_margin)
+        options.update(
+            board=board,
+            arena_margin=arena_margin,
+            test_inputs=data[: mcu.DEFAULT_TEST_VECTORS],
+        )
     return TARGETS[target](tflite_bytes, out_dir, **options)

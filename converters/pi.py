@@ -5,7 +5,6 @@ tflite_runtime) and `sample.npy` (one float sample) so `python3 predict.py sampl
 """
 
 import os
-import shutil
 from importlib import resources
 
 import numpy as np
@@ -13,6 +12,25 @@ from tfdynhp.converters import metadata
 
 PREDICT_SCRIPT = "predict.py"
 SAMPLE_FILE = "sample.npy"
+
+
+def _shape_text(dims):
+    return "(" + ", ".join(map(str, dims)) + ("," if len(dims) == 1 else "") + ")"
+
+
+def predict_script(template, sample_shape):
+    """Returns `predict.py` with the model's input shape in its usage text (pure).
+
+    Args:
+        template: Text of `templates/predict.py`.
+        sample_shape: Input shape of one sample (without the batch axis), e.g. `(784,)`.
+    """
+    sample_shape = tuple(int(d) for d in sample_shape)
+    return (
+        template.replace("__SAMPLE_SHAPE__", _shape_text(sample_shape))
+        .replace("__ONE_SHAPE__", _shape_text((1,) + sample_shape))
+        .replace("__BATCH_SHAPE__", _shape_text(("N",) + sample_shape))
+    )
 
 
 def write_pi(tflite_bytes, out_dir, labels=None, sample=None, preprocessing=None):
@@ -33,13 +51,12 @@ def write_pi(tflite_bytes, out_dir, labels=None, sample=None, preprocessing=None
     paths = metadata.write_common(out_dir, tflite_bytes, labels, preprocessing)
     script = os.path.join(out_dir, PREDICT_SCRIPT)
     template = resources.files("tfdynhp.converters").joinpath("templates", PREDICT_SCRIPT)
-    with resources.as_file(template) as src:
-        shutil.copyfile(src, script)
+    shape = tuple(metadata.model_json(tflite_bytes)["input"]["shape"][1:])
+    with open(script, "w", encoding="utf-8") as f:
+        f.write(predict_script(template.read_text(encoding="utf-8"), shape))
     os.chmod(script, 0o755)
     paths["predict_script"] = script
     if sample is not None:
-        meta = metadata.model_json(tflite_bytes)
-        shape = (1,) + tuple(meta["input"]["shape"][1:])
         paths["sample"] = os.path.join(out_dir, SAMPLE_FILE)
-        np.save(paths["sample"], np.asarray(sample, dtype=np.float32).reshape(shape))
+        np.save(paths["sample"], np.asarray(sample, dtype=np.float32).reshape((1,) + shape))
     return paths

@@ -69,3 +69,25 @@ def randomize_batchnorm(model, rng):
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=n))
             layer.gamma.assign(rng.normal(size=n))
             layer.beta.assign(rng.normal(size=n))
+
+
+@pytest.fixture(scope="session")
+def unsupported_op_tflite(digits):
+    """A valid int8 `.tflite` whose FULLY_CONNECTED op code is replaced by HASHTABLE_LOOKUP, an
+    op TFLite Micro has no kernel for."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from tfdynhp import converters
+
+    x = digits[0]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    graph = schema.ModelT.InitFromObj(
+        schema.Model.GetRootAs(converters.to_int8_tflite(model, x[:50]), 0)
+    )
+    for code in graph.operatorCodes:
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.HASHTABLE_LOOKUP
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(graph.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -318,3 +318,22 @@ def test_model_data_cc_compiles_and_matches_tflite(mcu_bundle, int8_bytes, tmp_p
     assert misalign == 0
     assert arena_size == report["arena"]["arena_bytes"]
     assert expected == report["sample_expected_class"]
+
+
+def test_predict_script_states_the_models_input_shape(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Flatten(), keras.layers.Dense(4)])
+    x = np.random.default_rng(0).uniform(0, 1, (20, 5, 3)).astype("float32")
+    paths = converters.export(model, "pi", tmp_path, x)
+    script = pathlib.Path(paths["predict_script"]).read_text()
+    assert "one sample of shape (5, 3)" in script
+    assert "shape (5, 3) or (1, 5, 3)" in script and "shape (N, 5, 3)" in script
+    assert "(64,)" not in script and "__SAMPLE_SHAPE__" not in script
+    help_text = subprocess.run(
+        [sys.executable, paths["predict_script"], "--help"], capture_output=True, text=True,
+        check=True, timeout=120,
+    ).stdout
+    assert "one sample of shape (5, 3)" in help_text
+    assert converters.pi.predict_script("x __SAMPLE_SHAPE__ __BATCH_SHAPE__", (64,)) == (
+        "x (64,) (N, 64)"
+    )

@@ -103,3 +103,20 @@ def test_export_checks_labels_and_data(tflite_bytes, data, tmp_path):
         converters.export(tflite_bytes, "pi", tmp_path, data[:, :5])
     with pytest.raises(ValueError, match=r"Unknown board 'arduino-uno'"):
         converters.export(tflite_bytes, "mcu", tmp_path, data, board="arduino-uno")
+
+
+def test_arena_probe_tells_allocation_failures_from_other_errors(unsupported_op_tflite,
+                                                                 tflite_bytes):
+    """A model TFLM cannot run at all is not "an arena too small": the error is raised with
+    TFLM's own message, while a really too small arena still just answers False."""
+    arena = converters.arena
+    with pytest.raises(ValueError, match=r"arena size is not the problem: RuntimeError: .*"
+                                         r"Didn't find op for builtin opcode 'HASHTABLE_LOOKUP'"):
+        arena.runs_with_arena(unsupported_op_tflite, 64 * 1024)
+    with pytest.raises(ValueError, match=r"not the problem.*HASHTABLE_LOOKUP"):
+        converters.measure_arena_size(unsupported_op_tflite)
+    measured = converters.measure_arena_size(tflite_bytes)
+    assert arena.runs_with_arena(tflite_bytes, measured)
+    assert arena.runs_with_arena(tflite_bytes, measured - arena.ALIGNMENT) is False
+    # The search continues past a too small first guess instead of giving up.
+    assert converters.measure_arena_size(tflite_bytes, upper=measured // 2 // 16 * 16) == measured

@@ -179,6 +179,12 @@ def build_parser():
                         "%(default)s)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+    export.add_argument("--verify", default="",
+                        help="build the mcu bundle's firmware against TFLite Micro, run it and "
+                        "check it bit for bit against Python TFLM: comma-separated among host, "
+                        "cortex-m4, cortex-m3 (Cortex-M run under qemu-system-arm)")
+    export.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
+                        help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -378,6 +384,7 @@ def _cmd_export(args):
     targets = _targets(args.target)
     if not targets:
         raise UsageError("--target needs at least one of pi, android, mcu")
+    verify = _verify_targets(args.verify, targets, args.tflm_dir)
     out_dir = _check_out_dir(args.out)
     model = _load_keras_model(args.model)
     (x_train, _), (x_test, y_test) = _load_data(args.dataset, seed=args.seed)
@@ -406,9 +413,72 @@ def _cmd_export(args):
     result = converters.evaluate(tflite, x_test, y_test, "litert")
     print(
         f"int8 .tflite {len(tflite):,} bytes, LiteRT test accuracy {result['accuracy']:.4f}, "
-        f"{result['latency_ms_mean']:.4f} ms per example"
+        f"{_latency_text(result)}"
     )
-    return 0
+    all_exact = True
+    for target in verify:
+        try:
+            firmware = converters.verify_mcu(
+                os.path.join(out_dir, "mcu"), args.tflm_dir, target
+            )
+        except (ValueError, converters.FirmwareError) as e:
+            raise UsageError(str(e)) from e
+        print(_firmware_text(firmware))
+        all_exact = all_exact and firmware.bit_exact
+    return 0 if all_exact else 1
+
+
+def _verify_targets(text, targets, tflm_dir):
+    from tfdynhp.converters import firmware
+
+    verify = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in verify if t not in firmware.TARGETS]
+    if unknown:
+        raise UsageError(
+            f"--verify: unknown target(s) {', '.join(unknown)}; expected among "
+            f"{', '.join(firmware.TARGETS)}"
+        )
+    if verify and "mcu" not in targets:
+        raise UsageError("--verify builds the mcu bundle: add mcu to --target")
+    if verify and not tflm_dir:
+        raise UsageError(
+            "--verify needs a TensorFlow Lite Micro source tree: pass --tflm-dir or set "
+            "TFLM_DIR (git clone https://github.com/tensorflow/tflite-micro)"
+        )
+    return verify
+
+
+def _latency_text(result):
+    batched = result.get("batched_ms_per_example")
+    return (
+        f"{result['latency_batch1_ms']:.4f} ms per invoke at batch 1 (tight loop), "
+        + (
+            f"{batched:.4f} ms per example batched ({result['batched_batch_size']})"
+            if batched is not None
+            else f"no batched figure ({result['batched_note']})"
+        )
+    )
+
+
+def _firmware_text(r):
+    speed = (
+        f"{r.instructions_per_inference:,.0f} instructions per inference (QEMU -icount; not "
+        "cycle-accurate)"
+        if r.instructions_per_inference is not None
+        else f"{r.host_ns_per_inference / 1e3:.1f} us per inference on this host"
+    )
+    extra = (
+        f" + stack {r.stack_used_bytes:,} + heap {r.heap_used_bytes:,}"
+        if r.stack_used_bytes is not None
+        else ""
+    )
+    return (
+        f"mcu firmware {r.target}: "
+        + ("bit-exact" if r.bit_exact else f"MISMATCH on vectors {list(r.mismatched_vectors)}")
+        + f" vs Python TFLM on {r.num_vectors} test vectors; flash {r.flash_bytes:,} B, RAM "
+        f"{r.ram_total_bytes:,} B (data+bss {r.ram_static_bytes:,}{extra}); {speed}; build "
+        f"{r.build_seconds:.1f} s, run {r.run_seconds:.1f} s"
+    )
 
 
 def _cmd_evaluate(args):
@@ -422,6 +492,10 @@ def _cmd_evaluate(args):
     if args.limit is not None:
         x_test, y_test = x_test[: args.limit], y_test[: args.limit]
     try:
+        from tfdynhp import inputs
+
+        shape = converters.read_model_info(tflite).inputs[0].shape[1:]
+        x_test = inputs.shape_for(x_test, shape, args.dataset)
         result = converters.evaluate(tflite, x_test, y_test, args.runtime)
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -432,8 +506,8 @@ def _cmd_evaluate(args):
         print(
             f"{args.runtime}: accuracy {result['accuracy']:.4f} (error "
             f"{100 * (1 - result['accuracy']):.2f} %) on {result['num_samples']} examples, "
-            f"latency {result['latency_ms_mean']:.4f} ms mean, "
-            f"{result['latency_ms_p95']:.4f} ms p95 per example"
+            f"{_latency_text(result)}; Python round trip {result['roundtrip_ms_mean']:.4f} "
+            "ms per example"
         )
     return 0
 

@@ -215,8 +215,19 @@ def summary_markdown(summary):
         if key in summary:
             lines.append(f"| {label} | {_format(summary[key], how)} |")
     litert = summary.get("exports", {}).get("litert")
-    if litert:
-        lines.append(f"| LiteRT latency per sample (ms) | {litert['latency_ms_mean']:.4f} |")
+    if litert and "latency_batch1_ms" in litert:
+        lines.append(f"| LiteRT invoke at batch 1 (ms) | {litert['latency_batch1_ms']:.4f} |")
+        batched = litert.get("batched_ms_per_example")
+        if batched is not None:
+            lines.append(
+                f"| LiteRT batched invoke, per example (ms, batch "
+                f"{litert['batched_batch_size']}) | {batched:.4f} |"
+            )
+    elif litert:  # summaries written before batch-1 and batched timing existed
+        lines.append(
+            f"| LiteRT latency per sample, Python round trip (ms) | "
+            f"{litert['latency_ms_mean']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -462,7 +462,8 @@ def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, se
 
     Returns:
         `(tflite_bytes, results)`: `results` maps each target to its written files, plus
-        `"litert"` (and `"tflm"`) to `{accuracy, latency, ...}`.
+        `"litert"` (and `"tflm"`) to `{accuracy, latency_batch1_ms, batched_ms_per_example,
+        ...}` (`converters.evaluate`).
     """
     from tfdynhp import converters
 
