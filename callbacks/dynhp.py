@@ -33,8 +33,9 @@ class DynHPCallback(keras.callbacks.Callback):
     With a `target` ("32k params", "2.5M macs", "40KB", "900KB memory", or a
     `tfdynhp.targets.Target`) the model is brought to it by `target_epoch` (see
     `tfdynhp.targets`): the amount due follows a cubic schedule, `lambda` is raised or lowered
-    every epoch so that the gates close about as many units as the schedule asks, and units
-    the gates left open are removed lowest activation rate first when they did not; from
+    every epoch so that the gates close about as many units as the schedule asks, and each
+    epoch removes the units of lowest activation rate until the model is at the amount due
+    (more than `threshold` removes when the gates lag, fewer when they run ahead); from
     `target_epoch` on the gates are frozen at their test-time values and the narrowed model is
     fine-tuned (`final_phase="freeze"`). The gates' penalty then counts what a unit costs in
     the target's resource, unless `penalty` says otherwise.

@@ -13,7 +13,6 @@ from tfdynhp.converters import c_source
 
 from tfdynhp import architectures as arch
 from tfdynhp import complexity
-from tfdynhp.training import build_mlp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
 import arch_table
@@ -107,15 +106,14 @@ def test_mobilenet_and_resnet_shapes():
     assert output_shape(arch.resnet8((32, 64, 3)), "avg_pool") == (1, 2, 64)
 
 
-def test_mlp_is_build_mlp():
-    ours, theirs = (
-        arch.mlp(64, hidden=(12, 8), num_classes=5, seed=3),
-        build_mlp(64, (12, 8), 5, seed=3),
-    )
-    assert ours.name == theirs.name == "mlp_64_12_8_5"
-    assert [layer.name for layer in ours.layers] == [layer.name for layer in theirs.layers]
-    for a, b in zip(ours.get_weights(), theirs.get_weights()):
-        np.testing.assert_array_equal(a, b)
+def test_mlp_names_its_layers_and_is_lenet_300_100_by_default():
+    ours = arch.mlp(64, hidden=(12, 8), num_classes=5, seed=3)
+    assert ours.name == "mlp_64_12_8_5"
+    assert [layer.name for layer in ours.layers] == ["dense_0", "dense_1", "output"]
+    lenet = arch.mlp(784)
+    assert [layer.units for layer in lenet.layers] == [300, 100, 10]
+    assert lenet.count_params() == 266_610  # METHOD.md section 4
+    assert lenet.layers[-1].get_config()["activation"] == "softmax"
     assert arch.mlp(10, hidden=()).count_params() == 10 * 10 + 10
 
 

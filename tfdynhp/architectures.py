@@ -90,8 +90,7 @@ def mlp(input_dim, hidden=(300, 100), num_classes=10, seed=0):
 
     `input_dim - hidden... - num_classes` Dense layers, ReLU hidden layers, softmax output
     (LeCun et al., 1998, "Gradient-based learning applied to document recognition": LeNet-300-100;
-    the DynHP paper's model). Same structure, names and initialisation as
-    `tfdynhp.training.build_mlp`: `dense_0`, `dense_1`, ..., `output`, Glorot-uniform kernels
+    the DynHP paper's model). Layers `dense_0`, `dense_1`, ..., `output`, Glorot-uniform kernels
     seeded `seed`, `seed + 1`, ..., zero biases.
 
     Parameters: published 266,610 (LeNet-300-100 on 784 inputs, "267K" in Han et al., 2015,

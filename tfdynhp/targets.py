@@ -12,9 +12,10 @@ pure where they can be, that `DynHPCallback(target=...)` puts together each epoc
   the constraint `R <= T_e` taken in `log(lambda)`, which keeps `lambda > 0` and makes the step
   independent of `lambda`'s scale (any dataset size, any resource). When the gates close
   fewer units than the schedule asks, `lambda` grows; when they close more, it shrinks;
-- `units_to_meet`: the guarantee: if the gates alone have not reached `T_e`, the units with
-  the lowest scores are removed until the model fits (the gates' own choice, completed).
-  Since units never come back, a model that reached the target stays within it.
+- `units_to_meet`: what is removed: the units with the lowest scores (gate activation rates)
+  until the model is at `T_e`, and no further: the gates' own choice, completed when they
+  lag the schedule and held back when they run ahead of it (a unit removed too early cannot
+  come back). Since units never come back, a model that reached the target stays within it.
 """
 
 import dataclasses
@@ -310,14 +311,14 @@ class TargetController:
         due = self.scheduled(epoch)
         by_gates = self.measure(model, masks, unit_graph)
         new_lambda = next_lambda(l0_lambda, by_gates, due, self.gain)
-        completed = False
-        if by_gates > due:
-            masks, reached = units_to_meet(
-                groups, scores, masks, due,
-                lambda trial: self.measure(model, trial, unit_graph), self.min_units,
-            )
-            completed = True
-        record = {"scheduled": due, "by_gates": by_gates, "completed": completed}
+        # Remove the lowest-scoring units until the model is at the amount due, no further:
+        # more than the gates closed when they lag the schedule, fewer when they run ahead
+        # (a unit removed too early cannot come back; a closed gate costs nothing meanwhile).
+        masks, _ = units_to_meet(
+            groups, scores, {}, due,
+            lambda trial: self.measure(model, trial, unit_graph), self.min_units,
+        )
+        record = {"scheduled": due, "by_gates": by_gates}
         return masks, new_lambda, record
 
     def freezes_after(self, epoch):

@@ -31,7 +31,7 @@ with strategy.scope():
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
-    model = tfdynhp.gate(base, l0_lambda=40.0, drop_rate_init=0.5, seed=0)
+    model = tfdynhp.gate(base, seed=0)
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
 callback = DynHPCallback(threshold=0.5)
 history = model.fit(x, y, batch_size=64, epochs=5, verbose=0, callbacks=[callback])
