@@ -148,8 +148,8 @@ def build_parser():
     train.add_argument("--penalty", choices=("units", "params", "macs", "memory"),
                        default=None,
                        help="what a unit costs in the L0 penalty: 'units' counts gates, the "
-                       "others what removing a unit saves (default: "
-                       f"{defaults['penalty']}; a target uses its own resource)")
+                       "others what removing a unit saves (default: units; with a target, "
+                       "the target's resource)")
     train.add_argument("--threshold", type=_unit_float, default=None,
                        help="minimum gate activation rate to keep a unit (default: "
                        f"{defaults['threshold']})")

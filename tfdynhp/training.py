@@ -54,7 +54,7 @@ DEFAULTS = {
     "lr_schedule": "cosine",
     "l0_lambda": 1.0,
     "drop_rate_init": 0.05,
-    "penalty": "units",
+    "penalty": None,  # "units", or a target's own resource
     "threshold": 0.5,
     "alpha_bs": 0.98,
     "accounting": "paper",
@@ -172,7 +172,8 @@ class RunConfig:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}. Expected one of "
                              f"{list(LR_SCHEDULES)}.")
         memory.check_accounting(self.accounting)
-        resources.check_resource(self.penalty)
+        if self.penalty is not None:
+            resources.check_resource(self.penalty)
         if self.budget is not None and not dynhp:
             raise ValueError(f"A budget applies to mode 'dynhp' only (mode {self.mode!r}).")
         self.budget = None if self.budget is None else budget_lib.parse_budget(self.budget)
@@ -305,6 +306,7 @@ def method_callbacks(config, verbose=0):
             accounting=config.accounting,
             target=config.target,
             target_epoch=config.target_epoch,
+            penalty=config.penalty,
             verbose=verbose,
         ))
     recorder = _EpochRecorder()
@@ -400,7 +402,8 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
         model = base if tfdynhp.is_gated_model(base) else tfdynhp.gate(
             base, seed=config.seed, l0_lambda=config.l0_lambda,
             drop_rate_init=config.drop_rate_init,
-            first_layer_drop_rate=config.first_layer_drop_rate, penalty=config.penalty,
+            first_layer_drop_rate=config.first_layer_drop_rate,
+            penalty=config.penalty or "units",
         )
     callbacks, recorder = method_callbacks(config, verbose)
     if out_dir is not None:
