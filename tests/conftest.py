@@ -38,7 +38,6 @@ def make_mlp(inputs, hidden, outputs, batchnorm=False, dropout=0.0):
 @pytest.fixture
 def gated_digits_model(digits):
     keras.utils.set_random_seed(0)
-    x, _, _, _ = digits
     model = tfdynhp.gate(make_mlp(64, [48, 24], 10), l0_lambda=1.0, drop_rate_init=0.5, seed=0)
     model.compile(
         keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"]

@@ -87,7 +87,7 @@ def test_units_to_meet_removes_the_lowest_scores_and_no_more():
     kept = [scores[n][i] for n, m in masks.items() for i in np.flatnonzero(m)]
     assert max(s for s, _, _ in removed) <= min(kept)  # lowest scores first
     # One unit fewer would not have been enough.
-    last_score, last_name, last_position = max(removed)
+    _, last_name, last_position = max(removed)
     fewer = {n: m.copy() for n, m in masks.items()}
     fewer[last_name][last_position] = True
     assert params(fewer) > start - 60

@@ -92,7 +92,7 @@ def test_shape_for_reshapes_equal_sizes_and_names_both_shapes_otherwise():
 def test_validation_split_is_stratified_seeded_and_disjoint():
     x = np.arange(200, dtype=np.float32)[:, None]
     y = np.repeat([0, 1, 2, 3], 50)
-    (xt, yt), (xv, yv) = inputs.split_validation(x, y, 0.1, seed=3)
+    (xt, _), (xv, yv) = inputs.split_validation(x, y, 0.1, seed=3)
     assert len(xv) == 20 and np.bincount(yv).tolist() == [5, 5, 5, 5]
     assert not set(xt.ravel()) & set(xv.ravel()) and len(xt) + len(xv) == 200
     (_, _), (xv2, _) = inputs.split_validation(x, y, 0.1, seed=3)

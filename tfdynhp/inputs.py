@@ -125,7 +125,7 @@ def split_validation(x, y, fraction, seed=0):
     held = []
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
-        count = int(round(fraction * len(members)))
+        count = round(fraction * len(members))
         held.extend(rng.permutation(members)[:count])
     held = np.zeros(len(x), bool) if not held else np.isin(np.arange(len(x)), held)
     if held.all() or not held.any():

@@ -43,7 +43,7 @@ def count_examples(x, validation_split=0.0):
             return None
     leaves = keras.tree.flatten(x) if x is not None else []
     if leaves and all(hasattr(leaf, "shape") and len(leaf.shape) for leaf in leaves):
-        return int(math.floor(int(leaves[0].shape[0]) * (1.0 - (validation_split or 0.0))))
+        return math.floor(int(leaves[0].shape[0]) * (1.0 - (validation_split or 0.0)))
     return None
 
 

@@ -151,6 +151,7 @@ class RunConfig:
     accounting: str = None
     target: object = None
     target_epoch: int = None
+    final_phase: str = "freeze"
     validation_split: float = None
     seed: int = 0
     limit_train: int = None
@@ -307,6 +308,7 @@ def method_callbacks(config, verbose=0):
             target=config.target,
             target_epoch=config.target_epoch,
             penalty=config.penalty,
+            final_phase=config.final_phase,
             verbose=verbose,
         ))
     recorder = _EpochRecorder()
@@ -350,7 +352,7 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `model_path` (a user's `.keras` model), `mode`, `epochs`, `batch_size`, `lr`,
             `lr_schedule`, `l0_lambda`, `drop_rate_init`, `first_layer_drop_rate`,
             `penalty`, `threshold`, `budget`, `alpha_bs`, `accounting`, `target`,
-            `target_epoch`, `validation_split`, `seed`, `limit_train`.
+            `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`.
 
     Returns:
         A `TrainResult`.

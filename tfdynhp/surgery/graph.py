@@ -168,10 +168,11 @@ class UnitGraph:
             role = registry.Role(registry.BARRIER, reason=f"shared layer (called {calls} times)")
         if isinstance(layer, keras.Model):
             role = registry.Role(registry.BARRIER, reason="nested model (flatten it first)")
-        if len(outputs) != 1 or (len(inputs) != 1 and role.name not in (registry.MERGE,
-                                                                         registry.CONCAT)):
-            if role.name != registry.BARRIER:
-                role = registry.Role(registry.BARRIER, reason="several inputs or outputs")
+        several = len(outputs) != 1 or (
+            len(inputs) != 1 and role.name not in (registry.MERGE, registry.CONCAT)
+        )
+        if several and role.name != registry.BARRIER:
+            role = registry.Role(registry.BARRIER, reason="several inputs or outputs")
         self.roles[id(node)] = role
         name = role.name
         if name == registry.BARRIER:
@@ -342,7 +343,7 @@ class UnitGraph:
             if role is None:
                 return False
             if role.name == registry.CONCAT:
-                return all([add(t, parent) for t in parent.input_tensors])
+                return all([add(t, parent) for t in parent.input_tensors])  # noqa: C419 (visit all)
             if role.name == registry.FLATTEN or (role.name == registry.PASS and role.homogeneous):
                 return add(parent.input_tensors[0], parent)
             return False
