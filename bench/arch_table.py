@@ -35,16 +35,18 @@ import keras
 import numpy as np
 from tfdynhp.converters import tflite_model
 
+import tfdynhp
 from tfdynhp import architectures, complexity, converters, datasets
+from tfdynhp.callbacks import DynHPCallback
 
 # Short training runs (Adam, learning rate `lr`, default 1e-3): enough optimizer steps (~500
 # for the deep BatchNormalization models, whose moving statistics need that many at Keras'
 # momentum 0.99) for the float model's inference predictions to be well above chance, so that
 # the int8 agreement is not met by near-constant predictions. Chosen by a few runs per model.
 RECIPES = {
-    "mlp": {"data": "fashion-mnist", "samples": 2000, "epochs": 2, "batch_size": 32},
-    "lenet5": {"data": "fashion-mnist", "samples": 2000, "epochs": 2, "batch_size": 32},
-    "ds-cnn": {"samples": 1024, "epochs": 4, "batch_size": 8, "lr": 3e-3},
+    "mlp": {"data": "fashion-mnist", "samples": 6000, "epochs": 3, "batch_size": 32},
+    "lenet5": {"data": "fashion-mnist", "samples": 6000, "epochs": 3, "batch_size": 32},
+    "ds-cnn": {"samples": 1024, "epochs": 6, "batch_size": 8, "lr": 3e-3},
     "mobilenet-v1-0.25": {"samples": 1024, "epochs": 6, "batch_size": 8, "lr": 3e-3},
     "resnet8": {"samples": 1024, "epochs": 2, "batch_size": 16, "lr": 3e-3},
     "fc-autoencoder": {"samples": 1024, "epochs": 4, "batch_size": 8},
@@ -103,7 +105,7 @@ def _dequantized(tflite, x, runtime):
     return tflite_model.dequantize(raw, info), latencies
 
 
-def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True):
+def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True, target=None):
     """Builds, briefly trains, converts and runs one architecture; returns what was measured.
 
     Args:
@@ -112,6 +114,9 @@ def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True):
         eval_samples: held-out examples run through both int8 runtimes. Defaults to `64`.
         seed: seed of the weights, the data and Keras' random state. Defaults to `0`.
         arena: whether to measure the TFLM arena (a few child processes). Defaults to `True`.
+        target: `None` trains the model as it is; a target (e.g. `"50% params"`) gates it
+            (`tfdynhp.gate`), trains it in one fit with `DynHPCallback(target=...)` (met by
+            the last epoch) and measures the stripped model (`tfdynhp.strip`).
 
     Returns:
         A JSON-serialisable dict (plus `"tflite"`: the model's bytes).
@@ -122,8 +127,12 @@ def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True):
         input_shape = (784,)
     keras.utils.set_random_seed(seed)
     model = architectures.build(key, input_shape=input_shape, seed=seed)
-    costs = complexity.model_costs(model)
+    dense_params = model.count_params()
     x, y, x_eval, y_eval, source = training_data(key, model, recipe, seed)
+    callbacks = []
+    if target is not None:
+        model = tfdynhp.gate(model, seed=seed)
+        callbacks = [DynHPCallback(target=target, target_epoch=recipe["epochs"])]
     autoencoder = y is None
     start = time.perf_counter()
     loss = "mse" if autoencoder else "sparse_categorical_crossentropy"
@@ -134,8 +143,12 @@ def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True):
         epochs=recipe["epochs"],
         batch_size=recipe["batch_size"],
         verbose=0,
+        callbacks=callbacks,
     )
     fit_s = time.perf_counter() - start
+    if target is not None:
+        model = tfdynhp.strip(model)
+    costs = complexity.model_costs(model)
     start = time.perf_counter()
     tflite = converters.to_int8_tflite(model, x[:200])
     convert_s = time.perf_counter() - start
@@ -147,6 +160,8 @@ def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True):
         "data": source,
         "published_params": architectures.PUBLISHED_PARAMS[key],
         "params": model.count_params(),
+        "dense_params": dense_params,
+        "target": target,
         "inference_params": costs.inference_params,
         "macs": costs.macs,
         "peak_activation_values": costs.peak_activation_values,
