@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 train: setup
-	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfdynhp train --dataset fashion-mnist --mode dynhp --export pi,android,mcu --out $(OUT)
+	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfdynhp train --dataset fashion-mnist --mode dynhp --target "31744 params" --export pi,android,mcu --out $(OUT)
 
 test: setup
 	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m pytest -q

@@ -170,7 +170,8 @@ def main(argv=None):
     parser.add_argument("--target", default="31744 params",
                         help="target of the DynHP target rows (default: %(default)s)")
     parser.add_argument("--target-epoch", type=int, default=None,
-                        help="epoch the target is met by (default: 70%% of --epochs)")
+                        help="epoch the target is met by (default: DynHPCallback's, two "
+                        "thirds of --epochs, as in the main job)")
     parser.add_argument("--rows", default="dense,sp,hp,dynhp,target,target_nofreeze,tfmot",
                         help="rows to run (default: %(default)s)")
     parser.add_argument("--budget", default=None, help="DynHP budget (default: training's)")
@@ -190,7 +191,7 @@ def main(argv=None):
             args.results = os.path.join(HERE, "results", "quick")
     args.epochs = args.epochs or 50
     args.tfmot_epochs = args.epochs
-    target_epoch = args.target_epoch or max(1, round(0.7 * args.epochs))
+    target_epoch = args.target_epoch
     command = "python bench/paper_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
     os.makedirs(args.results, exist_ok=True)
     print(f"Command: {command.strip()}", flush=True)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages, each only if missing: Fashion-MNIST's IDX files; for building and running
 # the mcu bundle's firmware (converters.verify_mcu, tests/test_firmware.py) a C++ compiler and
-# make (host), the Arm bare-metal toolchain with newlib, and QEMU (Cortex-M3/M4 boards);
+# make (host), the Arm bare-metal toolchain with newlib and its C++ library, and QEMU (Cortex-M3/M4 boards);
 # espeak-ng for the synthetic keyword-spotting data.
 apt_pkgs=""
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_pkgs+=" dataset-fashion-mnist"
@@ -17,6 +17,11 @@ command -v arm-none-eabi-g++ >/dev/null || apt_pkgs+=" gcc-arm-none-eabi"
 if ! command -v arm-none-eabi-gcc >/dev/null \
     || [ "$(arm-none-eabi-gcc -print-file-name=nano.specs)" = nano.specs ]; then
   apt_pkgs+=" libnewlib-arm-none-eabi"
+fi
+# TFLite Micro is C++: the Arm toolchain's C++ standard library for newlib (<cstdio>, ...).
+if ! command -v arm-none-eabi-g++ >/dev/null \
+    || [ "$(arm-none-eabi-g++ -print-file-name=libstdc++_nano.a)" = libstdc++_nano.a ]; then
+  apt_pkgs+=" libstdc++-arm-none-eabi-newlib"
 fi
 command -v qemu-system-arm >/dev/null || apt_pkgs+=" qemu-system-arm"
 # espeak-ng: the speech synthesizer of the synthetic-kws data set (tfdynhp.kws).
