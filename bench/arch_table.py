@@ -33,11 +33,11 @@ sys.path.insert(0, ROOT)
 
 import keras
 import numpy as np
+from tfdynhp.callbacks import DynHPCallback
 from tfdynhp.converters import tflite_model
 
 import tfdynhp
 from tfdynhp import architectures, complexity, converters, datasets
-from tfdynhp.callbacks import DynHPCallback
 
 # Short training runs (Adam, learning rate `lr`, default 1e-3): enough optimizer steps (~500
 # for the deep BatchNormalization models, whose moving statistics need that many at Keras'

@@ -1,8 +1,9 @@
-"""TF Model Optimization baseline: `prune_low_magnitude` on LeNet-300-100 (tf_keras).
+"""TF Model Optimization baseline: `prune_low_magnitude` on LeNet-300-100 or LeNet-5 (tf_keras).
 
 TF-MOT only accepts `tf_keras` models, and importing it switches `tf.keras` to legacy Keras,
 so `bench/paper_table.py` runs this script in its own process with `TF_USE_LEGACY_KERAS=1`.
-It trains the dense MLP with magnitude pruning (polynomial decay from 0 to the target
+It trains the dense model (`--arch mlp`, LeNet-300-100, or `--arch lenet5`, Caffe's LeNet-5 as
+`tfdynhp.architectures.lenet5` builds it) with magnitude pruning (polynomial decay from 0 to the target
 sparsity, ending at 2/3 of the epochs) on the same training subset and validation split as
 `tfdynhp.training.train`, strips the wrappers, writes an int8 `.tflite` and a JSON of the
 measures. Its full training memory is measured on the live model like the other rows
@@ -25,10 +26,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-DENSE_PARAMS = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+
+def build(arch, tf_keras):
+    """The tf_keras twin of `tfdynhp.architectures.mlp` / `lenet5` (same layers and sizes)."""
+    layers = tf_keras.layers
+    if arch == "mlp":
+        return tf_keras.Sequential([
+            tf_keras.Input((784,)),
+            layers.Dense(300, activation="relu"),
+            layers.Dense(100, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ])
+    if arch == "lenet5":
+        return tf_keras.Sequential([
+            tf_keras.Input((28, 28, 1)),
+            layers.Conv2D(20, 5, kernel_initializer="lecun_uniform"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(50, 5, kernel_initializer="lecun_uniform"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(500, activation="relu", kernel_initializer="lecun_uniform"),
+            layers.Dense(10, activation="softmax", kernel_initializer="lecun_uniform"),
+        ])
+    raise ValueError(f"--arch must be 'mlp' or 'lenet5'. Received: {arch!r}")
 
 
-def _load(limit_train, seed, validation_split):
+def _load(limit_train, seed, validation_split, arch="mlp"):
     """The same training subset, validation split and test set as `tfdynhp.training.train`
     with the same seed (`tfdynhp.inputs`)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,8 +59,9 @@ def _load(limit_train, seed, validation_split):
 
     (x, y), (xt, yt) = inputs.load_data("fashion-mnist", limit_train=limit_train, seed=seed)
     (x, y), validation = inputs.split_validation(x, y, validation_split, seed)
-    flat = [a.reshape(len(a), -1) for a in (x, xt, validation[0])]
-    return (flat[0], y), (flat[2], validation[1]), (flat[1], yt)
+    shape = (784,) if arch == "mlp" else (28, 28, 1)
+    x, xt, xv = (a.reshape((len(a),) + shape) for a in (x, xt, validation[0]))
+    return (x, y), (xv, validation[1]), (xt, yt)
 
 
 def _size(variable):
@@ -67,6 +91,7 @@ def _nonzero_params(model):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target-params", type=int, required=True)
+    parser.add_argument("--arch", choices=["mlp", "lenet5"], default="mlp")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -81,17 +106,13 @@ def main(argv=None):
     import tf_keras
 
     tf_keras.utils.set_random_seed(args.seed)
-    (x, y), (xv, yv), (xt, yt) = _load(args.limit_train, args.seed, args.validation_split)
+    (x, y), (xv, yv), (xt, yt) = _load(args.limit_train, args.seed, args.validation_split,
+                                       args.arch)
     os.makedirs(args.out, exist_ok=True)
-    sparsity = float(np.clip(1.0 - args.target_params / DENSE_PARAMS, 0.0, 0.99))
+    base = build(args.arch, tf_keras)
+    sparsity = float(np.clip(1.0 - args.target_params / base.count_params(), 0.0, 0.99))
     steps_per_epoch = int(np.ceil(len(x) / args.batch_size))
     end_step = max(1, int(steps_per_epoch * args.epochs * 2 / 3))
-    base = tf_keras.Sequential([
-        tf_keras.Input((784,)),
-        tf_keras.layers.Dense(300, activation="relu"),
-        tf_keras.layers.Dense(100, activation="relu"),
-        tf_keras.layers.Dense(10, activation="softmax"),
-    ])
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step,
         frequency=max(1, steps_per_epoch // 4),
@@ -144,6 +165,7 @@ def main(argv=None):
 
     result = {
         "method": "tfmot_prune_low_magnitude",
+        "arch": args.arch,
         "target_params": args.target_params,
         "final_sparsity": sparsity,
         "epochs": args.epochs,
