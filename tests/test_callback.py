@@ -185,3 +185,34 @@ def test_budget_too_small_is_refused_with_the_numbers(digits, gated_digits_model
     with pytest.raises(ValueError, match=r"too small: the model needs .* per example"):
         gated_digits_model.fit(tfdynhp.DynamicBatches(x, y, batch_size=16), epochs=1, verbose=0,
                                callbacks=[DynHPCallback(budget="10KB")])
+
+
+def test_gradient_variance_is_switched_off_after_a_dynamic_fit(digits, gated_digits_model):
+    """A later fit of the same model (fixed batch) must not pay for the variance estimate."""
+    x, y, _, _ = digits
+    model = gated_digits_model
+    data = tfdynhp.DynamicBatches(x, y, batch_size=16, seed=0)
+    history = model.fit(data, epochs=1, verbose=0, callbacks=[DynHPCallback(budget="16MB")])
+    assert "grad_variance_l1" in history.history
+    assert not model.tracks_gradient_variance
+    later = model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert "grad_variance_l1" not in later.history
+
+
+def test_budget_with_a_dataset_of_unknown_batch_is_refused_and_nothing_changes(digits):
+    import tensorflow as tf
+
+    x, y, _, _ = digits
+    # The number of examples is given, so only the batch size is unknown.
+    model = tfdynhp.gate(make_mlp(64, [48, 24], 10), dataset_size=len(x), seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    weights = model.get_weights()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)  # last batch is smaller
+    with pytest.raises(tfdynhp.validation.ConfigurationError,
+                       match=r"budget needs the batch size.*drop_remainder=True"):
+        model.fit(dataset, epochs=1, verbose=0, callbacks=[DynHPCallback(budget="16MB", dynamic_batch=False)])
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    # A static batch is accepted.
+    static = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+    model.fit(static, epochs=1, verbose=0, callbacks=[DynHPCallback(budget="16MB", dynamic_batch=False)])

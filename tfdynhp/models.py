@@ -176,6 +176,10 @@ class GatedModel(keras.Model):
     def disable_gradient_variance(self):
         """Stops reporting the gradient-variance metrics (and paying for them)."""
         if self._variance_trackers is not None:
+            # Keras tracked the two metrics when they were assigned; untrack them too, or
+            # later fits would keep logging them (as zeros).
+            trackers = self._variance_trackers
+            self._metrics[:] = [m for m in self._metrics if all(m is not t for t in trackers)]
             self._variance_trackers = None
             self.train_function = None
 
