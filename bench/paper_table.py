@@ -42,7 +42,7 @@ import keras
 from tfdynhp.converters import arena
 
 from tfdynhp import budget as budget_lib
-from tfdynhp import complexity, converters, training
+from tfdynhp import complexity, converters, inputs, training
 
 PAPER_MODEL_BAR = budget_lib.paper_mbytes_to_bytes(0.124)  # 126,976 bytes
 PAPER_MEMORY_BAR = budget_lib.paper_mbytes_to_bytes(0.611)  # 625,664 bytes
@@ -74,6 +74,8 @@ def run_row(name, options, data, args):
         keras_verbose=0, seed=args.seed, **options,
     )
     (x_train, _), (x_test, y_test) = data
+    input_shape = result.stripped.input_shape[1:]
+    x_train, x_test = (inputs.shape_for(x, input_shape) for x in (x_train, x_test))
     tflite = converters.to_int8_tflite(
         result.stripped, training.representative_subset(x_train, seed=args.seed)
     )
@@ -110,6 +112,7 @@ def run_tfmot(target_params, data_args, args, dense_macs=None):
     with open(summary["tflite_path"], "rb") as f:
         tflite = f.read()
     _, (x_test, y_test) = data_args
+    x_test = x_test.reshape(len(x_test), -1) if args.arch == "mlp" else x_test
     summary.update(_tflite_measures(tflite, x_test, y_test, args.latency_samples))
     summary["row"] = "tfmot"
     summary["mode"] = "tfmot"
@@ -252,8 +255,9 @@ def main(argv=None):
     matched = [r for r in rows if r["row"] == "dynhp_target"] or [
         r for r in rows if r.get("mode") == "dynhp"]
     if "tfmot" in wanted:
+        config = training.RunConfig(arch=args.arch, hidden=training.DEFAULTS["hidden"])
         dense_macs = complexity.model_costs(
-            training.build_model(training.RunConfig(arch=args.arch), data[0][0].shape[1:], 10)
+            training.build_model(config, data[0][0].shape[1:], 10)
         ).macs
         row = run_tfmot(matched[0]["params"] if matched else 31744, data, args, dense_macs)
         rows.append(row)
