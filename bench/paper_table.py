@@ -108,7 +108,8 @@ def run_tfmot(target_params, data_args, args, dense_macs=None):
         return {"row": "tfmot", "error": completed.stderr.strip().splitlines()[-1:]}
     with open(os.path.join(out_dir, "result.json")) as f:
         summary = json.load(f)
-    summary.pop("history", None)
+    history = summary.pop("history", None) or [{}]
+    summary["final_val_error"] = history[-1].get("val_error")
     with open(summary["tflite_path"], "rb") as f:
         tflite = f.read()
     _, (x_test, y_test) = data_args
