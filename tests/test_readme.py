@@ -1,4 +1,4 @@
-"""The README's Keras example runs (on a Fashion-MNIST subset, for 2 epochs)."""
+"""The README's Keras example runs (on a Fashion-MNIST subset, for 3 epochs) and prunes."""
 
 import pathlib
 import re
@@ -13,7 +13,7 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_keras_example_runs(monkeypatch, tmp_path):
     text = README.read_text()
     block = re.search(r"```python\n(import keras\nimport tfdynhp\n.*?)```", text, re.DOTALL).group(1)
-    assert "DynHPCallback(budget=" in block and "tfdynhp.strip(model)" in block
+    assert "DynHPCallback(target=" in block and "tfdynhp.strip(model)" in block
     real_load = tfdynhp.datasets.load
 
     def subset(name, **kwargs):
@@ -23,9 +23,13 @@ def test_readme_keras_example_runs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(tfdynhp.datasets, "load", subset)
     monkeypatch.chdir(tmp_path)
-    block = block.replace("epochs=50", "epochs=2").replace("(1e-3, 50)", "(1e-3, 2)")
+    assert "epochs=10" in block
+    block = block.replace("epochs=10", "epochs=3")
     namespace = {}
     exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 (our own README)
-    assert (tmp_path / "history.csv").read_text().count("\n") == 3
-    assert not tfdynhp.is_gated_model(namespace["plain"])
-    assert namespace["plain"].predict(namespace["x_test"][:4], verbose=0).shape == (4, 10)
+    assert (tmp_path / "history.csv").read_text().count("\n") == 4
+    plain, base = namespace["plain"], namespace["base"]
+    assert not tfdynhp.is_gated_model(plain)
+    # "10% params", met by epoch 2 of 3: the stripped model is at most a tenth of the base.
+    assert plain.count_params() <= 0.1 * base.count_params()
+    assert plain.predict(namespace["x_test"][:4], verbose=0).shape == (4, 10)
