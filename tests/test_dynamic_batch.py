@@ -98,6 +98,9 @@ def test_logs_budget_and_memory_keys(digits, accounting):
     logs = {k: v[-1] for k, v in history.history.items()}
     assert logs["dynhp/budget_bytes"] == 2_000_000
     assert logs["dynhp/memory_bytes"] == logs[f"dynhp/{accounting}_memory_bytes"]
+    # The paper's accounting, by hand: float32 weights plus one float32 input batch.
+    assert logs["dynhp/paper_memory_bytes"] == 4 * (logs["dynhp/params"] + 8 * 64)
+    assert logs["dynhp/full_memory_bytes"] > logs["dynhp/paper_memory_bytes"]
     assert logs["grad_variance_l1"] > 0 and logs["dynhp/batch_size"] == 8
     assert "val_grad_variance_l1" not in logs and "val_loss" in logs
 
