@@ -52,6 +52,7 @@ import warnings
 
 import keras
 
+from tfdynhp.layer_kinds import SPATIAL_RESIZING
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 
 PADDINGS = ("valid", "same", "causal", "full")
@@ -468,15 +469,7 @@ _SHAPE_ONLY = (
     keras.layers.Reshape,
     keras.layers.Permute,
     keras.layers.RepeatVector,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Cropping3D,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-    keras.layers.UpSampling3D,
+    *SPATIAL_RESIZING,
     keras.layers.Concatenate,
     SelectFeatures,
     HardConcreteGate,

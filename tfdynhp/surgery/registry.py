@@ -31,6 +31,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfdynhp.layer_kinds import SPATIAL_RESIZING
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 
 MIXING = "mixing"
@@ -343,14 +344,6 @@ for _pass in (
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
     keras.layers.GlobalMaxPooling3D,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Cropping3D,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-    keras.layers.UpSampling3D,
+    *SPATIAL_RESIZING,
 ):
     register(_pass, _HOMOGENEOUS)
