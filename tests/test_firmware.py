@@ -78,17 +78,23 @@ def mlp_bundle(pruned_mlp, digits, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def conv_tflite(digits):
+    """A small LeNet-like CNN, gated and pruned to half its parameters in one DynHP fit."""
     x, y, _, _ = digits
     images = x.reshape(-1, 8, 8, 1)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, activation="relu"),
-        keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+    base = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(), keras.layers.Conv2D(12, 2, activation="relu"),
+        keras.layers.Flatten(), keras.layers.Dense(24, activation="relu"),
         keras.layers.Dense(10, activation="softmax"),
     ])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(images, y, epochs=2, batch_size=64, verbose=0)
-    return converters.to_int8_tflite(model, images[:200]), images
+    model = tfdynhp.gate(base, seed=0)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(images, y, epochs=4, batch_size=64, verbose=0,
+              callbacks=[DynHPCallback(target="50% params")])
+    stripped = tfdynhp.strip(model)
+    assert stripped.count_params() <= 0.5 * base.count_params()
+    return converters.to_int8_tflite(stripped, images[:200]), images
 
 
 @pytest.fixture(scope="module")
