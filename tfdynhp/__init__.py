@@ -13,7 +13,9 @@ from tfdynhp import (
     datasets,
     gates,
     inputs,
+    lrp,
     memory,
+    probes,
     resources,
     surgery,
     targets,
@@ -24,6 +26,7 @@ from tfdynhp.criteria import GateActivationRate
 from tfdynhp.gating import gate, is_gated_model, strip
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.models import GatedModel
+from tfdynhp.pruning import PruneReport, prune
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.targets import Target
 
@@ -68,8 +71,12 @@ __all__ = [
     "inputs",
     "is_gated_model",
     "memory",
+    "lrp",
     "paper_mbytes",
     "parse_budget",
+    "probes",
+    "prune",
+    "PruneReport",
     "resources",
     "strip",
     "surgery",

@@ -111,7 +111,8 @@ def relevance(model, x, tensors, target=None, epsilon=1e-3):
     logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
     if target is None:
         target = tf.argmax(values[id(output)], axis=-1)
-    mask = tf.one_hot(tf.convert_to_tensor(target, tf.int32), logits.shape[-1], dtype=logits.dtype)
+    target = tf.cast(tf.reshape(tf.convert_to_tensor(target), [-1]), tf.int32)
+    mask = tf.one_hot(target, logits.shape[-1], dtype=logits.dtype)
     relevances = {id(output): tf.reshape(mask * logits, tf.shape(values[id(output)]))}
     for node in reversed(nodes):
         r_out = relevances.get(id(node.outputs[0]))
