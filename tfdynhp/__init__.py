@@ -27,6 +27,7 @@ from tfdynhp.gating import gate, is_gated_model, strip
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.models import GatedModel
 from tfdynhp.pruning import PruneReport, prune
+from tfdynhp.specialization import specialize
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.targets import Target
 
@@ -54,6 +55,7 @@ __all__ = [
     "GatedModel",
     "HardConcreteGate",
     "MemoryBreakdown",
+    "PruneReport",
     "SelectFeatures",
     "Target",
     "apply_keep_masks",
@@ -70,14 +72,14 @@ __all__ = [
     "gates",
     "inputs",
     "is_gated_model",
-    "memory",
     "lrp",
+    "memory",
     "paper_mbytes",
     "parse_budget",
     "probes",
     "prune",
-    "PruneReport",
     "resources",
+    "specialize",
     "strip",
     "surgery",
     "targets",
