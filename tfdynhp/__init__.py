@@ -37,10 +37,10 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy: `tfdynhp.callbacks` imports the core, so the core cannot import it eagerly; the
     # converters and the training helpers import TFLite runtimes and matplotlib on demand.
-    if name == "DynHPCallback":
-        from tfdynhp.callbacks import DynHPCallback
+    if name in ("DynHPCallback", "ActivationDensityCallback"):
+        from tfdynhp import callbacks
 
-        return DynHPCallback
+        return getattr(callbacks, name)
     if name in ("callbacks", "converters", "training", "reports"):
         import importlib
 
@@ -49,6 +49,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ActivationDensityCallback",
     "DynHPCallback",
     "DynamicBatches",
     "GateActivationRate",
