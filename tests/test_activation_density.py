@@ -52,8 +52,8 @@ def test_widths_follow_activation_density_during_one_fit(digits):
     history = model.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[callback])
     units = {"c1": 12, "c2": 16, "fc": 32}
     for record in callback.history[:3]:
-        for name in units:
-            expected = next_width(record[f"ad/density/{name}"], units[name])
+        for name, width in list(units.items()):
+            expected = next_width(record[f"ad/density/{name}"], width)
             assert record[f"ad/units/{name}"] == expected
             units[name] = expected
     assert callback.history[3]["ad/units/fc"] == units["fc"]  # resizing stopped

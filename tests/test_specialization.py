@@ -12,7 +12,7 @@ from tfdynhp.specialization import remap_labels, slice_head
 
 @pytest.fixture(scope="module")
 def trained_digits(digits):
-    x, y, x_test, y_test = digits
+    x, y = digits[:2]
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), layers.Dense(48, activation="relu"),
                               layers.Dense(24, activation="relu"),
