@@ -9,6 +9,7 @@ from tfdynhp import (
     batch_size,
     budget,
     complexity,
+    complexity_pruning,
     criteria,
     datasets,
     gates,
@@ -21,6 +22,7 @@ from tfdynhp import (
     targets,
 )
 from tfdynhp.batches import DynamicBatches
+from tfdynhp.complexity_pruning import complexity_prune
 from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
 from tfdynhp.criteria import GateActivationRate
 from tfdynhp.gating import gate, is_gated_model, strip
@@ -65,6 +67,8 @@ __all__ = [
     "budget",
     "callbacks",
     "complexity",
+    "complexity_prune",
+    "complexity_pruning",
     "converters",
     "criteria",
     "datasets",
