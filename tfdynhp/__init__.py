@@ -22,8 +22,8 @@ from tfdynhp import (
     targets,
 )
 from tfdynhp.batches import DynamicBatches
-from tfdynhp.complexity_pruning import complexity_prune
 from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
+from tfdynhp.complexity_pruning import complexity_prune
 from tfdynhp.criteria import GateActivationRate
 from tfdynhp.gating import gate, is_gated_model, strip
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
