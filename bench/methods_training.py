@@ -27,12 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import tfdynhp  # noqa: E402
-from tfdynhp import architectures, complexity, datasets  # noqa: E402
-from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback  # noqa: E402
+import tfdynhp
+from tfdynhp import architectures, complexity, datasets
+from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback
 
 METHODS = ["dense", "dynhp", "activation_density", "pa", "fa", "ma"]
 

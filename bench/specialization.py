@@ -22,13 +22,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import tfdynhp  # noqa: E402
-from tfdynhp import architectures, datasets  # noqa: E402
-from tfdynhp.converters import quantize, runtimes  # noqa: E402
-from tfdynhp.specialization import remap_labels, slice_head  # noqa: E402
+import tfdynhp
+from tfdynhp import architectures, datasets
+from tfdynhp.converters import quantize, runtimes
+from tfdynhp.specialization import remap_labels, slice_head
 
 CLASS_SETS = {2: [7, 9], 3: [0, 2, 6], 5: [1, 3, 5, 7, 8]}  # sneaker/boot; shirt-like; mixed
 CRITERIA = ["magnitude", "taylor", "lrp", "activation_density", "random"]
