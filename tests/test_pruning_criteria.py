@@ -75,6 +75,29 @@ def test_lrp_epsilon_rule_by_hand():
                                (r1 + r2_pred) / 2, rtol=1e-5)
 
 
+def test_lrp_alpha_beta_rule_by_hand():
+    # Example 1, class 0: every z_ij = h_i W2[i, 0] > 0: R = alpha * [2, 2] * 4 / 4.
+    # Example 2, class 1: z_ij = [1.5 * -1, 0]: only negative parts; z- = -1.5, R = -1.5:
+    #   R_0 = -beta * (-1.5 / -1.5) * -1.5 = 1.5 beta.
+    for alpha, expected in ((1.0, [1.0, 1.0]), (2.0, [(4 + 1.5) / 2, 2.0])):
+        scores = criteria.LRP(rule="alpha_beta", alpha=alpha).scores(tiny(), (X, Y))
+        np.testing.assert_allclose(scores["hidden"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="alpha_beta"):
+        criteria.LRP(rule="z+")
+
+
+def test_lrp_alpha1_beta0_conserves_relevance_through_folded_bn():
+    """With alpha=1, beta=0 and no biases, every active unit passes all its relevance on."""
+    model = _conv_bn_model()
+    bn = next(la for la in model.layers if isinstance(la, layers.BatchNormalization))
+    bn.moving_variance.assign(np.array([0.5, 2.0, 1.0, 3.0], "float32"))
+    x = np.random.default_rng(1).random((4, 6, 6, 2)).astype("float32")
+    scores = criteria.LRP(rule="alpha_beta", alpha=1.0, epsilon=1e-9).scores(model, x)
+    logit = model.predict(x, verbose=0).max(1).mean()
+    np.testing.assert_allclose(scores["conv_a"].sum(), logit, rtol=1e-3)
+    np.testing.assert_allclose(scores["fc"].sum(), logit, rtol=1e-3)
+
+
 def _conv_bn_model(seed=0):
     init = keras.initializers.GlorotUniform(seed)
     inputs = keras.Input((6, 6, 2))

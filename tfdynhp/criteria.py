@@ -263,18 +263,28 @@ class LRP(_SiteCriterion):
     signed: units that argue against the class score lowest.
 
     Args:
-        epsilon: the rule's stabilizer. Defaults to `1e-3`.
+        epsilon: the epsilon rule's stabilizer. Defaults to `1e-3`.
+        rule: "epsilon", or "alpha_beta" (Dense and Conv layers; others keep epsilon).
+            Defaults to "epsilon".
+        alpha: the alpha-beta rule's `alpha`; `beta = alpha - 1`. Defaults to 1.
         batch_size: examples per pass. Defaults to 128.
     """
 
     name = "lrp"
 
-    def __init__(self, epsilon=1e-3, batch_size=128):
+    def __init__(self, epsilon=1e-3, rule="epsilon", alpha=1.0, batch_size=128):
         super().__init__(batch_size)
         self.epsilon = float(check_real("epsilon", epsilon))
+        if rule not in ("epsilon", "alpha_beta"):
+            raise ValueError(f"Expected `rule` to be 'epsilon' or 'alpha_beta'. Received: "
+                             f"{rule!r}")
+        self.rule = rule
+        self.alpha = float(check_real("alpha", alpha, 1.0))
 
     def _batch(self, model, x, y, tensors):
-        relevances = lrp_lib.relevance(model, x, tensors, target=y, epsilon=self.epsilon)
+        relevances = lrp_lib.relevance(model, x, tensors, target=y, epsilon=self.epsilon,
+                                       rule=self.rule, alpha=self.alpha,
+                                       beta=self.alpha - 1.0)
         out = {}
         for t in tensors:
             r = relevances.get(id(t))
@@ -283,7 +293,8 @@ class LRP(_SiteCriterion):
         return out
 
     def get_config(self):
-        return {"epsilon": self.epsilon, "batch_size": self.batch_size}
+        return {"epsilon": self.epsilon, "rule": self.rule, "alpha": self.alpha,
+                "batch_size": self.batch_size}
 
 
 class Random:

@@ -12,7 +12,12 @@ pooling sends a window's relevance to its winner, average pooling shares it). El
 nonlinearities (ReLU, the activation inside Dense or Conv, Softmax) pass relevance on
 unchanged. A BatchNormalization directly after a Dense or Conv with no activation in between
 is folded into it: the pair is one affine map and the rule's denominator is the normalized
-output. Used by `tfdynhp.criteria.LRP` and task specialization (Balemans et al.).
+output.
+
+The alpha-beta rule (`rule="alpha_beta"`, Bach et al. eq. 60) replaces the epsilon rule in
+Dense and Conv layers (BatchNormalization folded into the kernel; biases ignored):
+`R_i = sum_j (alpha z_ij+ / z_j+ - beta z_ij- / z_j-) R_j`, with `z_ij = a_i w_ij` split by
+sign and `alpha - beta = 1`; other layers keep the epsilon rule. Used by `tfdynhp.criteria.LRP` and task specialization (Balemans et al.).
 """
 
 import keras
@@ -79,7 +84,46 @@ def _folds(nodes):
     return folds
 
 
-def relevance(model, x, tensors, target=None, epsilon=1e-3):
+_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+                  keras.layers.Conv3D)
+
+
+def _linear_map(layer, a, kernel):
+    """`layer`'s map of `a` with `kernel` instead of its own, without bias or activation."""
+    if isinstance(layer, keras.layers.Dense):
+        return tf.tensordot(a, kernel, 1)
+    return keras.ops.conv(a, kernel, strides=layer.strides, padding=layer.padding,
+                          data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+
+
+def _folded_kernel(layer, bn):
+    kernel = tf.convert_to_tensor(layer.kernel)
+    if bn is None:
+        return kernel
+    scale = 1.0 / tf.sqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
+    if bn.scale:
+        scale = scale * tf.convert_to_tensor(bn.gamma)
+    return kernel * scale
+
+
+def _alpha_beta(layer, bn, a, r_out, alpha, beta):
+    kernel = _folded_kernel(layer, bn)
+    kp, kn = tf.maximum(kernel, 0.0), tf.minimum(kernel, 0.0)
+    ap, an = tf.maximum(a, 0.0), tf.minimum(a, 0.0)
+    with tf.GradientTape() as tape:
+        tape.watch([ap, an])
+        zp = _linear_map(layer, ap, kp) + _linear_map(layer, an, kn)
+        zn = _linear_map(layer, ap, kn) + _linear_map(layer, an, kp)
+        tiny = 1e-12
+        sp = tf.stop_gradient(alpha * r_out / (zp + tiny))
+        sn = tf.stop_gradient(beta * r_out / (zn - tiny))
+        objective = tf.reduce_sum(zp * sp) - tf.reduce_sum(zn * sn)
+    gp, gn = tape.gradient(objective, [ap, an])
+    return ap * gp + an * gn
+
+
+def relevance(model, x, tensors, target=None, epsilon=1e-3, rule="epsilon", alpha=1.0,
+              beta=0.0):
     """Relevance reaching each of `tensors` for one batch `x`.
 
     Args:
@@ -87,7 +131,9 @@ def relevance(model, x, tensors, target=None, epsilon=1e-3):
         x: a batch of inputs.
         tensors: symbolic tensors of the model (e.g. `probes.score_sites`).
         target: class index per example; defaults to the predicted class.
-        epsilon: the rule's stabilizer. Defaults to `1e-3`.
+        epsilon: the epsilon rule's stabilizer. Defaults to `1e-3`.
+        rule: "epsilon", or "alpha_beta" for Dense and Conv layers. Defaults to "epsilon".
+        alpha, beta: the alpha-beta rule's weights (`alpha - beta = 1`). Defaults to 1, 0.
 
     Returns:
         `{id(tensor): relevance value}` of the tensor's shape (batch included).
@@ -122,6 +168,10 @@ def relevance(model, x, tensors, target=None, epsilon=1e-3):
         inputs = node.input_tensors
         if isinstance(layer, _NONLINEAR) or id(node) in folded:
             r_in = [r_out]
+        elif rule == "alpha_beta" and isinstance(layer, _KERNEL_LAYERS) and len(inputs) == 1:
+            bn_node = folds.get(id(node))
+            r_in = [_alpha_beta(layer, None if bn_node is None else bn_node.operation,
+                                values[id(inputs[0])], r_out, alpha, beta)]
         else:
             in_values = [values[id(t)] for t in inputs]
             bn_node = folds.get(id(node))
