@@ -230,3 +230,29 @@ def test_prune_a_trained_sequential_mlp_by_taylor_keeps_accuracy(digits):
     model.fit(x, y, epochs=2, batch_size=64, verbose=0)
     assert model.count_params() < 0.45 * params
     assert model.evaluate(x_test, y_test, verbose=0)[1] > dense_accuracy - 0.05
+
+
+def test_dynhp_callback_prunes_a_gated_model_by_another_criterion(digits):
+    """`DynHPCallback(criterion="activation_density")`: units below the threshold go at each
+    epoch's end, inside one fit of a gated model."""
+    x, y = digits[:2]
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((64,)), layers.Dense(32, activation="relu"),
+                             layers.Dense(10, activation="softmax")])
+    model = tfdynhp.gate(base, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = tfdynhp.DynHPCallback(criterion="activation_density", threshold=0.3,
+                                     criterion_data=x[:200])
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[callback])
+    stripped = tfdynhp.strip(model)
+    hidden = next(la for la in stripped.layers if isinstance(la, layers.Dense))
+    assert hidden.units < 32
+    density = criteria.ActivationDensity().scores(stripped, x[:200])
+    assert density[hidden.name].min() >= 0.3 - 1e-9 or hidden.units == 1
+
+
+def test_dynhp_callback_refuses_a_data_criterion_without_data():
+    with pytest.raises(ValueError, match="pass `data=x`"):
+        tfdynhp.DynHPCallback(criterion="taylor")
+    with pytest.raises(ValueError, match="Unknown criterion"):
+        tfdynhp.DynHPCallback(criterion="l9")
