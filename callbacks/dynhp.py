@@ -6,7 +6,8 @@ from keras.src.utils import io_utils
 
 from tfdynhp import batch_size as batch_rules
 from tfdynhp import budget as budget_lib
-from tfdynhp import memory, resources, targets
+from tfdynhp import criteria as criteria_lib
+from tfdynhp import memory, probes, resources, targets
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
@@ -61,7 +62,11 @@ class DynHPCallback(keras.callbacks.Callback):
         prune: `False` trains the gates without removing anything (the paper's soft-pruning
             baseline, SP). Defaults to `True`.
         criterion: a callable `criterion(group) -> scores` with a `threshold` attribute; units
-            scoring below it go. Defaults to `GateActivationRate(threshold)`.
+            scoring below it go. Or a criterion name / object of `tfdynhp.criteria`
+            ("magnitude", "taylor", "lrp", "activation_density", "random") scored on the whole
+            model at each pruning epoch; units below `threshold` go. Defaults to
+            `GateActivationRate(threshold)`.
+        criterion_data: `x` or `(x, y)` for a criterion that reads data. Defaults to `None`.
         budget: memory budget in bytes or as a string ("1MB", "512KiB", "0.6MiB"). `None` for
             no budget. Defaults to `None`.
         alpha_bs: `alpha_bs` of the batch-size rule, in [0, 1]. Defaults to `0.98`.
@@ -103,6 +108,7 @@ class DynHPCallback(keras.callbacks.Callback):
         frequency=1,
         prune=True,
         criterion=None,
+        criterion_data=None,
         budget=None,
         alpha_bs=0.98,
         accounting="full",
@@ -115,12 +121,26 @@ class DynHPCallback(keras.callbacks.Callback):
         verbose=0,
     ):
         super().__init__()
+        if isinstance(criterion, str):
+            options = {"threshold": threshold} if criterion == "gate_rate" else {}
+            criterion = criteria_lib.get(criterion, **options)
         self.criterion = criterion or GateActivationRate(threshold)
-        if not callable(self.criterion) or not hasattr(self.criterion, "threshold"):
+        self._model_scores = callable(getattr(self.criterion, "scores", None)) and not (
+            isinstance(self.criterion, GateActivationRate))
+        if not self._model_scores and (
+            not callable(self.criterion) or not hasattr(self.criterion, "threshold")
+        ):
             raise TypeError(
-                "`criterion` must be callable as criterion(group) -> scores and have a "
-                f"`threshold` attribute. Received: {self.criterion!r}"
+                "`criterion` must be a name (tfdynhp.criteria.CRITERIA), an object with "
+                "`scores(model, data, unit_graph)`, or callable as criterion(group) -> scores "
+                f"with a `threshold` attribute. Received: {self.criterion!r}"
             )
+        self.threshold = float(getattr(self.criterion, "threshold", threshold))
+        self.criterion_data = criterion_data
+        if getattr(self.criterion, "needs_data", False):
+            self.criterion_data = probes.check_data(
+                criterion_data, self.criterion.name, getattr(self.criterion, "needs_labels",
+                                                             False))
         self.min_units = check_integer("min_units", min_units, 1)
         self.frequency = check_integer("frequency", frequency, 1)
         self.prune = bool(prune)
@@ -256,10 +276,16 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def _scores_and_masks(self, groups):
         scores, masks = {}, {}
+        model_scores = (self.criterion.scores(self.model, self.criterion_data)
+                        if self._model_scores else None)
         for group in groups:
-            scores[group.name] = np.asarray(self.criterion(group), np.float64)
+            if model_scores is None:
+                scores[group.name] = np.asarray(self.criterion(group), np.float64)
+            else:
+                scores[group.name] = np.asarray(
+                    model_scores.get(group.name, np.full(group.units, np.nan)), np.float64)
             masks[group.name] = keep_mask(
-                scores[group.name], self.criterion.threshold, self.min_units, group.segments
+                scores[group.name], self.threshold, self.min_units, group.segments
             )
         return scores, masks
 

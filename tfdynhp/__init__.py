@@ -9,21 +9,27 @@ from tfdynhp import (
     batch_size,
     budget,
     complexity,
+    complexity_pruning,
     criteria,
     datasets,
     gates,
     inputs,
+    lrp,
     memory,
+    probes,
     resources,
     surgery,
     targets,
 )
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
+from tfdynhp.complexity_pruning import complexity_prune
 from tfdynhp.criteria import GateActivationRate
 from tfdynhp.gating import gate, is_gated_model, strip
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.models import GatedModel
+from tfdynhp.pruning import PruneReport, prune
+from tfdynhp.specialization import specialize
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.targets import Target
 
@@ -33,10 +39,10 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy: `tfdynhp.callbacks` imports the core, so the core cannot import it eagerly; the
     # converters and the training helpers import TFLite runtimes and matplotlib on demand.
-    if name == "DynHPCallback":
-        from tfdynhp.callbacks import DynHPCallback
+    if name in ("DynHPCallback", "ActivationDensityCallback"):
+        from tfdynhp import callbacks
 
-        return DynHPCallback
+        return getattr(callbacks, name)
     if name in ("callbacks", "converters", "training", "reports"):
         import importlib
 
@@ -45,12 +51,14 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ActivationDensityCallback",
     "DynHPCallback",
     "DynamicBatches",
     "GateActivationRate",
     "GatedModel",
     "HardConcreteGate",
     "MemoryBreakdown",
+    "PruneReport",
     "SelectFeatures",
     "Target",
     "apply_keep_masks",
@@ -59,6 +67,8 @@ __all__ = [
     "budget",
     "callbacks",
     "complexity",
+    "complexity_prune",
+    "complexity_pruning",
     "converters",
     "criteria",
     "datasets",
@@ -67,10 +77,14 @@ __all__ = [
     "gates",
     "inputs",
     "is_gated_model",
+    "lrp",
     "memory",
     "paper_mbytes",
     "parse_budget",
+    "probes",
+    "prune",
     "resources",
+    "specialize",
     "strip",
     "surgery",
     "targets",

@@ -208,6 +208,9 @@ def build_parser():
         "written by 'tfdynhp train', from its history.csv and summary.json.",
     )
     report.add_argument("run_dir", help="a folder written by 'tfdynhp train --out'")
+    from tfdynhp import cli_methods
+
+    _COMMANDS.update(cli_methods.add_parsers(commands))
     return parser
 
 
