@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import keras
 import numpy as np
+from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback
 
 import tfdynhp
 from tfdynhp import architectures, complexity, datasets
-from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback
 
 METHODS = ["dense", "dynhp", "activation_density", "pa", "fa", "ma"]
 

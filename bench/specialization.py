@@ -24,10 +24,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import keras
 import numpy as np
+from tfdynhp.converters import quantize, runtimes
 
 import tfdynhp
 from tfdynhp import architectures, datasets
-from tfdynhp.converters import quantize, runtimes
 from tfdynhp.specialization import remap_labels, slice_head
 
 CLASS_SETS = {2: [7, 9], 3: [0, 2, 6], 5: [1, 3, 5, 7, 8]}  # sneaker/boot; shirt-like; mixed

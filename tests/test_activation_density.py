@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
+from tfdynhp.callbacks.activation_density import next_width
 
 import tfdynhp
-from tfdynhp.callbacks.activation_density import next_width
 
 
 def test_next_width_is_the_ceiling_of_density_times_units():
