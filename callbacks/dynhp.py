@@ -17,7 +17,7 @@ LAMBDA_KEY = "dynhp/lambda"
 TARGET_KEY = "dynhp/target"
 # One training step in VARIANCE_EVERY computes the gradient variance: measured in
 # bench/speed.py, see NOTES-speed.md.
-VARIANCE_EVERY = 1
+VARIANCE_EVERY = 4
 
 
 class DynHPCallback(keras.callbacks.Callback):
