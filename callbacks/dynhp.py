@@ -85,7 +85,7 @@ class DynHPCallback(keras.callbacks.Callback):
         variance_every: with `dynamic_batch`, compute the gradient variance of the batch rule
             on one training step in `variance_every` (the rule uses its epoch mean; see
             `tfdynhp.GatedModel.enable_gradient_variance`); `1` for every step. Defaults to
-            `VARIANCE_EVERY`.
+            `4` (`VARIANCE_EVERY`, measured in `bench/speed.py`).
         verbose: 1 logs one line per epoch with Keras' `print_msg`. Defaults to 0.
 
     Raises:
