@@ -16,6 +16,9 @@ from tfdynhp.validation import ConfigurationError, check_integer, check_real
 
 LAMBDA_KEY = "dynhp/lambda"
 TARGET_KEY = "dynhp/target"
+# One training step in VARIANCE_EVERY computes the gradient variance: measured in
+# bench/speed.py, see NOTES-speed.md.
+VARIANCE_EVERY = 4
 
 
 class DynHPCallback(keras.callbacks.Callback):
@@ -84,6 +87,10 @@ class DynHPCallback(keras.callbacks.Callback):
             `None` (keep training the gates). Defaults to `"freeze"`.
         penalty: the resource the gates' penalty counts (`tfdynhp.resources.RESOURCES`);
             `None` keeps the gates' own unless a target gives one. Defaults to `None`.
+        variance_every: with `dynamic_batch`, compute the gradient variance of the batch rule
+            on one training step in `variance_every` (the rule uses its epoch mean; see
+            `tfdynhp.GatedModel.enable_gradient_variance`); `1` for every step. Defaults to
+            `4` (`VARIANCE_EVERY`, measured in `bench/speed.py`).
         verbose: 1 logs one line per epoch with Keras' `print_msg`. Defaults to 0.
 
     Raises:
@@ -118,6 +125,7 @@ class DynHPCallback(keras.callbacks.Callback):
         target_epoch=None,
         final_phase="freeze",
         penalty=None,
+        variance_every=None,
         verbose=0,
     ):
         super().__init__()
@@ -163,6 +171,9 @@ class DynHPCallback(keras.callbacks.Callback):
             raise ValueError(f"`final_phase` must be 'freeze' or None. Received: {final_phase!r}")
         self.final_phase = final_phase
         self.penalty = None if penalty is None else resources.check_resource(penalty)
+        self.variance_every = check_integer(
+            "variance_every", VARIANCE_EVERY if variance_every is None else variance_every, 1
+        )
         self.verbose = verbose
         self.history = []
         self._data = None
@@ -258,7 +269,7 @@ class DynHPCallback(keras.callbacks.Callback):
         ):
             penalty = targets.PENALTY_FOR_TARGET[self.target.resource]
         if self._data is not None:
-            self.model.enable_gradient_variance()
+            self.model.enable_gradient_variance(every=self.variance_every)
             self.model.make_train_function(force=True)
         self._cost_scale = resources.update_gate_costs(
             self.model, penalty, batch_size=self._epoch_batch_size() or 32

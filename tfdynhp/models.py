@@ -12,7 +12,7 @@ from tfdynhp import variance
 from tfdynhp.batches import DynamicBatches, ignore_ran_out_of_data_warning
 from tfdynhp.layers import HardConcreteGate
 from tfdynhp.surgery import graph
-from tfdynhp.validation import ConfigurationError
+from tfdynhp.validation import ConfigurationError, check_integer
 
 GRADIENT_VARIANCE = "grad_variance_l1"
 VARIANCE_RATIO = "grad_variance_ratio"
@@ -73,7 +73,8 @@ class GatedModel(keras.Model):
       (a generator, a `tf.data` dataset of unknown cardinality): pass `dataset_size` to
       `tfdynhp.gate()` then.
     - After `enable_gradient_variance()` (the DynHP callback calls it when the batch size is
-      dynamic) every training step also reports, as metrics in `logs`:
+      dynamic) every training step (one in `k` with `every=k`) also reports, as metrics in
+      `logs`:
       `grad_variance_l1`, `||S||_1`, the summed unbiased variance of the per-example gradients
       of every Dense, Conv1D/2D and DepthwiseConv layer (Balles et al., 2017, see
       `tfdynhp.variance`), and `grad_variance_ratio`, `||S||_1 / F` with `F` the mini-batch
@@ -87,6 +88,8 @@ class GatedModel(keras.Model):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._variance_trackers = None
+        object.__setattr__(self, "_variance_every", 1)
+        object.__setattr__(self, "_variance_step", None)
         object.__setattr__(self, "_tap_model", None)
         object.__setattr__(self, "_dynhp_fit_data", None)
         object.__setattr__(self, "_dynhp_fit_batch_size", None)
@@ -163,8 +166,26 @@ class GatedModel(keras.Model):
     def tracks_gradient_variance(self):
         return self._variance_trackers is not None
 
-    def enable_gradient_variance(self):
-        """Starts reporting the gradient-variance metrics; rebuilds the train function."""
+    @property
+    def variance_every(self):
+        """`k`: the variance is computed on one training step in `k` (see
+        `enable_gradient_variance`)."""
+        return self._variance_every
+
+    def enable_gradient_variance(self, every=1):
+        """Starts reporting the gradient-variance metrics; rebuilds the train function.
+
+        Args:
+            every: `k`, compute the variance on one step in `k` only: the first step after a
+                metric reset (every epoch start; every `train_on_batch` call by default),
+                then every `k`-th. The logged values are the means over the steps computed,
+                an estimate of the epoch mean the DynHP batch rule uses, at about `1/k` of the
+                variance's cost. `1` computes it on every step. Defaults to `1`.
+
+        Raises:
+            ValueError: if `every` is not a positive integer.
+        """
+        every = check_integer("every", every, 1)
         if self._variance_trackers is None:
             with self.distribute_strategy.scope():
                 self._variance_trackers = (
@@ -172,6 +193,15 @@ class GatedModel(keras.Model):
                     keras.metrics.Mean(name=VARIANCE_RATIO),
                 )
             self.train_function = None
+        if every != self._variance_every:
+            object.__setattr__(self, "_variance_every", every)
+            self.train_function = None
+        if every > 1 and self._variance_step is None:
+            # Not a tracked weight: it is neither saved nor seen by surgery or accounting.
+            with self.distribute_strategy.scope():
+                step = tf.Variable(0, dtype=tf.int64, trainable=False, name="variance_step",
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            object.__setattr__(self, "_variance_step", step)
 
     def disable_gradient_variance(self):
         """Stops reporting the gradient-variance metrics (and paying for them)."""
@@ -182,6 +212,13 @@ class GatedModel(keras.Model):
             self._metrics[:] = [m for m in self._metrics if all(m is not t for t in trackers)]
             self._variance_trackers = None
             self.train_function = None
+
+    def reset_metrics(self):
+        """Keras' metric reset (every epoch start), which also restarts the count of steps
+        `enable_gradient_variance(every=k)` computes the variance on."""
+        super().reset_metrics()
+        if self._variance_step is not None:
+            self._variance_step.assign(0)
 
     def make_train_function(self, force=False):
         if force or self.train_function is None:
@@ -255,10 +292,20 @@ class GatedModel(keras.Model):
         if tracking:
             # F of the batch rule: the data loss, without the L0 penalty and other additional
             # losses, so that the rule does not depend on lambda.
-            penalties = [self.l0_penalty(), *self.losses]
-            data_loss = batch_loss - tf.cast(tf.add_n(penalties), batch_loss.dtype)
-            self._track_variance(tracked, taps, gradients[len(weights) + len(gates):],
-                                 batch_size, loss_scale, data_loss)
+            def track():
+                penalties = [self.l0_penalty(), *self.losses]
+                data_loss = batch_loss - tf.cast(tf.add_n(penalties), batch_loss.dtype)
+                self._track_variance(tracked, taps, gradients[len(weights) + len(gates):],
+                                     batch_size, loss_scale, data_loss)
+                return tf.constant(True)
+
+            if self._variance_every == 1:
+                track()
+            else:
+                step = self._variance_step
+                tf.cond(tf.equal(step % self._variance_every, 0), track,
+                        lambda: tf.constant(False))
+                step.assign_add(1)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _track_variance(self, tracked, taps, deltas, batch_size, loss_scale, data_loss):

@@ -1,0 +1,361 @@
+"""Speed of DynHP training against plain Keras (issue 18), in one run.
+
+Parts (all on a seeded subset of Fashion-MNIST; the machine is shared, so ratios are measured
+side by side, interleaved in rounds):
+
+- `spread`: how far the epoch mean of `||S||_1 / F` computed on one step in `k` is from the
+  every-step mean (k = 1), and what that does to the batch rule's candidate. One DynHP run at
+  k = 1 records every step's value; the k-step means are the means over the steps 0, k, 2k..
+  of each epoch (what `enable_gradient_variance(every=k)` computes on the same trajectory).
+- `epochs`: whole-`fit`-epoch time of `tfdynhp.gate()` + `DynamicBatches` + `DynHPCallback`
+  (batch rule on, no pruning, `alpha_bs=1` so widths and batch stay fixed) over plain Keras
+  `fit` on arrays at the same widths and batch, at batch 16, 128 and 512, for LeNet-300-100
+  and LeNet-5, per setting of the levers (`defaults`; `k=1`, the variance on every step;
+  `batch`, one gate sample per mini-batch; `jit`, `jit_compile=True`).
+- `run`: a real DynHP run (pruning, growing batch) per gate sampling: test accuracy, final
+  widths, time per example at the first and last epoch, against a plain model of the final
+  widths trained at the final batch; plus the wall time of one epoch-end surgery and the
+  retrace of the next step (LeNet-300-100).
+
+    python bench/speed.py [--parts spread,epochs,run] [--quick]
+
+Writes `bench/results/speed.json` and `bench/results/speed.md`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+from tfdynhp.callbacks import DynHPCallback
+from tfdynhp.callbacks.dynhp import VARIANCE_EVERY
+
+import tfdynhp
+from tfdynhp import architectures, datasets
+from tfdynhp.batch_size import variance_batch_candidate
+from tfdynhp.surgery import apply_keep_masks, gated_groups
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RATIO = "grad_variance_ratio"
+SETTINGS = {
+    "defaults": {},
+    "k=1": {"variance_every": 1},
+    "batch": {"sampling": "batch"},
+    "jit": {"jit_compile": True},
+}
+
+
+def load(n_train, n_test, image=False, seed=0):
+    (x, y), (x_test, y_test) = datasets.load_fashion_mnist(flatten=not image)
+    rng = np.random.default_rng(seed)
+    train, test = rng.permutation(len(x))[:n_train], rng.permutation(len(x_test))[:n_test]
+    if image:
+        x, x_test = x[..., None], x_test[..., None]
+    return x[train], y[train], x_test[test], y_test[test]
+
+
+def base_model(arch, seed=0, widths=None):
+    if arch == "mlp":
+        if widths is None:
+            return architectures.mlp(784, seed=seed)
+        return architectures.mlp(widths[0], hidden=widths[1:], seed=seed)
+    return architectures.lenet5(seed=seed)
+
+
+def gated(arch, n_train, sampling="example", seed=0):
+    return tfdynhp.gate(base_model(arch, seed), seed=seed, dataset_size=n_train,
+                        sampling=sampling)
+
+
+def compile_model(model, jit_compile=False):
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
+    return model
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch (put it first: its `on_epoch_end` runs before DynHP's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self.batch_sizes = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class StepRatios(keras.callbacks.Callback):
+    """Every step's own `||S||_1 / F`, recovered from Keras' running epoch mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append([])
+        self._previous = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs[RATIO])
+        self.epochs[-1].append((batch + 1) * mean - batch * self._previous)
+        self._previous = mean
+
+
+# -- spread -----------------------------------------------------------------------------------
+
+def spread(n_train, batch, epochs, ks=(1, 2, 4, 8, 16), alpha_bs=0.98):
+    x, y, _, _ = load(n_train, 1)
+    model = compile_model(gated("mlp", n_train))
+    model.enable_gradient_variance(every=1)
+    steps = StepRatios()
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[steps])
+    rows = []
+    for k in ks:
+        errors, candidate_changes = [], []
+        for values in steps.epochs:
+            values = np.asarray(values, np.float64)
+            full = values.mean()
+            for phase in range(min(k, len(values))):  # every offset k could have started at
+                estimate = values[phase::k].mean()
+                errors.append(abs(estimate - full) / full)
+                candidate_changes.append(abs(
+                    variance_batch_candidate(batch, alpha_bs, estimate)
+                    - variance_batch_candidate(batch, alpha_bs, full)))
+        rows.append({
+            "k": k,
+            "relative_error_median": float(np.median(errors)),
+            "relative_error_p90": float(np.quantile(errors, 0.9)),
+            "relative_error_max": float(np.max(errors)),
+            "batch_candidate_change_max": int(max(candidate_changes)),
+            "step_cv_within_epoch": float(np.mean([np.std(v) / np.mean(v)
+                                                   for v in steps.epochs])),
+        })
+    return {"n_train": n_train, "batch_size": batch, "epochs": epochs, "alpha_bs": alpha_bs,
+            "steps_per_epoch": len(steps.epochs[0]),
+            "epoch_means": [float(np.mean(v)) for v in steps.epochs], "rows": rows}
+
+
+# -- epochs -----------------------------------------------------------------------------------
+
+class _Case:
+    def __init__(self, arch, batch, setting, x, y):
+        self.arch, self.batch, self.setting, self.x, self.y = arch, batch, setting, x, y
+        options = SETTINGS.get(setting, {})
+        if setting == "plain":
+            self.model = compile_model(base_model(arch))
+        else:
+            self.model = compile_model(
+                gated(arch, len(x), options.get("sampling", "example")),
+                options.get("jit_compile", False))
+            self.data = tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=0)
+            self.every = options.get("variance_every", VARIANCE_EVERY)
+        self.seconds = []
+
+    def run(self, epochs):
+        timer = EpochTimer()
+        if self.setting == "plain":
+            self.model.fit(self.x, self.y, batch_size=self.batch, epochs=epochs, verbose=0,
+                           callbacks=[timer])
+        else:
+            dynhp = DynHPCallback(prune=False, dynamic_batch=True, alpha_bs=1.0,
+                                  variance_every=self.every)
+            self.model.fit(self.data, epochs=epochs, verbose=0, callbacks=[timer, dynhp])
+            assert self.data.batch_size == self.batch
+        self.seconds += timer.seconds[1:]  # the first epoch of a fit traces the step
+
+
+def epoch_ratios(arch, n_train, batches, settings, rounds, epochs=2):
+    x, y, _, _ = load(n_train, 1, image=arch == "lenet5")
+    rows = []
+    for batch in batches:
+        cases = [_Case(arch, batch, s, x, y) for s in ("plain", *settings)]
+        for r in range(rounds):
+            for case in cases if r % 2 == 0 else reversed(cases):
+                case.run(epochs)
+        plain = statistics.median(cases[0].seconds)
+        for case in cases[1:]:
+            seconds = statistics.median(case.seconds)
+            rows.append({"arch": arch, "batch_size": batch, "setting": case.setting,
+                         "plain_epoch_s": plain, "dynhp_epoch_s": seconds,
+                         "ratio": seconds / plain, "epochs_timed": len(case.seconds)})
+            print(f"  {arch} batch {batch:4d} {case.setting:9s} plain {plain:6.3f} s, "
+                  f"DynHP {seconds:6.3f} s: {seconds / plain:5.2f}x", flush=True)
+    return rows
+
+
+# -- run --------------------------------------------------------------------------------------
+
+def dynhp_run(n_train, n_test, epochs, sampling, first_batch=16, seed=0):
+    x, y, x_test, y_test = load(n_train, n_test)
+    model = compile_model(gated("mlp", n_train, sampling, seed))
+    data = tfdynhp.DynamicBatches(x, y, batch_size=first_batch, seed=seed)
+    timer = EpochTimer()
+    dynhp = DynHPCallback(dynamic_batch=True)
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[timer, dynhp])
+    widths = [group.units for group in gated_groups(model)]
+    history = dynhp.history
+    batch_sizes = [h["dynhp/batch_size"] for h in history]
+    accuracy = float(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
+    per_example = [s / n_train for s in timer.seconds]
+    return model, {
+        "sampling": sampling, "variance_every": dynhp.variance_every, "epochs": epochs,
+        "test_accuracy": accuracy, "final_units": widths,
+        "params": history[-1]["dynhp/params"], "batch_sizes": batch_sizes,
+        "us_per_example_first_epoch": 1e6 * per_example[0],
+        "us_per_example_last_epoch": 1e6 * per_example[-1],
+        "epoch_seconds": timer.seconds,
+    }
+
+
+def plain_final(widths, batch, n_train, epochs=3, seed=0):
+    """A plain MLP of the final widths: time per example of its epochs after the first."""
+    x, y, _, _ = load(n_train, 1)
+    model = compile_model(base_model("mlp", seed, widths))
+    x = x[:, : widths[0]]  # the same number of input features (their values do not matter)
+    timer = EpochTimer()
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    return 1e6 * statistics.median(timer.seconds[1:]) / n_train
+
+
+def surgery_time(n_train, batch=128, repeats=3, seed=0):
+    """Seconds of one epoch-end surgery (half the units of every group) and of the next
+    step's retrace (first step after surgery minus a normal step), LeNet-300-100."""
+    x, y, _, _ = load(n_train, 1)
+    rows = []
+    for r in range(repeats):
+        model = compile_model(gated("mlp", n_train, seed=seed + r))
+        model.enable_gradient_variance(every=VARIANCE_EVERY)
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        rng = np.random.default_rng(r)
+        masks = {g.name: rng.random(g.units) < 0.5 for g in gated_groups(model)}
+        start = time.perf_counter()
+        apply_keep_masks(model, masks)
+        surgery = time.perf_counter() - start
+        start = time.perf_counter()
+        model.train_on_batch(x[:batch], y[:batch])
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(5):
+            model.train_on_batch(x[:batch], y[:batch])
+        step = (time.perf_counter() - start) / 5
+        rows.append({"surgery_s": surgery, "retrace_s": first - step, "step_s": step})
+    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def markdown(result):
+    lines = [f"# bench/speed.py\n\nCommand: `{result['command']}`\n",
+             f"Machine: {result['machine']}.\n"]
+    if "spread" in result:
+        s = result["spread"]
+        lines += [(f"## Variance on one step in k (LeNet-300-100, {s['n_train']} examples, "
+                  f"batch {s['batch_size']}, {s['steps_per_epoch']} steps/epoch, "
+                  f"{s['epochs']} epochs)\n"),
+                  ("| k | rel. error of epoch mean: median | p90 | max | "
+                  "max change of batch candidate (alpha_bs 0.98) |"), "|---|---|---|---|---|"]
+        lines += [f"| {r['k']} | {r['relative_error_median']:.3f} | "
+                  f"{r['relative_error_p90']:.3f} | {r['relative_error_max']:.3f} | "
+                  f"{r['batch_candidate_change_max']} |" for r in s["rows"]]
+        lines.append(f"\nEvery-step epoch means: {[round(v, 1) for v in s['epoch_means']]}; "
+                     f"step-to-step CV within an epoch "
+                     f"{s['rows'][0]['step_cv_within_epoch']:.2f}.\n")
+    if "epochs" in result:
+        lines += ["## Whole-epoch time, DynHP / plain Keras (same widths and batch)\n",
+                  "| model | batch | setting | plain s/epoch | DynHP s/epoch | ratio |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['arch']} | {r['batch_size']} | {r['setting']} | "
+                  f"{r['plain_epoch_s']:.3f} | {r['dynhp_epoch_s']:.3f} | {r['ratio']:.2f}x |"
+                  for r in result["epochs"]]
+        lines.append("")
+    if "runs" in result:
+        lines += ["## Real DynHP runs (LeNet-300-100, pruning, growing batch from 16)\n",
+                  ("| sampling | k | test acc. | final units | params | batches | "
+                  "us/example first / last epoch | plain of final widths | last / plain |"),
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in result["runs"]:
+            lines.append(
+                f"| {r['sampling']} | {r['variance_every']} | {r['test_accuracy']:.4f} | "
+                f"{r['final_units']} | {r['params']} | {r['batch_sizes']} | "
+                f"{r['us_per_example_first_epoch']:.1f} / {r['us_per_example_last_epoch']:.1f} "
+                f"| {r['plain_final_us_per_example']:.1f} | {r['last_vs_plain_final']:.2f}x |")
+        p = result["plain_full"]
+        lines.append(f"\nPlain LeNet-300-100, same data and epochs, batch {p['batch_size']}: "
+                     f"test accuracy {p['test_accuracy']:.4f}.\n")
+    if "surgery" in result:
+        s = result["surgery"]
+        lines.append(f"## Surgery + retrace (LeNet-300-100, half of every group)\n\n"
+                     f"surgery {s['surgery_s']:.3f} s, retrace {s['retrace_s']:.3f} s, "
+                     f"total {s['surgery_s'] + s['retrace_s']:.3f} s (goal <= 0.5 s).\n")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="spread,epochs,run")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "speed.json"))
+    args = parser.parse_args(argv)
+    parts = args.parts.split(",")
+    q = args.quick
+    command = "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"command": command.strip(),
+              "machine": f"{os.cpu_count()} CPU cores shared with other jobs, Python "
+                         f"{platform.python_version()}, Keras {keras.__version__}",
+              "variance_every_default": VARIANCE_EVERY}
+    if "spread" in parts:
+        result["spread"] = spread(1000 if q else 8000, 64, 2 if q else 4)
+        for r in result["spread"]["rows"]:
+            print(f"spread k={r['k']:2d}: median {r['relative_error_median']:.3f}, "
+                  f"p90 {r['relative_error_p90']:.3f}, max {r['relative_error_max']:.3f}, "
+                  f"candidate change <= {r['batch_candidate_change_max']}", flush=True)
+    if "epochs" in parts:
+        rows = epoch_ratios("mlp", 1000 if q else 8000, (16, 128, 512),
+                            ("defaults", "k=1", "batch", "jit"), 1 if q else 2)
+        rows += epoch_ratios("lenet5", 300 if q else 1500, (16, 128, 512),
+                             ("defaults", "k=1"), 1 if q else 2)
+        result["epochs"] = rows
+    if "run" in parts:
+        n, n_test, epochs = (1000, 500, 2) if q else (8000, 2000, 6)
+        runs = []
+        for sampling in ("example", "batch"):
+            _, run = dynhp_run(n, n_test, epochs, sampling)
+            final_batch = run["batch_sizes"][-1]
+            run["plain_final_us_per_example"] = plain_final(run["final_units"], final_batch, n)
+            run["last_vs_plain_final"] = (run["us_per_example_last_epoch"]
+                                          / run["plain_final_us_per_example"])
+            runs.append(run)
+            print(f"run {sampling}: acc {run['test_accuracy']:.4f}, units "
+                  f"{run['final_units']}, batches {run['batch_sizes']}, last epoch "
+                  f"{run['us_per_example_last_epoch']:.1f} us/ex vs plain final "
+                  f"{run['plain_final_us_per_example']:.1f}", flush=True)
+        x, y, x_test, y_test = load(n, n_test)
+        plain = compile_model(base_model("mlp"))
+        plain.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
+        result["plain_full"] = {"batch_size": 128, "test_accuracy": float(
+            plain.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])}
+        result["runs"] = runs
+        result["surgery"] = surgery_time(n)
+        print(f"surgery {result['surgery']}", flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(markdown(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
