@@ -56,7 +56,7 @@ def held_out_accuracies(model, tflite, info, tflm_samples=None):
     result = {}
     for split in ("test_voices", "test_accents"):
         x, y = info.splits[split]
-        row = {"n": int(len(y)), "float": float(np.mean(
+        row = {"n": len(y), "float": float(np.mean(
             np.argmax(model.predict(x, batch_size=512, verbose=0), -1) == y))}
         if tflite is not None:
             row["int8"] = float(converters.evaluate(tflite, x, y, "litert")["accuracy"])
