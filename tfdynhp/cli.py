@@ -506,7 +506,8 @@ def _verify_targets(text, targets, tflm_dir):
             f"{', '.join(firmware.TARGETS)}"
         )
     if verify and "mcu" not in targets:
-        raise UsageError("--verify builds the mcu bundle: add mcu to --target")
+        raise UsageError("--verify builds the mcu bundle: add mcu to --target (export) or "
+                         "--export (train)")
     if verify and not tflm_dir:
         raise UsageError(
             "--verify needs a TensorFlow Lite Micro source tree: pass --tflm-dir or set "
