@@ -86,6 +86,15 @@ def run_tfmot(info, target_nonzero, args, work, name):
         return result, f.read()
 
 
+def regenerate(path):
+    """Rewrites kws.md and kws.png from an existing kws.json."""
+    with open(path) as f:
+        record = json.load(f)
+    folder = os.path.dirname(path)
+    write_markdown(record, os.path.join(folder, "kws.md"))
+    plot(record, os.path.join(folder, "kws.png"))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small")
@@ -107,8 +116,8 @@ def main(argv=None):
                   "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
     rows = []
     nonzero = {}
-    for name, mode, target in (("dense", "dense", None), ("dynhp 1/2", args.mode, "50% macs"),
-                               ("dynhp 1/4", args.mode, "25% macs")):
+    for name, mode, target in (("dense", "dense", None), (f"{args.mode} 1/2", args.mode, "50% macs"),
+                               (f"{args.mode} 1/4", args.mode, "25% macs")):
         out = os.path.join(work, name.replace(" ", "_").replace("/", "-"))
         options = dict(common, mode=mode, target=target)
         if mode == "dense":
@@ -126,7 +135,7 @@ def main(argv=None):
     dense_macs = rows[0]["macs"]
     for frac in ("1/2", "1/4"):
         name = f"tfmot {frac}"
-        result, tflite = run_tfmot(info, nonzero[f"dynhp {frac}"], args, work,
+        result, tflite = run_tfmot(info, nonzero[f"{args.mode} {frac}"], args, work,
                                    name.replace(" ", "_").replace("/", "-"))
         bundle = os.path.join(work, name.replace(" ", "_").replace("/", "-"), "mcu")
         calib = representative_subset(info.splits["train"][0], seed=args.seed)
@@ -206,16 +215,18 @@ def plot(record, path):
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in record["rows"]:
-        marker = "o" if r["row"].startswith("dynhp") else ("s" if r["row"] == "dense" else "^")
+        pruned = r["row"].split()[0] in ("dynhp", "hp")
+        marker = "o" if pruned else ("s" if r["row"] == "dense" else "^")
         for split, fill in (("test_voices", True), ("test_accents", False)):
             ax.scatter(r["macs"] / 1e6, 100 * r["held_out"][split]["int8"], marker=marker,
                        s=60, facecolors=None if fill else "none",
-                       edgecolors="C0" if r["row"].startswith("dynhp") else "C1")
+                       edgecolors="C0" if pruned else "C1")
         ax.annotate(r["row"], (r["macs"] / 1e6, 100 * r["held_out"]["test_voices"]["int8"]),
                     textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("MACs per inference (millions)")
-    ax.set_ylabel("int8 accuracy (%): filled = held-out voices, hollow = held-out accents")
-    ax.set_title("DS-CNN on synthetic-kws: DynHP (structured) vs TF-MOT (unstructured)",
+    ax.set_ylabel("int8 accuracy (%)")
+    ax.set_title("DS-CNN on synthetic-kws, int8: filled = held-out voices, hollow = held-out "
+                 "accents\ngated pruning to a MAC target (circles) vs TF-MOT (triangles)",
                  fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
