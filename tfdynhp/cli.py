@@ -162,6 +162,24 @@ def build_parser():
                        help="train on a random subset of N examples (quick runs)")
     train.add_argument("--export", default="",
                        help="comma-separated export targets among pi, android, mcu")
+    train.add_argument("--verify", default="",
+                       help="build the exported mcu bundle's firmware, run it and check it bit "
+                       "for bit against Python TFLM: comma-separated among host, cortex-m4, "
+                       "cortex-m3 (needs --export mcu)")
+    train.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
+                       help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
+    train.add_argument("--bn-momentum", type=_unit_float, default=None,
+                       help="BatchNormalization momentum of the architecture (default: the "
+                       "builder's; 0.9 for synthetic-kws)")
+    kws = train.add_argument_group("synthetic-kws data")
+    kws.add_argument("--keywords", default=None,
+                     help="comma-separated words or short phrases, e.g. 'lights on,lights off' "
+                     "(default: Speech Commands' ten)")
+    kws.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium",
+                     help="noise and channel effects (default: %(default)s)")
+    kws.add_argument("--size", default="small",
+                     help="total clips (train/val/test) or ci, small, medium, large "
+                     "(default: %(default)s)")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -292,6 +310,7 @@ def _run_options(args):
         "validation_split": args.validation_split,
         "seed": args.seed,
         "limit_train": args.limit_train,
+        "bn_momentum": args.bn_momentum,
     }
     try:
         training.RunConfig(**options).resolve()
@@ -306,13 +325,23 @@ def _run_options(args):
 
 def _cmd_train(args):
     from tfdynhp import training
+    from tfdynhp.kws import pipeline
     from tfdynhp.validation import ConfigurationError
 
+    kws = pipeline.is_kws(args.dataset)
     options = _run_options(args)
     exports = _targets(args.export)
+    verify = _verify_targets(args.verify, exports, args.tflm_dir)
     out_dir = _check_out_dir(args.out)
-    data = _load_data(args.dataset, args.limit_train, args.seed)
-    (x_train, _), (x_test, _) = data
+    labels = info = None
+    if kws:
+        if options["bn_momentum"] is None and options["model_path"] is None:
+            options["bn_momentum"] = pipeline.BN_MOMENTUM
+        data, info = _load_kws(args)
+        labels = list(info.labels)
+    else:
+        data = _load_data(args.dataset, args.limit_train, args.seed)
+    (x_train, _), (x_test, _) = data[0], data[-1]
     what = args.model or (f"arch {args.arch}" + (f" {args.hidden}" if args.hidden else ""))
     _say(
         f"tfdynhp train: {args.dataset} ({len(x_train)} train / {len(x_test)} test, "
@@ -320,18 +349,49 @@ def _cmd_train(args):
         + (f", target {args.target}" if args.target else "") + f", output {out_dir}",
         args.quiet,
     )
-    options["limit_train"] = None  # `_load_data` took the subset already
+    if not kws:
+        options["limit_train"] = None  # `_load_data` took the subset already
     try:
         result = training.train(
-            data=data, out_dir=out_dir, exports=exports,
+            data=data, out_dir=out_dir, exports=exports, labels=labels,
             verbose=0 if args.quiet else 1, keras_verbose=0 if args.quiet else 1, **options,
         )
     except ConfigurationError as e:
         # The configuration cannot work (a budget too small for the model, an unreachable
         # target): refused before training, a user error. Anything else keeps its traceback.
         raise UsageError(str(e)) from e
+    from tfdynhp import converters
+
+    try:
+        if kws:
+            _, firmware = pipeline.finish_run(result, info, out_dir, exports, verify,
+                                              args.tflm_dir)
+        else:
+            firmware = training.verify_exports(out_dir, verify, args.tflm_dir)
+            if firmware:
+                result.summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
+                training.write_summary(result.summary, out_dir)
+    except (ValueError, converters.FirmwareError) as e:
+        raise UsageError(str(e)) from e
     _say(_train_report(result.summary, out_dir), args.quiet)
-    return 0
+    for r in firmware.values():
+        _say(_firmware_text(r), args.quiet)
+    return 0 if all(r.bit_exact for r in firmware.values()) else 1
+
+
+def _load_kws(args):
+    """The synthetic-kws splits (validation by speaker) and their `KWSInfo`."""
+    from tfdynhp.kws import pipeline
+
+    keywords = None
+    if args.keywords is not None:
+        keywords = [k.strip() for k in args.keywords.split(",")]
+    size = int(args.size) if args.size.strip().isdigit() else args.size
+    try:
+        return pipeline.load_splits(keywords, args.difficulty, size, args.seed,
+                                    verbose=0 if args.quiet else 1)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from e
 
 
 def _train_report(summary, out_dir):
@@ -358,6 +418,10 @@ def _train_report(summary, out_dir):
             )
     if summary.get("tflite_bytes"):
         lines.append(f"  int8 .tflite    {summary['tflite_bytes']:,} bytes")
+    for split, row in summary.get("held_out", {}).items():
+        lines.append(f"  {split:<15} float {100 * row['float']:.1f} %"
+                     + (f", int8 {100 * row['int8']:.1f} %" if "int8" in row else "")
+                     + f" ({row['n']} clips)")
     lines.append(f"  written to      {out_dir}")
     return "\n".join(lines)
 
@@ -442,7 +506,8 @@ def _verify_targets(text, targets, tflm_dir):
             f"{', '.join(firmware.TARGETS)}"
         )
     if verify and "mcu" not in targets:
-        raise UsageError("--verify builds the mcu bundle: add mcu to --target")
+        raise UsageError("--verify builds the mcu bundle: add mcu to --target (export) or "
+                         "--export (train)")
     if verify and not tflm_dir:
         raise UsageError(
             "--verify needs a TensorFlow Lite Micro source tree: pass --tflm-dir or set "

@@ -155,6 +155,7 @@ class RunConfig:
     validation_split: float = None
     seed: int = 0
     limit_train: int = None
+    bn_momentum: float = None
 
     def resolve(self):
         """Fills in the defaults and checks the options; returns `self`."""
@@ -181,6 +182,10 @@ class RunConfig:
         if self.target is not None and self.mode in ("dense", "sp"):
             raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
                              f"{self.mode!r} removes nothing.")
+        if self.bn_momentum is not None:
+            from tfdynhp.validation import check_real
+
+            self.bn_momentum = check_real("bn_momentum", self.bn_momentum, 0.0, 0.999999)
         self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
         return self
 
@@ -223,15 +228,30 @@ def build_model(config, input_shape, num_classes):
 
         return keras.saving.load_model(config.model_path, compile=False)
     if config.arch == "mlp":
-        return architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
-                                 seed=config.seed)
-    return architectures.build(config.arch, tuple(input_shape), num_classes, seed=config.seed)
+        model = architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
+                                  seed=config.seed)
+    else:
+        model = architectures.build(config.arch, tuple(input_shape), num_classes,
+                                    seed=config.seed)
+    if config.bn_momentum is not None:  # e.g. 0.9 for small data sets (few steps per epoch)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(config.bn_momentum)
+    return model
 
 
 def prepare_data(config, data=None):
-    """`(train, validation or None, test)` for the run, shaped later for the model."""
+    """`(train, validation or None, test)` for the run, shaped later for the model.
+
+    `data` may be `(train, test)` (the validation split is then drawn from train) or
+    `(train, validation, test)`, the data set's own validation split (e.g. by speaker).
+    """
     if data is None:
         data = load_data(config.dataset, limit_train=config.limit_train, seed=config.seed)
+    elif len(data) == 3:
+        (x, y), validation, test = data
+        return (inputs.subset(np.asarray(x), np.asarray(y), config.limit_train, config.seed),
+                validation, test)
     else:
         (x, y), test = data
         data = (inputs.subset(np.asarray(x), np.asarray(y), config.limit_train, config.seed),
@@ -339,7 +359,8 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
 
     Args:
         data: `((x_train, y_train), (x_test, y_test))` to use instead of loading
-            `options["dataset"]`.
+            `options["dataset"]`, or `(train, validation, test)` with the data set's own
+            validation split (then `validation_split` is not used).
         out_dir: folder for `model.keras`, `model_stripped.keras`, `history.csv`,
             `summary.json`, plots and `export/<target>/`; `None` writes nothing.
         exports: targets among `"pi"`, `"android"`, `"mcu"` (needs `out_dir`).
@@ -352,7 +373,8 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `model_path` (a user's `.keras` model), `mode`, `epochs`, `batch_size`, `lr`,
             `lr_schedule`, `l0_lambda`, `drop_rate_init`, `first_layer_drop_rate`,
             `penalty`, `threshold`, `budget`, `alpha_bs`, `accounting`, `target`,
-            `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`.
+            `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`,
+            `bn_momentum` (set on every BatchNormalization layer of a built architecture).
 
     Returns:
         A `TrainResult`.
@@ -488,6 +510,18 @@ def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, se
             converters.evaluate(tflite, x_test[:n], y_test[:n], "tflm")
         )
     return tflite, results
+
+
+def verify_exports(out_dir, targets, tflm_dir, cache_dir=None):
+    """Builds, runs and checks the `mcu` bundle of `out_dir` for each firmware target.
+
+    Returns:
+        `{target: converters.FirmwareResult}` (`converters.verify_mcu`).
+    """
+    from tfdynhp import converters
+
+    bundle = os.path.join(out_dir, "export", "mcu")
+    return {t: converters.verify_mcu(bundle, tflm_dir, t, cache_dir=cache_dir) for t in targets}
 
 
 def _runtime_result(result):

@@ -1,0 +1,131 @@
+"""TF-MOT baseline for bench/kws.py: `prune_low_magnitude` on the DS-CNN (tf_keras).
+
+TF-MOT only accepts `tf_keras` models, so this runs in its own process with
+`TF_USE_LEGACY_KERAS=1` and rebuilds MLPerf Tiny's DS-CNN in tf_keras layer for layer as
+`tfdynhp.architectures.ds_cnn` (same BatchNormalization momentum as the DynHP rows). Magnitude
+pruning of every Conv2D, DepthwiseConv2D and Dense kernel, polynomial decay from 0 to the
+sparsity giving `--target-nonzero` non-zero weights, ending at 2/3 of the epochs. Reads the
+splits from `--data` (`.npz` with x_train, y_train, x_val, y_val, x_calib), writes
+`model.tflite` (full int8) and `result.json` in `--out`.
+
+    TF_USE_LEGACY_KERAS=1 python bench/kws_tfmot.py --data d.npz --target-nonzero 11000 \
+        --epochs 8 --out runs/tfmot
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+
+def ds_cnn(tf_keras, shape, num_classes, bn_momentum):
+    """MLPerf Tiny's DS-CNN (64 filters) in tf_keras, as `tfdynhp.architectures.ds_cnn`."""
+    layers = tf_keras.layers
+
+    def bn_relu(x):
+        return layers.Activation("relu")(layers.BatchNormalization(momentum=bn_momentum)(x))
+
+    inputs = tf_keras.Input(shape)
+    x = bn_relu(layers.Conv2D(64, (10, 4), strides=2, padding="same")(inputs))
+    x = layers.Dropout(0.2)(x)
+    for _ in range(4):
+        x = bn_relu(layers.DepthwiseConv2D(3, padding="same")(x))
+        x = bn_relu(layers.Conv2D(64, 1, padding="same")(x))
+    x = layers.Dropout(0.4)(x)
+    x = layers.AveragePooling2D((shape[0] // 2, shape[1] // 2))(x)
+    x = layers.Flatten()(x)
+    return tf_keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+def prunable_count(model):
+    """Kernel weights TF-MOT prunes (biases and BatchNormalization are left dense)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights if "kernel" in w.name))
+
+
+def nonzero_params(model):
+    """Non-zero values of every weight (BatchNormalization statistics included), counted as
+    `tfdynhp.memory.parameter_count` counts the DynHP rows."""
+    return int(sum(np.count_nonzero(w) for w in model.get_weights()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--target-nonzero", type=int, required=True)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--bn-momentum", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(args.seed)
+    d = np.load(args.data)
+    x, y, xv, yv = d["x_train"], d["y_train"], d["x_val"], d["y_val"]
+    num_classes = int(y.max()) + 1
+    base = ds_cnn(tf_keras, x.shape[1:], num_classes, args.bn_momentum)
+    dense_nonzero = nonzero_params(base)
+    kernels = prunable_count(base)
+    others = dense_nonzero - kernels  # biases and BatchNormalization: never pruned
+    sparsity = float(np.clip(1.0 - (args.target_nonzero - others) / kernels, 0.0, 0.99))
+    steps = int(np.ceil(len(x) / args.batch_size))
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
+        end_step=max(1, int(steps * args.epochs * 2 / 3)), frequency=max(1, steps // 4))
+    model = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
+    model.compile(tf_keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    decay = tf_keras.callbacks.LearningRateScheduler(
+        lambda e, lr: float(0.5 * args.lr * (1 + np.cos(np.pi * e / args.epochs))))
+    start = time.perf_counter()
+    history = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs,
+                        validation_data=(xv, yv), verbose=0,
+                        callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), decay])
+    wall = time.perf_counter() - start
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    os.makedirs(args.out, exist_ok=True)
+    stripped.save(os.path.join(args.out, "model_float.h5"))
+
+    def representative():
+        for sample in d["x_calib"]:
+            yield [sample[None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(stripped)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    tflite = converter.convert()
+    with open(os.path.join(args.out, "model.tflite"), "wb") as f:
+        f.write(tflite)
+    float_acc = {}
+    for split in ("test_voices", "test_accents"):
+        probs = stripped.predict(d[f"x_{split}"], verbose=0)
+        float_acc[split] = float(np.mean(np.argmax(probs, -1) == d[f"y_{split}"]))
+    result = {
+        "method": "tfmot_prune_low_magnitude", "target_nonzero": args.target_nonzero,
+        "final_sparsity": sparsity, "nonzero_params": nonzero_params(stripped),
+        "dense_params": dense_nonzero, "epochs": args.epochs, "wall_time_s": wall,
+        "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
+        "float_accuracy": float_acc, "tflite_bytes": len(tflite),
+    }
+    with open(os.path.join(args.out, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
