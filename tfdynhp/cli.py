@@ -168,6 +168,9 @@ def build_parser():
                        "cortex-m3 (needs --export mcu)")
     train.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
                        help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
+    train.add_argument("--variance-every", type=int, default=None,
+                       help="compute the gradient variance of the batch rule on one step in k "
+                       "(default: DynHPCallback's, 4; 1 = every step)")
     train.add_argument("--bn-momentum", type=_unit_float, default=None,
                        help="BatchNormalization momentum of the architecture (default: the "
                        "builder's; 0.9 for synthetic-kws)")
@@ -311,6 +314,7 @@ def _run_options(args):
         "seed": args.seed,
         "limit_train": args.limit_train,
         "bn_momentum": args.bn_momentum,
+        "variance_every": args.variance_every,
     }
     try:
         training.RunConfig(**options).resolve()

@@ -156,6 +156,7 @@ class RunConfig:
     seed: int = 0
     limit_train: int = None
     bn_momentum: float = None
+    variance_every: int = None
 
     def resolve(self):
         """Fills in the defaults and checks the options; returns `self`."""
@@ -329,6 +330,7 @@ def method_callbacks(config, verbose=0):
             target_epoch=config.target_epoch,
             penalty=config.penalty,
             final_phase=config.final_phase,
+            **({} if config.variance_every is None else {"variance_every": config.variance_every}),
             verbose=verbose,
         ))
     recorder = _EpochRecorder()
@@ -374,7 +376,9 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `lr_schedule`, `l0_lambda`, `drop_rate_init`, `first_layer_drop_rate`,
             `penalty`, `threshold`, `budget`, `alpha_bs`, `accounting`, `target`,
             `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`,
-            `bn_momentum` (set on every BatchNormalization layer of a built architecture).
+            `bn_momentum` (set on every BatchNormalization layer of a built architecture),
+            `variance_every` (the gradient variance on one step in k; `DynHPCallback`'s
+            default when None).
 
     Returns:
         A `TrainResult`.
