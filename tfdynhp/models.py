@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras.src.losses import loss as loss_module
 
-from tfdynhp import variance
+from tfdynhp import _keras_compat, distribute, variance
 from tfdynhp.batches import DynamicBatches, ignore_ran_out_of_data_warning
 from tfdynhp.layers import HardConcreteGate
 from tfdynhp.surgery import graph
@@ -114,6 +114,11 @@ class GatedModel(keras.Model):
         `DynamicBatches`) and the fixed batch size.
         """
         _check_callbacks(callbacks)
+        if _keras_compat.is_multi_worker(self.distribute_strategy):
+            _keras_compat.install()  # keras-team/keras#20585; a no-op once Keras is fixed
+            _check_multi_worker_data(x)
+        if isinstance(x, DynamicBatches):
+            distribute.check_divisible(x.batch_size, distribute.replicas(self.distribute_strategy))
         previous_sizes = self._set_dataset_size(x, kwargs.get("validation_split", 0.0))
         callbacks = list(callbacks or [])
         verbose = kwargs.get("verbose", "auto")
@@ -276,6 +281,18 @@ class GatedModel(keras.Model):
         variance_tracker.update_state(total_variance)
         ratio_tracker.update_state(
             tf.math.divide_no_nan(total_variance, tf.cast(data_loss, tf.float32))
+        )
+
+
+def _check_multi_worker_data(x):
+    """Every worker builds the same global batches and keeps its replicas' share of each, so a
+    shuffled `DynamicBatches` must draw the same permutations on every worker."""
+    if isinstance(x, DynamicBatches) and x._shuffle and x._seed is None:
+        raise ConfigurationError(
+            "Under MultiWorkerMirroredStrategy every worker must draw the same batches (each "
+            "keeps its share of every global batch), but this DynamicBatches shuffles without "
+            "a seed. Pass the same `seed=` on every worker, e.g. DynamicBatches(x, y, "
+            "batch_size=32, seed=0)."
         )
 
 
