@@ -215,6 +215,30 @@ def multi_worker_strategy(timeout=DEFAULT_TIMEOUT, tf_config=None):
     return strategy
 
 
+STRATEGIES = ("mirrored", "multi-worker")
+
+
+def strategy_for(name, timeout=DEFAULT_TIMEOUT):
+    """The strategy the command line's `--distribute` names: `None` (none), `"mirrored"`
+    (every local device) or `"multi-worker"` (`multi_worker_strategy`, reads TF_CONFIG)."""
+    import tensorflow as tf
+
+    if name is None:
+        return None
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return multi_worker_strategy(timeout)
+    raise ValueError(f"`distribute` must be one of {STRATEGIES} or None. Received: {name!r}")
+
+
+def worker_rank(strategy):
+    """This worker's rank (0 for the chief, and on one machine)."""
+    if strategy is None or not _keras_compat.is_multi_worker(strategy):
+        return 0
+    return parse_tf_config().rank
+
+
 def replicas(strategy):
     """The number of replicas training in sync under `strategy` (1 without one)."""
     return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)

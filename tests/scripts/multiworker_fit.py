@@ -4,7 +4,8 @@ TF_CONFIG). Writes what it trained to an `.npz` file.
     multiworker_fit.py MODE OUT [--no-fix]
 
 MODE `plain`: an ungated Keras MLP; `dynhp`: a gated MLP with DynHPCallback (surgery at every
-epoch end) over DynamicBatches whose batch grows under a budget. `--no-fix` creates the
+epoch end) over DynamicBatches whose batch grows under a budget; `bad`: fits refused before
+training. `--no-fix` creates the
 strategy straight from TensorFlow, without tfdynhp's Keras fix (to show it is needed).
 """
 
@@ -42,7 +43,7 @@ with strategy.scope():
         keras.layers.Dense(32, activation="relu"),
         keras.layers.Dense(10, activation="softmax"),
     ])
-    if mode == "dynhp":
+    if mode in ("dynhp", "bad"):
         model = tfdynhp.gate(model, seed=0, l0_lambda=float(os.environ.get("MW_LAMBDA", "20")))
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -62,6 +63,20 @@ if mode == "dynhp":
     report["batch_sizes"] = data.batch_size_per_epoch
     report["examples_seen"] = data.examples_seen_per_epoch
     report["params"] = history.history["dynhp/params"]
+elif mode == "bad":
+    # Refused before training: a batch that does not split over the replicas, then a budget
+    # too small for one replica's share.
+    errors = []
+    for batch, budget in ((33, "400KB"), (32, "20KB")):
+        try:
+            model.fit(tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=0), epochs=1,
+                      verbose=0, callbacks=[DynHPCallback(budget=budget)])
+        except ValueError as error:
+            errors.append(str(error))
+    report["errors"] = errors
+    report["untouched"] = int(model.optimizer.iterations.numpy()) == 0
+    np.savez(out_path, report=json.dumps(report))
+    sys.exit(0)
 else:
     history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
 report["loss"] = history.history["loss"]
