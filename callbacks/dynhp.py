@@ -322,7 +322,7 @@ class DynHPCallback(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         model = self.model
         batch_size = self._epoch_batch_size()
-        memory_batch = batch_size or 0
+        memory_batch = -(-(batch_size or 0) // self._replicas())  # one replica's share
         epoch_memory = {
             accounting: memory.training_memory(model, memory_batch, accounting)[0]
             for accounting in memory.ACCOUNTINGS

@@ -156,3 +156,18 @@ def test_bad_distributed_runs_fail_before_training(tmp_path):
     rc, _, err = results[0]
     assert rc not in (0, None) and "TimeoutError" in err and "did not answer within 3 s" in err
     assert time.monotonic() - start < 45
+
+
+def test_cli_trains_under_mirrored_strategy(tmp_path):
+    from tfdynhp import cli
+
+    code = cli.main(["train", "--dataset", "digits", "--arch", "16", "--limit-train", "300",
+                     "--epochs", "2", "--distribute", "mirrored", "--out", str(tmp_path),
+                     "--quiet"])
+    assert code == 0
+    with open(tmp_path / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["distribute"] == "mirrored" and summary["test_accuracy"] > 0.2
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--dataset", "digits", "--distribute", "ring", "--out",
+                  str(tmp_path / "bad"), "--quiet"])
