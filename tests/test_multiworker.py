@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import multiworker
 
 from tfdynhp import _keras_compat, distribute
+from tfdynhp.surgery import gated_groups
 from tfdynhp.validation import ConfigurationError
 
 
@@ -108,7 +109,8 @@ def test_dynhp_fit_on_two_workers_prunes_identically(tmp_path):
     first, second = (np.load(out.format(rank=r)) for r in (0, 1))
     report, other = (json.loads(str(f["report"])) for f in (first, second))
     # The symbolic build before training reads a few prefetched batches: not compared.
-    assert {**report, "examples_seen": None} == {**other, "examples_seen": None}
+    ignored = {"examples_seen": None, "fit_seconds": None}
+    assert {**report, **ignored} == {**other, **ignored}
     assert report["replicas"] == 2
     assert report["params"][-1] < report["params"][0]  # surgery happened
     assert all(b % 2 == 0 for b in report["batch_sizes"])
@@ -171,3 +173,33 @@ def test_cli_trains_under_mirrored_strategy(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["train", "--dataset", "digits", "--distribute", "ring", "--out",
                   str(tmp_path / "bad"), "--quiet"])
+
+
+@pytest.mark.slow
+def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
+    out, checkpoint = str(tmp_path / "out_{rank}.npz"), str(tmp_path / "ckpt" / "run.keras")
+    ports = multiworker.free_ports(2)
+    start = time.monotonic()
+    killed = multiworker.run_workers(
+        "multiworker_fit.py", ["resume", out], timeout=120, ports=ports,
+        env={"MW_CHECKPOINT": checkpoint, "MW_KILL_EPOCH": "3", "MW_EPOCHS": "5",
+             "MW_TIMEOUT": "20"})
+    assert killed[1][0] == -9  # worker 1 was killed at the end of epoch 3
+    assert killed[0][0] not in (0, None)  # the chief noticed, in bounded time: no hang
+    assert time.monotonic() - start < 110
+    assert not os.path.exists(out.format(rank=0))
+    with open(checkpoint + distribute.CHECKPOINT_STATE) as f:
+        assert json.load(f)["epoch"] == 3
+    pruned = [g.units for g in gated_groups(keras.models.load_model(checkpoint))]
+    assert pruned != [64, 32]  # the checkpoint holds the narrowed architecture
+    _reports(multiworker.run_workers(
+        "multiworker_fit.py", ["resume", out], timeout=120,
+        env={"MW_CHECKPOINT": checkpoint, "MW_EPOCHS": "5", "MW_TIMEOUT": "20"}))
+    first, second = (np.load(out.format(rank=r)) for r in (0, 1))
+    report = json.loads(str(first["report"]))
+    assert report["start_epoch"] == 3 and report["start_units"] == pruned
+    assert report["start_iterations"] > 0 and report["iterations"] > report["start_iterations"]
+    assert len(report["loss"]) == 2
+    for name in first.files:
+        if name != "report":
+            np.testing.assert_array_equal(first[name], second[name])

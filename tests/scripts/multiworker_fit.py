@@ -12,6 +12,7 @@ strategy straight from TensorFlow, without tfdynhp's Keras fix (to show it is ne
 import json
 import os
 import sys
+import time
 
 mode, out_path = sys.argv[1:3]
 fix = "--no-fix" not in sys.argv
@@ -55,14 +56,42 @@ if mode == "dynhp":
     steps = []
     record = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda e, logs: steps.append(int(model.optimizer.iterations.numpy())))
+    start = time.perf_counter()
     history = model.fit(data, epochs=epochs, verbose=0, shuffle=False,
                         callbacks=[callback, record])
+    report["fit_seconds"] = time.perf_counter() - start
     report["steps"] = steps
     report["replicas_seen"] = distribute.replicas(model.distribute_strategy)
     report["units"] = [g.units for g in tfdynhp.surgery.gated_groups(model)]
     report["batch_sizes"] = data.batch_size_per_epoch
     report["examples_seen"] = data.examples_seen_per_epoch
     report["params"] = history.history["dynhp/params"]
+elif mode == "resume":
+    # Checkpointed by the chief at every epoch end; worker 1 kills itself at the end of epoch
+    # MW_KILL_EPOCH; a restart resumes from the checkpoint with its pruned architecture.
+    path = os.environ["MW_CHECKPOINT"]
+    kill_epoch = int(os.environ.get("MW_KILL_EPOCH", "0"))
+    rank = distribute.parse_tf_config().rank
+    restored, state = distribute.resume(path, strategy)
+    start_epoch, batch = 0, 32
+    if restored is not None:
+        model, start_epoch, batch = restored, state["epoch"], state["batch_size"]
+    report["start_epoch"] = start_epoch
+    report["start_units"] = [g.units for g in tfdynhp.surgery.gated_groups(model)]
+    report["start_iterations"] = int(model.optimizer.iterations.numpy())
+
+    def kill(epoch, logs):
+        if rank == 1 and epoch + 1 == kill_epoch:
+            os.kill(os.getpid(), 9)
+
+    history = model.fit(
+        tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=0), initial_epoch=start_epoch,
+        epochs=epochs, verbose=0, shuffle=False,
+        callbacks=[DynHPCallback(threshold=0.5, budget="400KB", alpha_bs=0.5),
+                   distribute.ChiefCheckpoint(path),
+                   keras.callbacks.LambdaCallback(on_epoch_end=kill)],
+    )
+    report["units"] = [g.units for g in tfdynhp.surgery.gated_groups(model)]
 elif mode == "bad":
     # Refused before training: a batch that does not split over the replicas, then a budget
     # too small for one replica's share.
