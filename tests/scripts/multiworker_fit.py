@@ -4,7 +4,7 @@ TF_CONFIG). Writes what it trained to an `.npz` file.
     multiworker_fit.py MODE OUT [--no-fix]
 
 MODE `plain`: an ungated Keras MLP; `dynhp`: a gated MLP with DynHPCallback (surgery at every
-epoch end) over DynamicBatches whose batch grows under a budget; `bad`: fits refused before
+epoch end) over DynamicBatches whose batch grows under a budget, then a plain Keras MLP; `bad`: fits refused before
 training. `--no-fix` creates the
 strategy straight from TensorFlow, without tfdynhp's Keras fix (to show it is needed).
 """
@@ -44,7 +44,7 @@ with strategy.scope():
         keras.layers.Dense(32, activation="relu"),
         keras.layers.Dense(10, activation="softmax"),
     ])
-    if mode in ("dynhp", "bad"):
+    if mode in ("dynhp", "bad", "resume"):
         model = tfdynhp.gate(model, seed=0, l0_lambda=float(os.environ.get("MW_LAMBDA", "20")))
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -108,8 +108,18 @@ elif mode == "bad":
     sys.exit(0)
 else:
     history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+plain_weights = {}
+if mode == "dynhp":
+    # A plain (ungated) Keras model under the same strategy, too.
+    with strategy.scope():
+        plain = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        plain.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    report["plain_iterations"] = int(plain.optimizer.iterations.numpy())
+    plain_weights = {f"p{i}": np.asarray(w) for i, w in enumerate(plain.get_weights())}
 report["loss"] = history.history["loss"]
 report["accuracy"] = history.history["accuracy"]
 report["iterations"] = int(model.optimizer.iterations.numpy())
 weights = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
-np.savez(out_path, report=json.dumps(report), **weights)
+np.savez(out_path, report=json.dumps(report), **weights, **plain_weights)
