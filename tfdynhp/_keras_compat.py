@@ -1,8 +1,8 @@
 """Workaround for keras-team/keras#20585 (also tensorflow/tensorflow#72388): Keras 3's
 `fit` fails under `tf.distribute.MultiWorkerMirroredStrategy` (TensorFlow backend).
 
-Two reductions in `keras/src/backend/tensorflow/trainer.py` (read in Keras 3.12-3.15.1 and in
-the keras-team/keras main branch, where they are unchanged) break in multi-worker mode:
+Two reductions in `keras/src/backend/tensorflow/trainer.py` (read in Keras 3.15.1 and in
+keras-team/keras main at commit 040bf77, where they are unchanged) break in multi-worker mode:
 
 1. `TensorFlowTrainer._maybe_symbolic_build` builds the model from the first distributed batch
    with `strategy.reduce("MEAN", batch, axis=None)`; `CollectiveAllReduceStrategy` cannot
@@ -26,8 +26,8 @@ Delete this module, and its two callers, when Keras fixes the issue: the test
 import keras
 import tensorflow as tf
 
-# Checked against 3.12-3.15.1 (the newest release when this was written, 2026-12); widen the
-# range after checking a newer Keras still has the bug (the test above tells).
+# The bug is in every Keras 3 release up to 3.15.1, the one checked here; widen the range
+# after checking that a newer Keras still has it (the test above tells).
 AFFECTED_KERAS = ((3, 0), (3, 16))
 ISSUE = "keras-team/keras#20585"
 
