@@ -178,7 +178,7 @@ def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
     start = time.monotonic()
     killed = multiworker.run_workers(
         "multiworker_fit.py", ["resume", out], timeout=120, ports=ports,
-        env={"MW_CHECKPOINT": checkpoint, "MW_KILL_EPOCH": "4", "MW_EPOCHS": "5", "MW_LAMBDA": "100",
+        env={"MW_CHECKPOINT": checkpoint, "MW_KILL_EPOCH": "4", "MW_EPOCHS": "5", "MW_LAMBDA": "200", "MW_THRESHOLD": "0.9",
              "MW_TIMEOUT": "20"})
     assert killed[1][0] == -9  # worker 1 was killed at the end of epoch 4
     assert killed[0][0] not in (0, None)  # the chief noticed, in bounded time: no hang
@@ -191,7 +191,7 @@ def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
     _reports(multiworker.run_workers(
         "multiworker_fit.py", ["resume", out], timeout=120,
         env={"MW_CHECKPOINT": checkpoint, "MW_EPOCHS": "5", "MW_TIMEOUT": "20",
-             "MW_LAMBDA": "100"}))
+             "MW_LAMBDA": "200", "MW_THRESHOLD": "0.9"}))
     first, second = (np.load(out.format(rank=r)) for r in (0, 1))
     report = json.loads(str(first["report"]))
     assert report["start_epoch"] == 4 and report["start_units"] == pruned

@@ -103,7 +103,10 @@ class GatedModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return loss + tf.cast(self.l0_penalty(), loss.dtype)
+        # Keras divides each replica's loss by the number of replicas (the gradients are then
+        # summed); the penalty too, or it would count once per replica.
+        penalty = loss_module.scale_loss_for_distribution(self.l0_penalty())
+        return loss + tf.cast(penalty, loss.dtype)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, plus the checks and context the gates and DynHP need.

@@ -87,7 +87,8 @@ elif mode == "resume":
     history = model.fit(
         tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=0), initial_epoch=start_epoch,
         epochs=epochs, verbose=0, shuffle=False,
-        callbacks=[DynHPCallback(threshold=0.5, budget="400KB", alpha_bs=0.5),
+        callbacks=[DynHPCallback(threshold=float(os.environ.get("MW_THRESHOLD", "0.5")),
+                                 budget="400KB", alpha_bs=0.5),
                    distribute.ChiefCheckpoint(path),
                    keras.callbacks.LambdaCallback(on_epoch_end=kill)],
     )
