@@ -7,7 +7,7 @@ from keras.src.utils import io_utils
 from tfdynhp import batch_size as batch_rules
 from tfdynhp import budget as budget_lib
 from tfdynhp import criteria as criteria_lib
-from tfdynhp import memory, probes, resources, targets
+from tfdynhp import distribute, memory, probes, resources, targets
 from tfdynhp.batches import DynamicBatches
 from tfdynhp.criteria import GateActivationRate, keep_mask
 from tfdynhp.models import VARIANCE_RATIO, GatedModel
@@ -70,8 +70,10 @@ class DynHPCallback(keras.callbacks.Callback):
             model at each pruning epoch; units below `threshold` go. Defaults to
             `GateActivationRate(threshold)`.
         criterion_data: `x` or `(x, y)` for a criterion that reads data. Defaults to `None`.
-        budget: memory budget in bytes or as a string ("1MB", "512KiB", "0.6MiB"). `None` for
-            no budget. Defaults to `None`.
+        budget: memory budget in bytes or as a string ("1MB", "512KiB", "0.6MiB"), per
+            replica under a distribution strategy (the model, its optimizer state and the
+            replica's share of the global batch; the batch grows in multiples of the number
+            of replicas). `None` for no budget. Defaults to `None`.
         alpha_bs: `alpha_bs` of the batch-size rule, in [0, 1]. Defaults to `0.98`.
         accounting: `"full"` (weights, gates, gradients, optimizer slots, activations, input
             batch) or `"paper"` (weights plus one input batch); the budget and a memory target
@@ -211,8 +213,15 @@ class DynHPCallback(keras.callbacks.Callback):
             return self._data.batch_size
         return getattr(self.model, "_dynhp_fit_batch_size", None)
 
+    def _replicas(self):
+        return distribute.replicas(self.model.distribute_strategy)
+
     def _memory(self, batch_size):
-        return memory.training_memory(self.model, batch_size, self.accounting)
+        """Training memory of one replica: the model, its optimizer state and its share of the
+        global batch `batch_size` (the budget is what one device holds)."""
+        return memory.training_memory(
+            self.model, -(-batch_size // self._replicas()), self.accounting
+        )
 
     def _check_budget(self):
         batch = self._epoch_batch_size()
@@ -224,14 +233,16 @@ class DynHPCallback(keras.callbacks.Callback):
                 "size (`.batch(n, drop_remainder=True)`), or `tfdynhp.DynamicBatches`."
             )
         total, fixed, per_example = self._memory(batch)
+        replicas = self._replicas()
         if total > self.budget_bytes:
+            share = f" ({batch // replicas} per replica of {replicas})" if replicas > 1 else ""
             raise ConfigurationError(
                 f"The budget of {budget_lib.format_bytes(self.budget_bytes)} is too small: "
                 f"the model needs {budget_lib.format_bytes(fixed)} plus "
                 f"{budget_lib.format_bytes(per_example)} per example, "
-                f"{budget_lib.format_bytes(total)} at batch size {batch} "
-                f"({self.accounting} accounting). Raise the budget or start from a "
-                "smaller model or batch."
+                f"{budget_lib.format_bytes(total)} at batch size {batch}{share} "
+                f"({self.accounting} accounting). The budget is per replica (what one device "
+                "holds). Raise the budget or start from a smaller model or batch."
             )
 
     def _start_target(self):
@@ -260,6 +271,9 @@ class DynHPCallback(keras.callbacks.Callback):
         self._frozen = all(gate.frozen for gate in self.model.gate_layers)
         data = self._training_data() if self.dynamic_batch else None
         self._data = data
+        batch = self._epoch_batch_size()
+        if batch is not None:
+            distribute.check_divisible(batch, self._replicas())
         if self.budget_bytes is not None:
             self._check_budget()
         self._controller = self._start_target() if self.target is not None else None
@@ -306,10 +320,14 @@ class DynHPCallback(keras.callbacks.Callback):
         max_batch = candidate
         if self.budget_bytes is not None:
             _, fixed, per_example = self._memory(batch_size)
-            max_batch = batch_rules.max_batch_for_budget(self.budget_bytes, fixed, per_example)
-        return batch_rules.next_batch_size(
+            max_batch = self._replicas() * batch_rules.max_batch_for_budget(
+                self.budget_bytes, fixed, per_example
+            )
+        next_batch = batch_rules.next_batch_size(
             batch_size, candidate, max_batch, max_examples=self._data.num_examples
         )
+        # Grow in whole per-replica batches (`batch_size` already is a multiple).
+        return max(batch_size, distribute.round_to_replicas(next_batch, self._replicas()))
 
     def _prune(self, epoch, record):
         model = self.model
@@ -341,7 +359,7 @@ class DynHPCallback(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         model = self.model
         batch_size = self._epoch_batch_size()
-        memory_batch = batch_size or 0
+        memory_batch = -(-(batch_size or 0) // self._replicas())  # one replica's share
         epoch_memory = {
             accounting: memory.training_memory(model, memory_batch, accounting)[0]
             for accounting in memory.ACCOUNTINGS

@@ -158,6 +158,10 @@ def build_parser():
                        f"(default: {defaults['validation_split']}; the test set is only used "
                        "for the final numbers)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--distribute", choices=("mirrored", "multi-worker"), default=None,
+                       help="train under tf.distribute: 'mirrored' (this machine's devices) "
+                       "or 'multi-worker' (run the same command on every machine of "
+                       "TF_CONFIG; only the chief writes --out) (default: none)")
     train.add_argument("--limit-train", type=_positive_int, default=None,
                        help="train on a random subset of N examples (quick runs)")
     train.add_argument("--export", default="",
@@ -315,6 +319,7 @@ def _run_options(args):
         "limit_train": args.limit_train,
         "bn_momentum": args.bn_momentum,
         "variance_every": args.variance_every,
+        "distribute": args.distribute,
     }
     try:
         training.RunConfig(**options).resolve()

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras.src.losses import loss as loss_module
 
-from tfdynhp import variance
+from tfdynhp import _keras_compat, distribute, variance
 from tfdynhp.batches import DynamicBatches, ignore_ran_out_of_data_warning
 from tfdynhp.layers import HardConcreteGate
 from tfdynhp.surgery import graph
@@ -106,7 +106,10 @@ class GatedModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return loss + tf.cast(self.l0_penalty(), loss.dtype)
+        # Keras divides each replica's loss by the number of replicas (the gradients are then
+        # summed); the penalty too, or it would count once per replica.
+        penalty = loss_module.scale_loss_for_distribution(self.l0_penalty())
+        return loss + tf.cast(penalty, loss.dtype)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, plus the checks and context the gates and DynHP need.
@@ -117,6 +120,11 @@ class GatedModel(keras.Model):
         `DynamicBatches`) and the fixed batch size.
         """
         _check_callbacks(callbacks)
+        if _keras_compat.is_multi_worker(self.distribute_strategy):
+            _keras_compat.install()  # keras-team/keras#20585; a no-op once Keras is fixed
+            _check_multi_worker_data(x)
+        if isinstance(x, DynamicBatches):
+            distribute.check_divisible(x.batch_size, distribute.replicas(self.distribute_strategy))
         previous_sizes = self._set_dataset_size(x, kwargs.get("validation_split", 0.0))
         callbacks = list(callbacks or [])
         verbose = kwargs.get("verbose", "auto")
@@ -327,6 +335,18 @@ class GatedModel(keras.Model):
         variance_tracker.update_state(total_variance)
         ratio_tracker.update_state(
             tf.math.divide_no_nan(total_variance, tf.cast(data_loss, tf.float32))
+        )
+
+
+def _check_multi_worker_data(x):
+    """Every worker builds the same global batches and keeps its replicas' share of each, so a
+    shuffled `DynamicBatches` must draw the same permutations on every worker."""
+    if isinstance(x, DynamicBatches) and x._shuffle and x._seed is None:
+        raise ConfigurationError(
+            "Under MultiWorkerMirroredStrategy every worker must draw the same batches (each "
+            "keeps its share of every global batch), but this DynamicBatches shuffles without "
+            "a seed. Pass the same `seed=` on every worker, e.g. DynamicBatches(x, y, "
+            "batch_size=32, seed=0)."
         )
 
 

@@ -21,6 +21,7 @@ Modes (METHOD.md sections 2-3):
   budget, fed by `tfdynhp.DynamicBatches` (the paper's DynHP).
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,6 +34,7 @@ import numpy as np
 
 from tfdynhp import architectures, inputs, memory, resources
 from tfdynhp import budget as budget_lib
+from tfdynhp import distribute as distribute_lib
 from tfdynhp.inputs import FASHION_MNIST_LABELS, load_data, representative_subset
 
 MODES = ("dense", "sp", "hp", "dynhp")
@@ -157,6 +159,7 @@ class RunConfig:
     limit_train: int = None
     bn_momentum: float = None
     variance_every: int = None
+    distribute: str = None
 
     def resolve(self):
         """Fills in the defaults and checks the options; returns `self`."""
@@ -175,6 +178,9 @@ class RunConfig:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}. Expected one of "
                              f"{list(LR_SCHEDULES)}.")
         memory.check_accounting(self.accounting)
+        if self.distribute not in (None, *distribute_lib.STRATEGIES):
+            raise ValueError(f"`distribute` must be one of {distribute_lib.STRATEGIES} or None. "
+                             f"Received: distribute={self.distribute!r}")
         if self.penalty is not None:
             resources.check_resource(self.penalty)
         if self.budget is not None and not dynhp:
@@ -395,6 +401,12 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
     exports = check_exports(exports)
     if exports and out_dir is None:
         raise ValueError("Exports need an output folder: pass `out_dir`.")
+    # First, before TensorFlow runs anything (multi-worker needs it).
+    strategy = distribute_lib.strategy_for(config.distribute)
+    rank = distribute_lib.worker_rank(strategy)
+    if rank and out_dir is not None:
+        # Only the chief writes the run's files; the other workers write their own folder.
+        out_dir, exports = os.path.join(os.fspath(out_dir), "workers", str(rank)), ()
     keras_verbose = verbose if keras_verbose is None else keras_verbose
     (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
@@ -407,37 +419,41 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
     states = _seeded(config.seed)
     try:
         return _train(config, x_train, y_train, validation, x_test, y_test, num_classes,
-                      out_dir, exports, verbose, keras_verbose, labels)
+                      out_dir, exports, verbose, keras_verbose, labels, strategy)
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
 
 
 def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, out_dir,
-           exports, verbose, keras_verbose, labels):
+           exports, verbose, keras_verbose, labels, strategy=None):
     import tfdynhp
 
-    base = build_model(config, x_train.shape[1:], num_classes)
-    shape = base.inputs[0].shape[1:]
-    x_train = inputs.shape_for(x_train, shape, "the training data")
-    x_test = inputs.shape_for(x_test, shape, "the test data")
-    if validation is not None:
-        validation = (inputs.shape_for(validation[0], shape, "the validation data"),
-                      validation[1])
-    if config.mode == "dense":
-        model = base
-    else:
-        model = base if tfdynhp.is_gated_model(base) else tfdynhp.gate(
-            base, seed=config.seed, l0_lambda=config.l0_lambda,
-            drop_rate_init=config.drop_rate_init,
-            first_layer_drop_rate=config.first_layer_drop_rate,
-            penalty=config.penalty or "units",
-        )
-    callbacks, recorder = method_callbacks(config, verbose)
-    if out_dir is not None:
-        callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
-    model.compile(optimizer=keras.optimizers.Adam(config.lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # Under a strategy, the model, its gates and optimizer are created in its scope (Keras
+    # then trains with it); surgery rebuilds them in the same scope.
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        base = build_model(config, x_train.shape[1:], num_classes)
+        shape = base.inputs[0].shape[1:]
+        x_train = inputs.shape_for(x_train, shape, "the training data")
+        x_test = inputs.shape_for(x_test, shape, "the test data")
+        if validation is not None:
+            validation = (inputs.shape_for(validation[0], shape, "the validation data"),
+                          validation[1])
+        if config.mode == "dense":
+            model = base
+        else:
+            model = base if tfdynhp.is_gated_model(base) else tfdynhp.gate(
+                base, seed=config.seed, l0_lambda=config.l0_lambda,
+                drop_rate_init=config.drop_rate_init,
+                first_layer_drop_rate=config.first_layer_drop_rate,
+                penalty=config.penalty or "units",
+            )
+        callbacks, recorder = method_callbacks(config, verbose)
+        if out_dir is not None:
+            callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
+        model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if config.mode == "dense":
         recorder.static_record = _dense_record(model, config.batch_size)
 
