@@ -23,6 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import legacy_int8
+
 
 def ds_cnn(tf_keras, shape, num_classes, bn_momentum):
     """MLPerf Tiny's DS-CNN (64 filters) in tf_keras, as `tfdynhp.architectures.ds_cnn`."""
@@ -66,7 +69,6 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
@@ -97,17 +99,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     stripped.save(os.path.join(args.out, "model_float.h5"))
 
-    def representative():
-        for sample in d["x_calib"]:
-            yield [sample[None].astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(stripped)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    tflite = converter.convert()
+    tflite = legacy_int8.int8_tflite(stripped, d["x_calib"])
     with open(os.path.join(args.out, "model.tflite"), "wb") as f:
         f.write(tflite)
     float_acc = {}

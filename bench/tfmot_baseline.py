@@ -26,6 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import legacy_int8
+
 
 def build(arch, tf_keras):
     """The tf_keras twin of `tfdynhp.architectures.mlp` / `lenet5` (same layers and sizes)."""
@@ -101,7 +104,6 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for model.tflite and result.json")
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
@@ -148,17 +150,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     representative = x[np.sort(rng.permutation(len(x))[:500])]
 
-    def representative_dataset():
-        for sample in representative:
-            yield [sample[None].astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(stripped)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    tflite = converter.convert()
+    tflite = legacy_int8.int8_tflite(stripped, representative)
     tflite_path = os.path.join(args.out, "model.tflite")
     with open(tflite_path, "wb") as f:
         f.write(tflite)
