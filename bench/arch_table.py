@@ -44,7 +44,7 @@ from tfdynhp import architectures, complexity, converters, datasets
 # momentum 0.99) for the float model's inference predictions to be well above chance, so that
 # the int8 agreement is not met by near-constant predictions. Chosen by a few runs per model.
 RECIPES = {
-    "mlp": {"data": "fashion-mnist", "samples": 6000, "epochs": 3, "batch_size": 32},
+    "mlp": {"data": "fashion-mnist", "samples": 6000, "epochs": 6, "batch_size": 32},
     "lenet5": {"data": "fashion-mnist", "samples": 6000, "epochs": 3, "batch_size": 32},
     "ds-cnn": {"samples": 1024, "epochs": 6, "batch_size": 8, "lr": 3e-3},
     "mobilenet-v1-0.25": {"samples": 1024, "epochs": 6, "batch_size": 8, "lr": 3e-3},

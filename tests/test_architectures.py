@@ -220,11 +220,12 @@ def test_classifier_gated_pruned_in_one_fit_then_int8_end_to_end(name):
 
 
 @pytest.mark.slow
-def test_autoencoder_gated_pruned_end_to_end():
-    result = arch_table.measure("fc-autoencoder", eval_samples=200, target="50% params")
-    assert result["params"] <= 0.5 * result["dense_params"]
-    # BatchNormalization folded; a GATHER reads the input features the pruning kept.
-    assert set(result["ops"]) <= {"FULLY_CONNECTED", "GATHER"}
+def test_autoencoder_end_to_end():
+    # Dense, not gated: pruned to a target with this short recipe, the autoencoder reconstructs
+    # worse than the mean (MSE 1.34 against a variance of 1.04 at 75% of its parameters; see
+    # the README's "Not done yet").
+    result = arch_table.measure("fc-autoencoder", eval_samples=200)
+    assert result["ops"] == ["FULLY_CONNECTED"]  # BatchNormalization folded
     assert result["float_mse"] < 0.8 * result["signal_variance"], result
     for runtime in ("litert", "tflm"):
         assert result[f"{runtime}_mse"] == pytest.approx(result["float_mse"], rel=0.05), result
