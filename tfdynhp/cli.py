@@ -79,6 +79,16 @@ def _open_unit_float(text):
     return value
 
 
+def _add_verify_options(parser, bundle, note):
+    """`--verify` and `--tflm-dir`, shared by `train` and `export`."""
+    parser.add_argument("--verify", default="",
+                        help=f"build {bundle} firmware against TFLite Micro, run it and check "
+                        "it bit for bit against Python TFLM: comma-separated among host, "
+                        f"cortex-m4, cortex-m3 ({note})")
+    parser.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
+                        help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
+
+
 def build_parser():
     """The `argparse` parser of the `tfdynhp` command."""
     from tfdynhp import training
@@ -166,12 +176,7 @@ def build_parser():
                        help="train on a random subset of N examples (quick runs)")
     train.add_argument("--export", default="",
                        help="comma-separated export targets among pi, android, mcu")
-    train.add_argument("--verify", default="",
-                       help="build the exported mcu bundle's firmware, run it and check it bit "
-                       "for bit against Python TFLM: comma-separated among host, cortex-m4, "
-                       "cortex-m3 (needs --export mcu)")
-    train.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
-                       help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
+    _add_verify_options(train, "the exported mcu bundle's", "needs --export mcu")
     train.add_argument("--variance-every", type=int, default=None,
                        help="compute the gradient variance of the batch rule on one step in k "
                        "(default: DynHPCallback's, 4; 1 = every step)")
@@ -204,12 +209,7 @@ def build_parser():
                         "%(default)s)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
-    export.add_argument("--verify", default="",
-                        help="build the mcu bundle's firmware against TFLite Micro, run it and "
-                        "check it bit for bit against Python TFLM: comma-separated among host, "
-                        "cortex-m4, cortex-m3 (Cortex-M run under qemu-system-arm)")
-    export.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
-                        help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
+    _add_verify_options(export, "the mcu bundle's", "Cortex-M run under qemu-system-arm")
 
     evaluate = commands.add_parser(
         "evaluate",
