@@ -86,7 +86,8 @@ def _model_row(name, path):
 
 def measure(row, data, targets, tflm_dir, work_dir, cache_dir):
     """Converts (if needed), exports the mcu bundle and verifies it on every target."""
-    from tfdynhp import converters, inputs
+    from tfdynhp import converters
+    from tfdynhp.datasets import shaping as inputs
 
     (x_train, _), (x_test, y_test) = data
     tflite = row.pop("tflite", None)

@@ -1,10 +1,10 @@
 """Keyword-spotting benchmark: dense DS-CNN vs DynHP at 1/2 and 1/4 of its MACs vs TF-MOT.
 
 One run, rows side by side on the same speaker-disjoint synthetic-kws data (espeak-ng speech,
-`tfdynhp.kws`), the same epochs, learning rate and BatchNormalization momentum:
+`tfdynhp.datasets.kws`), the same epochs, learning rate and BatchNormalization momentum:
 
 - `dense`: MLPerf Tiny's DS-CNN, no gates;
-- `dynhp 1/2`, `dynhp 1/4`: `tfdynhp.kws.train_kws` (gated, DynHP, `--target "50% macs"` /
+- `dynhp 1/2`, `dynhp 1/4`: `tfdynhp.datasets.kws.train_kws` (gated, DynHP, `--target "50% macs"` /
   `"25% macs"` met in the same fit, stripped);
 - `tfmot 1/2`, `tfmot 1/4`: TF-MOT `prune_low_magnitude` (bench/kws_tfmot.py, own process)
   with the same number of non-zero weights as the DynHP row (unstructured: the int8 model
@@ -35,8 +35,9 @@ sys.path.insert(0, ROOT)
 
 import numpy as np
 
-from tfdynhp import converters, kws, training
-from tfdynhp.inputs import representative_subset
+from tfdynhp import converters, training
+from tfdynhp.datasets import kws
+from tfdynhp.datasets.shaping import representative_subset
 
 TFLM_DIR = os.environ.get("TFLM_DIR") or os.path.join(os.path.dirname(ROOT), "shared",
                                                       "tflm-kit", "tflm")
@@ -200,7 +201,7 @@ def write_markdown(record, path):
             f"{r['firmware'].get('bit_exact', r['firmware'].get('error'))} | "
             f"{r['wall_time_s']:.0f} |")
     lines += ["", ("Params: non-zero values, BatchNormalization statistics included, as "
-              "`tfdynhp.memory.parameter_count` (TF-MOT rows: its sparse kernels; its int8 file, arena and MACs stay those of the dense shapes). "
+              "`tfdynhp.costs.memory.parameter_count` (TF-MOT rows: its sparse kernels; its int8 file, arena and MACs stay those of the dense shapes). "
               "Flash = text + data, RAM = data + bss (arena included) + measured stack and heap; "
               "instructions counted by QEMU -icount (not cycle-accurate)."), ""]
     with open(path, "w") as f:

@@ -39,7 +39,7 @@ sys.path.insert(0, ROOT)
 import keras
 import numpy as np
 
-from tfdynhp import kws
+from tfdynhp.datasets import kws
 
 EPOCHS = 15
 

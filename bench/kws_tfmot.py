@@ -53,7 +53,7 @@ def prunable_count(model):
 
 def nonzero_params(model):
     """Non-zero values of every weight (BatchNormalization statistics included), counted as
-    `tfdynhp.memory.parameter_count` counts the DynHP rows."""
+    `tfdynhp.costs.memory.parameter_count` counts the DynHP rows."""
     return int(sum(np.count_nonzero(w) for w in model.get_weights()))
 
 

@@ -32,7 +32,8 @@ import numpy as np
 from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback
 
 import tfdynhp
-from tfdynhp import architectures, complexity, datasets
+from tfdynhp import architectures, datasets
+from tfdynhp.costs import inference as complexity
 
 METHODS = ["dense", "dynhp", "activation_density", "pa", "fa", "ma"]
 

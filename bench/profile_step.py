@@ -37,9 +37,9 @@ import tensorflow as tf
 
 import tfdynhp
 from tfdynhp import architectures
-from tfdynhp import gates as gate_math
-from tfdynhp.layers import HardConcreteGate
-from tfdynhp.models import GatedModel
+from tfdynhp.layers.gate import HardConcreteGate
+from tfdynhp.math import hard_concrete as gate_math
+from tfdynhp.model.gated_model import GatedModel
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -28,7 +28,7 @@ from tfdynhp.converters import quantize, runtimes
 
 import tfdynhp
 from tfdynhp import architectures, datasets
-from tfdynhp.specialization import remap_labels, slice_head
+from tfdynhp.methods.specialization import remap_labels, slice_head
 
 CLASS_SETS = {2: [7, 9], 3: [0, 2, 6], 5: [1, 3, 5, 7, 8]}  # sneaker/boot; shirt-like; mixed
 CRITERIA = ["magnitude", "taylor", "lrp", "activation_density", "random"]

@@ -39,7 +39,7 @@ from tfdynhp.callbacks.dynhp import VARIANCE_EVERY
 
 import tfdynhp
 from tfdynhp import architectures, datasets
-from tfdynhp.batch_size import variance_batch_candidate
+from tfdynhp.math.batch_rule import variance_batch_candidate
 from tfdynhp.surgery import apply_keep_masks, gated_groups
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -56,9 +56,9 @@ def build(arch, tf_keras):
 
 def _load(limit_train, seed, validation_split, arch="mlp"):
     """The same training subset, validation split and test set as `tfdynhp.training.train`
-    with the same seed (`tfdynhp.inputs`)."""
+    with the same seed (`tfdynhp.datasets.shaping`)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from tfdynhp import inputs
+    from tfdynhp.datasets import shaping as inputs
 
     (x, y), (xt, yt) = inputs.load_data("fashion-mnist", limit_train=limit_train, seed=seed)
     (x, y), validation = inputs.split_validation(x, y, validation_split, seed)
@@ -72,7 +72,7 @@ def _size(variable):
 
 
 def measured_full_memory(model, optimizer, x_batch):
-    """The full accounting of `tfdynhp.memory`, read from the live tf_keras training model:
+    """The full accounting of `tfdynhp.costs.memory`, read from the live tf_keras training model:
     every variable (kernels, biases, TF-MOT's masks and thresholds), one gradient per
     trainable value, the optimizer's slots, every layer's output for the batch (run in
     training mode) and the input batch."""

@@ -6,8 +6,8 @@ import math
 import keras
 from keras.src.utils import io_utils
 
-from tfdynhp import resources
-from tfdynhp.criteria import ActivationDensity, lowest_removed
+from tfdynhp.costs import units as resources
+from tfdynhp.policies.criteria import ActivationDensity, lowest_removed
 from tfdynhp.surgery import analyze, apply_keep_masks
 from tfdynhp.validation import check_integer
 

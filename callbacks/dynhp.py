@@ -4,13 +4,17 @@ import keras
 import numpy as np
 from keras.src.utils import io_utils
 
-from tfdynhp import batch_size as batch_rules
-from tfdynhp import budget as budget_lib
-from tfdynhp import criteria as criteria_lib
-from tfdynhp import distribute, memory, probes, resources, targets
-from tfdynhp.batches import DynamicBatches
-from tfdynhp.criteria import GateActivationRate, keep_mask
-from tfdynhp.models import VARIANCE_RATIO, GatedModel
+from tfdynhp import distribute
+from tfdynhp.costs import memory
+from tfdynhp.costs import units as resources
+from tfdynhp.graph import probes
+from tfdynhp.math import batch_rule as batch_rules
+from tfdynhp.math import budget as budget_lib
+from tfdynhp.model.dynamic_batches import DynamicBatches
+from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
+from tfdynhp.policies import criteria as criteria_lib
+from tfdynhp.policies import targets
+from tfdynhp.policies.criteria import GateActivationRate, keep_mask
 from tfdynhp.surgery import apply_keep_masks, gated_groups
 from tfdynhp.validation import ConfigurationError, check_integer, check_real
 
@@ -35,8 +39,8 @@ class DynHPCallback(keras.callbacks.Callback):
     (eqs. 9-10), and never shrinks.
 
     With a `target` ("32k params", "2.5M macs", "40KB", "900KB memory", or a
-    `tfdynhp.targets.Target`) the model is brought to it by `target_epoch` (see
-    `tfdynhp.targets`): the amount due follows a cubic schedule, `lambda` is raised or lowered
+    `tfdynhp.policies.targets.Target`) the model is brought to it by `target_epoch` (see
+    `tfdynhp.policies.targets`): the amount due follows a cubic schedule, `lambda` is raised or lowered
     every epoch so that the gates close about as many units as the schedule asks, and each
     epoch removes the units of lowest activation rate until the model is at the amount due
     (more than `threshold` removes when the gates lag, fewer when they run ahead); from
@@ -65,7 +69,7 @@ class DynHPCallback(keras.callbacks.Callback):
         prune: `False` trains the gates without removing anything (the paper's soft-pruning
             baseline, SP). Defaults to `True`.
         criterion: a callable `criterion(group) -> scores` with a `threshold` attribute; units
-            scoring below it go. Or a criterion name / object of `tfdynhp.criteria`
+            scoring below it go. Or a criterion name / object of `tfdynhp.policies.criteria`
             ("magnitude", "taylor", "lrp", "activation_density", "random") scored on the whole
             model at each pruning epoch; units below `threshold` go. Defaults to
             `GateActivationRate(threshold)`.
@@ -87,7 +91,7 @@ class DynHPCallback(keras.callbacks.Callback):
             target's own `by_epoch`, else two thirds of the fit's epochs.
         final_phase: `"freeze"` (freeze the gates once the target is met and fine-tune) or
             `None` (keep training the gates). Defaults to `"freeze"`.
-        penalty: the resource the gates' penalty counts (`tfdynhp.resources.RESOURCES`);
+        penalty: the resource the gates' penalty counts (`tfdynhp.costs.units.RESOURCES`);
             `None` keeps the gates' own unless a target gives one. Defaults to `None`.
         variance_every: with `dynamic_batch`, compute the gradient variance of the batch rule
             on one training step in `variance_every` (the rule uses its epoch mean; see
@@ -141,7 +145,7 @@ class DynHPCallback(keras.callbacks.Callback):
             not callable(self.criterion) or not hasattr(self.criterion, "threshold")
         ):
             raise TypeError(
-                "`criterion` must be a name (tfdynhp.criteria.CRITERIA), an object with "
+                "`criterion` must be a name (tfdynhp.policies.criteria.CRITERIA), an object with "
                 "`scores(model, data, unit_graph)`, or callable as criterion(group) -> scores "
                 f"with a `threshold` attribute. Received: {self.criterion!r}"
             )

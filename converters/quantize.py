@@ -19,7 +19,7 @@ _QUANT_WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
 def _maybe_strip(model):
     """Strips tfdynhp gates (if the gating module exists and the model is gated)."""
     try:
-        from tfdynhp.gating import is_gated_model, strip
+        from tfdynhp.model.gating import is_gated_model, strip
     except ImportError:
         return model
     if is_gated_model(model):
@@ -131,7 +131,7 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500)
 
     Weights and activations are int8 (biases int32), every op uses a TFLite builtin int8
     kernel, and the model input and output are `io_dtype`. A tfdynhp gated model is stripped
-    of its gates first (`tfdynhp.gating.strip`). The model is exported with a batch size of 1,
+    of its gates first (`tfdynhp.model.gating.strip`). The model is exported with a batch size of 1,
     as microcontrollers and the demo apps run it.
 
     Args:

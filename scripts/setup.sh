@@ -24,7 +24,7 @@ if ! command -v arm-none-eabi-g++ >/dev/null \
   apt_pkgs+=" libstdc++-arm-none-eabi-newlib"
 fi
 command -v qemu-system-arm >/dev/null || apt_pkgs+=" qemu-system-arm"
-# espeak-ng: the speech synthesizer of the synthetic-kws data set (tfdynhp.kws).
+# espeak-ng: the speech synthesizer of the synthetic-kws data set (tfdynhp.datasets.kws).
 command -v espeak-ng >/dev/null || apt_pkgs+=" espeak-ng"
 if [ -n "$apt_pkgs" ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
@@ -39,7 +39,7 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.tfdynhp-installed
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt

@@ -1,4 +1,4 @@
-"""Tests for tfdynhp.batch_size: hand-computed points plus hypothesis properties."""
+"""Tests for tfdynhp.math.batch_rule: hand-computed points plus hypothesis properties."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfdynhp import batch_size as bs
+from tfdynhp.math import batch_rule as bs
 
 
 @pytest.mark.parametrize(

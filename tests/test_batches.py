@@ -1,4 +1,4 @@
-"""Tests for tfdynhp.batches: DynamicBatches under a real `model.fit` (CPU, seeded)."""
+"""Tests for tfdynhp.model.dynamic_batches: DynamicBatches under a real `model.fit` (CPU, seeded)."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdynhp.batches import (
+from tfdynhp.model.dynamic_batches import (
     RAN_OUT_OF_DATA_MESSAGE,
     DynamicBatches,
     ignore_ran_out_of_data_warning,

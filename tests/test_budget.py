@@ -1,11 +1,11 @@
-"""Tests for tfdynhp.budget: exact, hand-computed byte counts."""
+"""Tests for tfdynhp.math.budget: exact, hand-computed byte counts."""
 
 import dataclasses
 import math
 
 import pytest
 
-from tfdynhp import budget
+from tfdynhp.math import budget
 
 # LeNet-300-100: 784*300 + 300 + 300*100 + 100 + 100*10 + 10.
 LENET_PARAMS = 266_610

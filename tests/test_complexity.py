@@ -1,4 +1,4 @@
-"""Per-layer counters of `tfdynhp.complexity`: hand-computed values on tiny layers, parameters
+"""Per-layer counters of `tfdynhp.costs.inference`: hand-computed values on tiny layers, parameters
 against Keras' `count_params`, MACs against TensorFlow's profiler (FLOPs = 2 * MACs) and
 against brute-force numpy loops that count their multiplications."""
 
@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import tfdynhp
 from tfdynhp import architectures
-from tfdynhp import complexity as cx
+from tfdynhp.costs import inference as cx
 
 
 def costs_by_name(model):

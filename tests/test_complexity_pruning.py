@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from tfdynhp import complexity_pruning as cp
+from tfdynhp.methods import complexity_pruning as cp
 
 
 def _cnn(seed=0):

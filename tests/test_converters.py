@@ -144,7 +144,7 @@ def test_uint8_io_runs_in_both_runtimes(float_model, digits):
 
 
 class TakeFeatures(keras.layers.Layer):
-    """Stand-in for tfdynhp.layers.SelectFeatures: keeps the input features `indices`."""
+    """Stand-in for tfdynhp.layers.gate.SelectFeatures: keeps the input features `indices`."""
 
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
@@ -190,7 +190,7 @@ def test_gated_model_is_stripped_before_conversion(float_model, digits, monkeypa
             calls.append("strip")
             return float_model
 
-    monkeypatch.setitem(sys.modules, "tfdynhp.gating", FakeGating)
+    monkeypatch.setitem(sys.modules, "tfdynhp.model.gating", FakeGating)
     tflite_bytes = converters.to_int8_tflite(object(), digits[0][:20])
     assert calls == ["is_gated_model", "strip"]
     assert converters.read_model_info(tflite_bytes).inputs[0].shape == (1, 64)

@@ -8,7 +8,8 @@ import pytest
 from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
-from tfdynhp import datasets, memory
+from tfdynhp import datasets
+from tfdynhp.costs import memory
 
 pytestmark = pytest.mark.slow
 

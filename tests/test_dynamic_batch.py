@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
-from tfdynhp import memory
+from tfdynhp.costs import memory
 
 
 class RecordingModel(tfdynhp.GatedModel):
@@ -78,7 +78,7 @@ def test_budget_binds_and_memory_never_exceeds_it(digits):
     assert total <= budget
     batches = history.history["dynhp/next_batch_size"]
     candidates = [
-        tfdynhp.batch_size.variance_batch_candidate(b, 0.0, r)
+        tfdynhp.math.batch_rule.variance_batch_candidate(b, 0.0, r)
         for b, r in zip(history.history["dynhp/batch_size"],
                         history.history["grad_variance_ratio"])
     ]

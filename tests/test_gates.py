@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tfdynhp import gates
+from tfdynhp.math import hard_concrete as gates
 
 
 def sigmoid(v):

@@ -1,4 +1,4 @@
-"""Keyword spotting end to end (`tfdynhp.kws.train_kws`, `tfdynhp train --dataset synthetic-kws`).
+"""Keyword spotting end to end (`tfdynhp.datasets.kws.train_kws`, `tfdynhp train --dataset synthetic-kws`).
 
 A gated DS-CNN pruned to half its MACs in one fit on the easiest synthetic set ("ci" size,
 "easy": 840 clips), stripped, int8, evaluated in LiteRT and TFLite Micro on held-out voices
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from tfdynhp.converters import tflite_model
 
-from tfdynhp import cli, converters, kws
+from tfdynhp import cli, converters
+from tfdynhp.datasets import kws
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TFLM_DIR = os.environ.get("TFLM_DIR") or str(REPO.parent / "shared" / "tflm-kit" / "tflm")
@@ -51,7 +52,7 @@ def run(tmp_path_factory):
 
 
 def test_bad_options_fail_before_synthesis(tmp_path, monkeypatch):
-    from tfdynhp.kws import espeak
+    from tfdynhp.datasets.kws import espeak
 
     monkeypatch.setattr(espeak, "synthesize", lambda *a, **k: pytest.fail("synthesized"))
     with pytest.raises(ValueError, match="add 'mcu'"):
@@ -73,7 +74,8 @@ def test_gated_ds_cnn_in_one_fit_learns_held_out_voices(run):
     s = result.summary
     assert s["mode"] == "hp" and s["bn_momentum"] == kws.pipeline.BN_MOMENTUM
     assert s["n_validation"] == s["data"]["split_sizes"]["val"]  # validation by speaker
-    from tfdynhp import architectures, resources
+    from tfdynhp import architectures
+    from tfdynhp.costs import units as resources
 
     dense = resources.model_cost(architectures.ds_cnn(num_classes=12)).macs
     assert s["macs"] <= 0.51 * dense, (s["macs"], dense)

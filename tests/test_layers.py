@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfdynhp import gates
-from tfdynhp.layers import HardConcreteGate, SelectFeatures
+from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
+from tfdynhp.math import hard_concrete as gates
 
 
 def test_gate_at_inference_scales_channels_by_test_time_gates():

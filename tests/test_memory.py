@@ -8,8 +8,8 @@ from conftest import make_mlp
 from keras import layers
 
 import tfdynhp
-from tfdynhp import memory
-from tfdynhp.layers import HardConcreteGate
+from tfdynhp.costs import memory
+from tfdynhp.layers.gate import HardConcreteGate
 from tfdynhp.surgery import apply_keep_masks, graph_nodes, prunable_units
 
 

@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import multiworker
 
-from tfdynhp import _keras_compat, distribute
+from tfdynhp import distribute
+from tfdynhp.distribute import keras_fix as _keras_compat
 from tfdynhp.surgery import gated_groups
 from tfdynhp.validation import ConfigurationError
 

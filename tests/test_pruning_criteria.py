@@ -7,7 +7,7 @@ import pytest
 from keras import layers
 
 import tfdynhp
-from tfdynhp import criteria
+from tfdynhp.policies import criteria
 from tfdynhp.surgery import analyze, prunable_units
 
 # A 2-2-2 network small enough to score by hand: h = relu(x W1), z = h W2 (no biases).

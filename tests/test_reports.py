@@ -1,11 +1,11 @@
-"""Tests for tfdynhp.reports: per-epoch plots, history reading, summary regeneration."""
+"""Tests for tfdynhp.training.reports: per-epoch plots, history reading, summary regeneration."""
 
 import csv
 import json
 
 import pytest
 
-from tfdynhp import reports
+from tfdynhp.training import reports
 
 
 def _history(epochs=3):

@@ -7,7 +7,7 @@ import pytest
 from keras import layers
 
 import tfdynhp
-from tfdynhp.specialization import remap_labels, slice_head
+from tfdynhp.methods.specialization import remap_labels, slice_head
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
 from tfdynhp import architectures
-from tfdynhp.layers import HardConcreteGate, philox_uniform
+from tfdynhp.layers.gate import HardConcreteGate, philox_uniform
 
 RATIO = "grad_variance_ratio"
 

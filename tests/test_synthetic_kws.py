@@ -1,4 +1,4 @@
-"""Tests for tfdynhp.kws: the synthetic keyword-spotting data set.
+"""Tests for tfdynhp.datasets.kws: the synthetic keyword-spotting data set.
 
 The pure parts (vocabulary, splits, augmentations, front end, cache files) are checked by hand;
 the rest synthesizes real espeak-ng speech (skipped with the install command when espeak-ng is
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import tfdynhp
-from tfdynhp import kws
-from tfdynhp.kws import augment, cache, dataset, espeak, plan, splits, vocabulary
-from tfdynhp.kws.features import FeatureNormalization, FrontEnd, mfcc
+from tfdynhp.datasets import kws
+from tfdynhp.datasets.kws import augment, cache, dataset, espeak, plan, splits, vocabulary
+from tfdynhp.datasets.kws.features import FeatureNormalization, FrontEnd, mfcc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None

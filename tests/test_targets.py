@@ -9,9 +9,11 @@ from keras import layers
 from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
-from tfdynhp import memory, resources, targets
+from tfdynhp.costs import memory
+from tfdynhp.costs import units as resources
+from tfdynhp.policies import targets
+from tfdynhp.policies.targets import Target, parse_target
 from tfdynhp.surgery import analyze, apply_keep_masks, prunable_units
-from tfdynhp.targets import Target, parse_target
 
 
 @pytest.mark.parametrize(

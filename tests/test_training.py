@@ -1,4 +1,4 @@
-"""Tests for tfdynhp.training and tfdynhp.inputs: width specs, architectures, data shaping,
+"""Tests for tfdynhp.training and tfdynhp.datasets.shaping: width specs, architectures, data shaping,
 validation splits, summaries, and train() in every mode."""
 
 import json
@@ -8,8 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfdynhp import budget as budget_lib
-from tfdynhp import inputs, memory, training
+from tfdynhp import training
+from tfdynhp.costs import memory
+from tfdynhp.datasets import shaping as inputs
+from tfdynhp.math import budget as budget_lib
 from tfdynhp.validation import ConfigurationError
 
 

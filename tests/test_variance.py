@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras import layers
 
 import tfdynhp
-from tfdynhp import variance
+from tfdynhp.math import gradient_variance as variance
 
 
 def brute_force_variance_l1(x, deltas, use_bias=True):
@@ -146,7 +146,7 @@ def test_mixed_precision_statistic_is_unscaled():
 def test_with_batchnorm_the_estimate_is_approximate_and_how_far():
     """BatchNormalization in training couples the examples of a batch, so the delta of example
     i at a layer is not example i's own gradient: the estimate differs from a per-example loop
-    (the number measured here is quoted in the docs of tfdynhp.variance)."""
+    (the number measured here is quoted in the docs of tfdynhp.math.gradient_variance)."""
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     model = tfdynhp.gate(_cnn(batchnorm=True), seed=1)

@@ -2,49 +2,59 @@
 
 Train a network under a fixed memory budget by physically removing units whose Hard Concrete
 gates stay closed, reuse the freed memory for larger mini-batches, and export int8 TFLite.
+
+The package reads bottom to top (each layer imports only the ones below it):
+
+- `tfdynhp.math`: the formulas (Hard Concrete, gradient variance, batch rule, budgets, MACs);
+- `tfdynhp.layers`: `HardConcreteGate`, `SelectFeatures`;
+- `tfdynhp.layer_types`: one entry per Keras layer type (channel role, surgery, cost, ...);
+- `tfdynhp.graph`: the graph of coupled units of a functional model;
+- `tfdynhp.surgery`: narrowing layers and optimizer state, all or nothing;
+- `tfdynhp.costs`: the one cost model (parameters, MACs, int8 bytes, training memory);
+- `tfdynhp.model`: `GatedModel`, `gate()` / `strip()`, `DynamicBatches`;
+- `tfdynhp.policies`: which units go (criteria) and how far (targets);
+- `tfdynhp.methods`, `tfdynhp.callbacks`: pruning methods and the Keras callbacks;
+- `tfdynhp.converters`: int8 TFLite, LiteRT / TFLite Micro, pi / android / mcu bundles;
+- `tfdynhp.training`, `tfdynhp.cli`: training runs, reports and the `tfdynhp` command;
+- beside them: `tfdynhp.datasets`, `tfdynhp.distribute`, `tfdynhp.architectures`.
+
+This module is the public API; nothing inside the package imports it.
 """
 
 from tfdynhp import (
     architectures,
-    batch_size,
-    budget,
-    complexity,
-    complexity_pruning,
-    criteria,
+    costs,
     datasets,
     distribute,
-    gates,
-    inputs,
-    lrp,
-    memory,
-    probes,
-    resources,
+    graph,
+    layer_types,
+    math,
+    policies,
     surgery,
-    targets,
 )
-from tfdynhp.batches import DynamicBatches
-from tfdynhp.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
-from tfdynhp.complexity_pruning import complexity_prune
-from tfdynhp.criteria import GateActivationRate
-from tfdynhp.gating import gate, is_gated_model, strip
+from tfdynhp.costs.inference import layer_costs, model_costs
+from tfdynhp.costs.memory import parameter_count, training_memory
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
-from tfdynhp.models import GatedModel
-from tfdynhp.pruning import PruneReport, prune
-from tfdynhp.specialization import specialize
+from tfdynhp.math.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
+from tfdynhp.methods import PruneReport, complexity_prune, prune, specialize
+from tfdynhp.model import DynamicBatches, GatedModel, gate, is_gated_model, strip
+from tfdynhp.policies.criteria import GateActivationRate
+from tfdynhp.policies.targets import Target
 from tfdynhp.surgery import apply_keep_masks
-from tfdynhp.targets import Target
 
 __version__ = "0.1.0"
 
+_LAZY_SUBPACKAGES = ("callbacks", "converters", "training", "cli")
+
 
 def __getattr__(name):
-    # Lazy: `tfdynhp.callbacks` imports the core, so the core cannot import it eagerly; the
-    # converters and the training helpers import TFLite runtimes and matplotlib on demand.
+    # Lazy: the callbacks, converters and training runs import TFLite runtimes, matplotlib
+    # and the whole engine; `import tfdynhp` stays light.
     if name in ("DynHPCallback", "ActivationDensityCallback"):
         from tfdynhp import callbacks
 
         return getattr(callbacks, name)
-    if name in ("callbacks", "converters", "training", "reports"):
+    if name in _LAZY_SUBPACKAGES:
         import importlib
 
         return importlib.import_module(f"tfdynhp.{name}")
@@ -64,30 +74,28 @@ __all__ = [
     "Target",
     "apply_keep_masks",
     "architectures",
-    "batch_size",
-    "budget",
     "callbacks",
-    "complexity",
     "complexity_prune",
-    "complexity_pruning",
     "converters",
-    "criteria",
+    "costs",
     "datasets",
     "distribute",
     "format_bytes",
     "gate",
-    "gates",
-    "inputs",
+    "graph",
     "is_gated_model",
-    "lrp",
-    "memory",
+    "layer_costs",
+    "layer_types",
+    "math",
+    "model_costs",
     "paper_mbytes",
+    "parameter_count",
     "parse_budget",
-    "probes",
+    "policies",
     "prune",
-    "resources",
     "specialize",
     "strip",
     "surgery",
-    "targets",
+    "training",
+    "training_memory",
 ]

@@ -1,8 +1,7 @@
 """Model surgery: the dependency graph of coupled channels (`graph`), per-layer-type rules
 (`registry`), and physically removing units, all or nothing (`apply_keep_masks`)."""
 
-from tfdynhp.surgery.apply import SurgeryResult, apply_keep_masks, plan_edits, prunable_units
-from tfdynhp.surgery.graph import (
+from tfdynhp.graph.units import (
     UnitGraph,
     UnitGroup,
     analyze,
@@ -10,7 +9,8 @@ from tfdynhp.surgery.graph import (
     gated_groups,
     graph_nodes,
 )
-from tfdynhp.surgery.registry import LayerEdit, Role, register, role_of
+from tfdynhp.layer_types.registry import LayerEdit, Role, register, role_of
+from tfdynhp.surgery.apply import SurgeryResult, apply_keep_masks, plan_edits, prunable_units
 
 __all__ = [
     "LayerEdit",

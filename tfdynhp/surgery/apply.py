@@ -5,7 +5,8 @@ import functools
 
 import numpy as np
 
-from tfdynhp.surgery import graph, registry
+from tfdynhp.graph import units as graph
+from tfdynhp.layer_types import registry
 from tfdynhp.surgery import optimizer as optimizer_surgery
 from tfdynhp.surgery import variables as variable_utils
 
@@ -117,7 +118,7 @@ def _functions_reset(model):
 def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
     """Removes the units whose keep-mask entry is False, physically and in place.
 
-    A removed unit leaves every layer its group passes through (see `tfdynhp.surgery.graph`):
+    A removed unit leaves every layer its group passes through (see `tfdynhp.graph.units`):
     the output columns and biases of the layers creating it, the input rows of the layers
     consuming it (every `h*W + w` feature of it behind a `Flatten`), its gates,
     BatchNormalization statistics and depthwise filters. Variables keep their order so `.keras`

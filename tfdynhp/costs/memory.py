@@ -1,0 +1,139 @@
+"""Memory of a model in training, in bytes, under the paper's or the full accounting.
+
+Counts the values the model really holds (variables, optimizer slots, the tensors one training
+step produces per example) and hands them to the pure functions of `tfdynhp.math.budget`. Works
+for any graph the engine handles (Dense chains, CNNs, residual and concatenating branches).
+"""
+
+import math
+
+import numpy as np
+
+from tfdynhp.graph import units as graph
+from tfdynhp.layers.gate import HardConcreteGate
+from tfdynhp.math import budget
+
+ACCOUNTINGS = ("full", "paper")
+
+# Slot values per trainable value for optimizers that are not built yet.
+_SLOTS_PER_VALUE = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Adagrad": 1, "Lion": 1}
+_GATE_STATE = ("log_alpha", "gate_active_count", "gate_observations", "penalty_weight",
+               "gate_first_moment", "gate_second_moment", "gate_steps", "gate_learning_rate")
+# Per gate: `log_alpha` and its Adam moments are held, and one gradient is computed.
+_GATE_VALUES = ("log_alpha", "gate_first_moment", "gate_second_moment")
+
+
+def check_accounting(accounting):
+    if accounting not in ACCOUNTINGS:
+        raise ValueError(
+            f"`accounting` must be one of {ACCOUNTINGS}. Received: accounting={accounting!r}"
+        )
+    return accounting
+
+
+def _size(variable):
+    return int(np.prod(variable.shape, dtype=np.int64))
+
+
+def _is_gate_state(layer, variable):
+    return isinstance(layer, HardConcreteGate) and variable.name in _GATE_STATE
+
+
+def optimizer_slot_values(optimizer, n_trainable):
+    """Number of optimizer slot values: counted when built, else estimated by type."""
+    if optimizer is None:
+        return 0
+    if optimizer.built:
+        skip = {id(optimizer.iterations)}
+        learning_rate = getattr(optimizer, "_learning_rate", None)
+        if hasattr(learning_rate, "assign"):
+            skip.add(id(learning_rate))
+        return sum(_size(v) for v in optimizer.variables if id(v) not in skip)
+    name = type(optimizer).__name__
+    if name == "SGD":
+        return n_trainable if optimizer.momentum else 0
+    if name == "RMSprop":
+        return n_trainable * (1 + bool(optimizer.momentum) + bool(optimizer.centered))
+    return _SLOTS_PER_VALUE.get(name, 2) * n_trainable
+
+
+def slots_per_trainable_value(model):
+    """Optimizer slot values per trainable value (2 for Adam; 2 when not compiled)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return 2.0
+    trainable = sum(_size(v) for v in model.trainable_variables) or 1
+    return optimizer_slot_values(optimizer, trainable) / trainable
+
+
+def parameter_count(model):
+    """Values of the model's non-gate variables: kernels, biases and normalisation statistics
+    (the paper's weight count; after hard pruning every remaining weight is a real parameter).
+    """
+    return sum(
+        _size(variable)
+        for layer in model.layers
+        for variable in layer.weights
+        if not _is_gate_state(layer, variable)
+    )
+
+
+def _per_example(shape):
+    return math.prod(int(s) for s in shape[1:])
+
+
+def activation_values_per_example(model):
+    """Activation values one training step keeps for the backward pass, per example: the output
+    of every layer (a gate's output is the gated tensor), plus the gates each example samples
+    (one value per channel and gate call)."""
+    total = 0
+    for node in graph.graph_nodes(model):
+        total += sum(_per_example(t.shape) for t in node.outputs)
+        if isinstance(node.operation, HardConcreteGate):
+            total += int(node.outputs[0].shape[-1])
+    return total
+
+
+def input_values_per_example(model):
+    return sum(_per_example(t.shape) for t in graph.functional_of(model).inputs)
+
+
+def full_breakdown(model, batch_size, optimizer=None):
+    """The `MemoryBreakdown` of training `model` at `batch_size` (full accounting)."""
+    n_weights = n_gates = n_trainable = n_gate_gradients = 0
+    for layer in model.layers:
+        for variable in layer.weights:
+            if _is_gate_state(layer, variable):
+                n_gates += _size(variable) if variable.name in _GATE_VALUES else 0
+                n_gate_gradients += _size(variable) if variable.name == "log_alpha" else 0
+            else:
+                n_weights += _size(variable)
+            if variable.trainable:
+                n_trainable += _size(variable)
+    optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+    return budget.full_memory_breakdown(
+        n_weights=n_weights,
+        n_gates=n_gates,
+        n_trainable=n_trainable + n_gate_gradients,
+        n_slot_values=optimizer_slot_values(optimizer, n_trainable),  # the gates' are in n_gates
+        activation_values_per_example=activation_values_per_example(model),
+        input_values_per_example=input_values_per_example(model),
+        batch_size=batch_size,
+    )
+
+
+def training_memory(model, batch_size, accounting="full"):
+    """Bytes needed to train `model` at `batch_size`: `(fixed, per_example)` and the total.
+
+    Returns:
+        A tuple `(total_bytes, fixed_bytes, bytes_per_example)`.
+    """
+    check_accounting(accounting)
+    if accounting == "paper":
+        fixed = budget.paper_memory_bytes(parameter_count(model), 0, 0)
+        per_example = budget.paper_memory_bytes(0, input_values_per_example(model), 1)
+    else:
+        breakdown = full_breakdown(model, 1)
+        per_example = breakdown.per_batch
+        fixed = breakdown.fixed
+    return fixed + per_example * batch_size, fixed, per_example

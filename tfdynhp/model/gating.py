@@ -1,0 +1,354 @@
+"""`gate()` puts Hard Concrete gates on the prunable channels of a Keras model; `strip()` turns
+a gated model back into a plain one for deployment (a matched pair, like TF-MOT's
+`prune_low_magnitude` / `strip_pruning`)."""
+
+import warnings
+
+import keras
+import numpy as np
+
+from tfdynhp.costs import units as resources
+from tfdynhp.graph import units as graph
+from tfdynhp.layer_types import registry
+from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
+from tfdynhp.model.gated_model import GatedModel
+from tfdynhp.policies.criteria import keep_mask
+from tfdynhp.surgery import apply_keep_masks
+
+GATE_OPTIONS = (
+    "l0_lambda",
+    "drop_rate_init",
+    "dataset_size",
+    "gate_speed",
+    "sampling",
+    "temperature",
+    "limit_low",
+    "limit_high",
+)
+_SPLIT_ACTIVATION = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+
+
+def is_gated_model(model):
+    """Whether `model` contains any `HardConcreteGate` layer."""
+    return isinstance(model, keras.Model) and any(
+        isinstance(layer, HardConcreteGate) for layer in model.layers
+    )
+
+
+def _clone(layer, **overrides):
+    return layer.__class__.from_config({**layer.get_config(), **overrides})
+
+
+def _unique_name(base, taken):
+    name, i = base, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _rebuild(model, make_outputs, model_class=keras.Model, name=None):
+    """A new functional model computing `model`'s graph node by node.
+
+    `make_outputs(node, args, kwargs) -> outputs` computes each node from its mapped inputs;
+    `tensor_map(tensor)` of the returned helper maps an old symbolic tensor to its new one.
+    """
+    graph_model = graph.functional_of(model)
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name)
+              for t in graph_model.inputs]
+    tensors = {id(old): new for old, new in zip(graph_model.inputs, inputs)}
+    for node in graph.graph_nodes(model):
+        args, kwargs = node.arguments.fill_in(tensors)
+        outputs = keras.tree.flatten(make_outputs(node, args, kwargs, tensors))
+        for old, new in zip(node.outputs, outputs):
+            tensors[id(old)] = new
+    outputs = [tensors[id(t)] for t in graph_model.outputs]
+    return model_class(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=name or model.name,
+    )
+
+
+def _copy_weights(pairs):
+    for new, old in pairs:
+        new.set_weights(old.get_weights())
+
+
+def _feature_selection_points(model):
+    """Model-input tensors (or their Flatten) read directly by a Dense layer: where
+    `SelectFeatures` makes input features prunable."""
+    graph_model = graph.functional_of(model)
+    inputs = {id(t) for t in graph_model.inputs}
+    points = set()
+    for node in graph.graph_nodes(model):
+        if not isinstance(node.operation, keras.layers.Dense):
+            continue
+        tensor = node.input_tensors[0]
+        if id(tensor) in inputs and len(tensor.shape) == 2:
+            points.add(id(tensor))
+            continue
+        parent = tensor._keras_history.operation
+        if isinstance(parent, keras.layers.Flatten) and id(parent.input) in inputs:
+            points.add(id(tensor))
+    return points
+
+
+def _prepare(model):
+    """Pass 1: a copy of `model` with activations split from the layers that have weights
+    (their outputs become the pre-activations the gradient-variance estimate needs) and a
+    `SelectFeatures` layer where input features can be pruned."""
+    points = _feature_selection_points(model)
+    taken = {layer.name for layer in model.layers}
+    clones, pairs, selected = {}, [], {}
+
+    def make(node, args, kwargs, tensors):
+        layer = node.operation
+        for tensor in node.input_tensors:
+            if id(tensor) in points and id(tensor) not in selected:
+                select = SelectFeatures(name=_unique_name("select_features", taken))
+                selected[id(tensor)] = select(tensors[id(tensor)])
+        if selected:
+            args, kwargs = node.arguments.fill_in({**tensors, **selected})
+        activation = getattr(layer, "activation", None)
+        split = (isinstance(layer, _SPLIT_ACTIVATION) and activation is not None
+                 and activation is not keras.activations.linear)
+        if id(layer) not in clones:
+            clones[id(layer)] = _clone(layer, activation="linear") if split else _clone(layer)
+            pairs.append((clones[id(layer)], layer))
+        outputs = clones[id(layer)](*args, **kwargs)
+        if split:
+            name = _unique_name(f"{layer.name}_activation", taken)
+            outputs = keras.layers.Activation(activation, name=name)(outputs)
+        for tensor in node.outputs:
+            if id(tensor) in points and id(tensor) not in selected:
+                select = SelectFeatures(name=_unique_name("select_features", taken))
+                selected[id(tensor)] = select(outputs)
+                outputs = selected[id(tensor)]
+        return outputs
+
+    prepared = _rebuild(model, make)
+    _copy_weights(pairs)
+    return prepared
+
+
+def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_options):
+    """Returns a copy of `model` with a Hard Concrete gate on every prunable group of channels.
+
+    The dependency graph of the model's channels (`tfdynhp.graph.units`) decides what can be
+    pruned: the units of Dense layers, the filters of convolutions, the channels of residual
+    `Add` chains (one gate for the whole chain) and of `Concatenate` inputs, and, through a
+    `SelectFeatures` layer inserted after the input, the input features of a model whose first
+    layer is Dense. A gate goes on the input of each layer that mixes channels (Dense, Conv,
+    SeparableConv), so a removed channel is removed from every layer it passes through.
+    Channels that reach a model output or a layer surgery cannot follow (Softmax over
+    channels, attention, grouped convolutions, unknown layers) are left alone, with a warning
+    naming the layer. Activations of layers with weights become separate `Activation` layers.
+    The weights are the model's.
+
+    With the default `drop_rate_init` (0.05) the test-time gates are exactly 1, so the gated
+    model computes what `model` computes until training moves the gates; a larger initial drop
+    rate scales each channel by `z_hat < 1` at first.
+
+    Args:
+        model: a built functional or Sequential Keras model, channels-last.
+        seed: seed of the gates' initialisation and noise (gate i gets `seed + i`).
+        penalty: what a unit costs in the L0 penalty: `"units"` (every unit the same, the
+            paper), `"params"`, `"macs"` or `"memory"` (what removing it saves; see
+            `tfdynhp.costs.units`), normalised to a mean of 1. Defaults to `"units"`.
+        first_layer_drop_rate: initial drop rate of the input-feature gates; defaults to
+            `drop_rate_init`.
+        **gate_options: `HardConcreteGate` options: `l0_lambda`, `drop_rate_init`,
+            `dataset_size` (found at `fit` when not given), `gate_speed`, `sampling`,
+            `temperature`, `limit_low`, `limit_high`.
+
+    Returns:
+        A `tfdynhp.GatedModel`, not compiled.
+
+    Raises:
+        ValueError: for a model without prunable channels, an already gated model, or a
+            model that is not a built functional / Sequential model.
+        TypeError: for an unknown gate option.
+
+    Example:
+    >>> base = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3),
+    ...                          keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    >>> gated = tfdynhp.gate(base, l0_lambda=0.1)
+    """
+    unknown = sorted(set(gate_options) - set(GATE_OPTIONS))
+    if unknown:
+        raise TypeError(f"Unknown gate option(s) {unknown}. Valid options: {list(GATE_OPTIONS)}.")
+    resources.check_resource(penalty)
+    if is_gated_model(model):
+        raise ValueError(f"Model '{model.name}' is already gated.")
+    prepared = _prepare(model)
+    unit_graph = graph.analyze(prepared)
+    sites = unit_graph.gate_sites()
+    if not sites:
+        raise ValueError(
+            f"Model '{model.name}' has no channels tfdynhp can prune. "
+            + _pinned_summary(unit_graph)
+        )
+    _warn_barriers(unit_graph)
+
+    gates, taken = {}, {layer.name for layer in prepared.layers}
+    input_features = {l.name for l in prepared.layers if isinstance(l, SelectFeatures)}
+    for _, _, group in sites:
+        if group.name in gates:
+            continue
+        options = dict(gate_options)
+        if first_layer_drop_rate is not None and group.name in input_features:
+            options["drop_rate_init"] = first_layer_drop_rate
+        gates[group.name] = HardConcreteGate(
+            name=_unique_name(f"{group.name}_gate", taken),
+            seed=None if seed is None else seed + len(gates),
+            cost_resource=penalty,
+            **options,
+        )
+    gated_inputs = {}
+    by_user = {}
+    for tensor, user, group in sites:
+        by_user.setdefault(id(user), []).append((tensor, group))
+    clones, pairs = {}, []
+
+    def make(node, args, kwargs, tensors):
+        replacements = {}
+        for tensor, group in by_user.get(id(node), ()):
+            key = (id(tensor), group.name)
+            if key not in gated_inputs:
+                gated_inputs[key] = gates[group.name](tensors[id(tensor)])
+            replacements[id(tensor)] = gated_inputs[key]
+        if replacements:
+            args, kwargs = node.arguments.fill_in({**tensors, **replacements})
+        layer = node.operation
+        if id(layer) not in clones:
+            clones[id(layer)] = _clone(layer)
+            pairs.append((clones[id(layer)], layer))
+        return clones[id(layer)](*args, **kwargs)
+
+    gated = _rebuild(prepared, make, model_class=GatedModel, name=f"{model.name}_gated")
+    _copy_weights(pairs)
+    resources.update_gate_costs(gated, penalty)
+    return gated
+
+
+def _pinned_summary(unit_graph):
+    reasons = sorted({g.pinned for g in unit_graph.groups if g.pinned})
+    return "Every channel group is pinned: " + "; ".join(reasons[:6]) + (
+        f" (and {len(reasons) - 6} more)" if len(reasons) > 6 else ""
+    ) + ". See tfdynhp.layer_types.registry for the layers surgery can follow."
+
+
+def _warn_barriers(unit_graph):
+    barriers = [f"'{name}' ({reason})" for name, reason in unit_graph.needless_barriers().items()]
+    if barriers:
+        warnings.warn(
+            "tfdynhp.gate(): channels next to these layers are not pruned: "
+            + ", ".join(barriers[:8]) + (" ..." if len(barriers) > 8 else ""),
+            stacklevel=3,
+        )
+
+
+def copy_model(model):
+    """A new model with `model`'s architecture and weights (no optimizer)."""
+    copy = model.__class__.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _gate_scale(tensor):
+    """Per-position test-time gate values of `tensor`'s last axis: the gate's values when a gate
+    made it, followed back through the layers `gate()` lets a gate move across (Flatten,
+    Concatenate, ReLU, pooling, dropout; see `UnitGraph.gate_sites`), else 1."""
+    parent = tensor._keras_history.operation
+    if isinstance(parent, HardConcreteGate):
+        return parent.test_time_gates().astype(np.float32)
+    if parent is None or isinstance(parent, keras.layers.InputLayer):
+        return np.ones(int(tensor.shape[-1]), np.float32)
+    role = registry.role_of(parent)
+    if role.name == registry.CONCAT:
+        return np.concatenate([_gate_scale(t) for t in parent.input])
+    if role.name == registry.FLATTEN:
+        inner = _gate_scale(parent.input)
+        return np.tile(inner, int(tensor.shape[-1]) // len(inner))
+    if role.name == registry.PASS and role.homogeneous:
+        return _gate_scale(parent.input)
+    return np.ones(int(tensor.shape[-1]), np.float32)
+
+
+def strip(model, remove_closed_gates=True):
+    """Returns a plain Keras model computing the gated model's inference outputs.
+
+    Gates disappear: each test-time gate value is folded into the input weights of the layers
+    that read its channels (`W' = diag(z_hat) W`; for a convolution, its input-channel
+    slices), which is exact since every gate sits right in front of such layers. Channels whose
+    test-time gate is exactly 0 contribute nothing; with `remove_closed_gates=True` they are
+    removed first (on a copy), which makes the result smaller and identical in output.
+    `SelectFeatures` stays, so the model takes the original input. The gated model is not
+    modified.
+
+    Args:
+        model: a model built by `tfdynhp.gate()` (pruned or not).
+        remove_closed_gates: drop channels with `z_hat == 0` first. Defaults to `True`.
+
+    Returns:
+        A functional `keras.Model` of stock layers (plus `SelectFeatures`).
+    """
+    if not is_gated_model(model):
+        raise ValueError(
+            f"Model '{getattr(model, 'name', model)}' has no gated layer; strip() takes a model "
+            "built by tfdynhp.gate()."
+        )
+    model = copy_model(model)
+    if remove_closed_gates:
+        smallest_open = np.finfo("float32").tiny
+        masks = {
+            group.name: keep_mask(
+                group.gate.test_time_gates(), smallest_open, min_units=1, segments=group.segments
+            )
+            for group in graph.gated_groups(model)
+        }
+        apply_keep_masks(model, masks)
+    unit_graph = graph.analyze(model)
+    clones, scaled = {}, []
+
+    def make(node, args, kwargs, tensors):
+        layer = node.operation
+        if isinstance(layer, HardConcreteGate):
+            return args[0]
+        if id(layer) not in clones:
+            clones[id(layer)] = _clone(layer)
+            scale = None
+            if unit_graph.roles[id(node)].name == registry.MIXING:
+                scale = _gate_scale(node.input_tensors[0])
+            scaled.append((clones[id(layer)], layer, scale))
+        return clones[id(layer)](*args, **kwargs)
+
+    name = model.name.removesuffix("_gated")
+    plain = _rebuild(model, make, name=f"{name}_stripped")
+    for clone, layer, scale in scaled:
+        clone.set_weights(layer.get_weights())
+        if scale is not None and not np.all(scale == 1.0):
+            _scale_input_channels(clone, scale)
+    return plain
+
+
+def _scale_input_channels(layer, scale):
+    """Multiplies the weights reading each input channel of `layer` by `scale[channel]`."""
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        kernel = keras.ops.convert_to_numpy(layer.depthwise_kernel)
+        layer.depthwise_kernel.assign(kernel * scale[:, None])
+        return
+    variable = layer._kernel
+    kernel = keras.ops.convert_to_numpy(variable)
+    shape = (1,) * (kernel.ndim - 2) + (len(scale), 1)
+    variable.assign(kernel * scale.reshape(shape))

@@ -1,0 +1,1 @@
+"""tfdynhp.policies."""

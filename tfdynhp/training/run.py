@@ -1,0 +1,611 @@
+"""`train()`: one reusable training run (dense, SP, HP or DynHP) of a model on a data set.
+
+The command line (`tfdynhp train`) and the benchmarks call it, so a table row and a CLI run
+with the same options are the same experiment. A run is a composition of small steps:
+
+1. `RunConfig`: the options, with the main job's defaults, checked once;
+2. `prepare_data`: the data set in its natural shape, a validation split taken from the
+   training set (the test set is only used for the final numbers);
+3. `build_model`: a reference architecture (`tfdynhp.architectures`), an MLP of given widths,
+   or the user's own `.keras` model;
+4. `method_callbacks`: `DynHPCallback` in the mode's configuration (SP, HP, DynHP; a target),
+   the learning-rate schedule, the CSV log;
+5. `summarize`, `export_all`, and the plots of `tfdynhp.training.reports`.
+
+Modes (METHOD.md sections 2-3):
+
+- `"dense"`: the plain model, no gates (the unpruned reference).
+- `"sp"`: soft pruning, Louizos' L0 gates trained without removing anything (the paper's SP).
+- `"hp"`: hard pruning at every epoch end with a fixed batch size (the paper's HP).
+- `"dynhp"`: hard pruning plus the batch grown by the gradient-variance rule under a memory
+  budget, fed by `tfdynhp.DynamicBatches` (the paper's DynHP).
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+
+import keras
+import numpy as np
+
+from tfdynhp import architectures
+from tfdynhp import distribute as distribute_lib
+from tfdynhp.costs import memory
+from tfdynhp.costs import units as resources
+from tfdynhp.datasets import shaping as inputs
+from tfdynhp.datasets.shaping import FASHION_MNIST_LABELS, load_data, representative_subset
+from tfdynhp.math import budget as budget_lib
+
+MODES = ("dense", "sp", "hp", "dynhp")
+EXPORT_TARGETS = ("pi", "android", "mcu")
+LENET_300_100 = (300, 100)
+LR_SCHEDULES = ("constant", "cosine")
+
+# Defaults of `tfdynhp train` (DynHP on Fashion-MNIST with LeNet-300-100); see bench/README.md
+# for how they were chosen (on a validation split). 50 epochs is the paper bar's limit; the
+# per-epoch cosine learning rate lets the last epochs fine-tune the pruned network. No target
+# by default: the main job (`make train`) asks for the paper's 0.124 MBytes, `--target
+# "31744 params"`.
+DEFAULTS = {
+    "arch": "mlp",
+    "hidden": LENET_300_100,
+    "epochs": 50,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "l0_lambda": 1.0,
+    "drop_rate_init": 0.05,
+    "penalty": None,  # "units", or a target's own resource
+    "threshold": 0.5,
+    "alpha_bs": 0.98,
+    "accounting": "paper",
+    "budget": "1.2MB",
+    "target": None,
+    "target_epoch": None,
+    "validation_split": 0.1,
+}
+# HP and SP use the paper's fixed batch of 128.
+FIXED_BATCH_DEFAULT = 128
+
+PARAM_KEY = "dynhp/params"
+PAPER_MEMORY_KEY = "dynhp/paper_memory_bytes"
+FULL_MEMORY_KEY = "dynhp/full_memory_bytes"
+BATCH_KEY = "dynhp/batch_size"
+BUDGET_KEY = "dynhp/budget_bytes"
+UNITS_PREFIX = "dynhp/units/"
+
+
+def parse_widths(spec):
+    """Parses hidden-layer widths: `"300,100"`, `(300, 100)` or `""` (no hidden layer).
+
+    Raises:
+        ValueError: if a width is not a positive integer.
+    """
+    parts = [p.strip() for p in spec.split(",") if p.strip()] if isinstance(spec, str) else (
+        list(spec)
+    )
+    widths = []
+    for part in parts:
+        try:
+            width = int(part)
+        except (TypeError, ValueError):
+            width = None
+        if width is None or width < 1 or (isinstance(part, float) and part != width):
+            raise ValueError(
+                "Expected hidden-layer widths as positive integers, e.g. '300,100'. "
+                f"Received: {spec!r}"
+            )
+        widths.append(width)
+    return tuple(widths)
+
+
+parse_arch = parse_widths  # the widths of `--arch 300,100` (an MLP), as before
+
+
+def resolve_arch(arch, hidden=None):
+    """`(name, hidden widths)` from an architecture name or MLP widths (`"300,100"`)."""
+    if isinstance(arch, str) and arch and not arch.replace(",", "").replace(" ", "").isdigit():
+        name = architectures.canonical_name(arch)
+        if name == "fc-autoencoder":
+            raise ValueError("'fc-autoencoder' reconstructs its input; `train` trains "
+                             "classifiers. Use tfdynhp.architectures.fc_autoencoder directly.")
+        return name, parse_widths(DEFAULTS["hidden"] if hidden is None else hidden)
+    return "mlp", parse_widths(arch)
+
+
+def check_exports(exports):
+    """Parses export targets: `"pi,android"`, a list, or `None`; returns a tuple."""
+    if exports is None:
+        return ()
+    if isinstance(exports, str):
+        exports = [t.strip() for t in exports.split(",") if t.strip()]
+    exports = tuple(dict.fromkeys(exports))
+    unknown = [t for t in exports if t not in EXPORT_TARGETS]
+    if unknown:
+        raise ValueError(
+            f"Unknown export target(s) {unknown}. Expected a comma-separated subset of "
+            f"{list(EXPORT_TARGETS)}."
+        )
+    return exports
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The options of one run; `None` takes the mode's default (see `DEFAULTS`)."""
+
+    dataset: str = "fashion-mnist"
+    arch: object = "mlp"
+    hidden: object = None
+    model_path: str = None
+    mode: str = "dynhp"
+    epochs: int = None
+    batch_size: int = None
+    lr: float = None
+    lr_schedule: str = None
+    l0_lambda: float = None
+    drop_rate_init: float = None
+    first_layer_drop_rate: float = None
+    penalty: str = None
+    threshold: float = None
+    budget: object = None
+    alpha_bs: float = None
+    accounting: str = None
+    target: object = None
+    target_epoch: int = None
+    final_phase: str = "freeze"
+    validation_split: float = None
+    seed: int = 0
+    limit_train: int = None
+    bn_momentum: float = None
+    variance_every: int = None
+    distribute: str = None
+
+    def resolve(self):
+        """Fills in the defaults and checks the options; returns `self`."""
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={self.mode!r}")
+        dynhp = self.mode == "dynhp"
+        defaults = dict(DEFAULTS)
+        if not dynhp:
+            defaults.update(batch_size=FIXED_BATCH_DEFAULT, budget=None)
+        for field, value in defaults.items():
+            if hasattr(self, field) and getattr(self, field) is None and field != "hidden":
+                setattr(self, field, value)
+        if self.model_path is None:
+            self.arch, self.hidden = resolve_arch(self.arch, self.hidden)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}. Expected one of "
+                             f"{list(LR_SCHEDULES)}.")
+        memory.check_accounting(self.accounting)
+        if self.distribute not in (None, *distribute_lib.STRATEGIES):
+            raise ValueError(f"`distribute` must be one of {distribute_lib.STRATEGIES} or None. "
+                             f"Received: distribute={self.distribute!r}")
+        if self.penalty is not None:
+            resources.check_resource(self.penalty)
+        if self.budget is not None and not dynhp:
+            raise ValueError(f"A budget applies to mode 'dynhp' only (mode {self.mode!r}).")
+        self.budget = None if self.budget is None else budget_lib.parse_budget(self.budget)
+        if self.target is not None and self.mode in ("dense", "sp"):
+            raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
+                             f"{self.mode!r} removes nothing.")
+        if self.bn_momentum is not None:
+            from tfdynhp.validation import check_real
+
+            self.bn_momentum = check_real("bn_momentum", self.bn_momentum, 0.0, 0.999999)
+        self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
+        return self
+
+    def as_dict(self):
+        record = dataclasses.asdict(self)
+        record["hidden"] = list(self.hidden) if self.hidden is not None else None
+        record["budget_bytes"] = record.pop("budget")
+        record["target"] = None if self.target is None else str(self.target)
+        if self.mode == "dense":
+            for key in ("l0_lambda", "drop_rate_init", "first_layer_drop_rate", "penalty",
+                        "threshold"):
+                record[key] = None
+        return record
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train()` returns.
+
+    Attributes:
+        model: the trained model (a `tfdynhp.GatedModel`, or the plain model in `"dense"`).
+        stripped: the deployable plain Keras model (`tfdynhp.strip(model)`).
+        history: one dict per epoch: Keras' logs (loss, accuracy, val_accuracy, ...), the
+            `dynhp/...` keys of `DynHPCallback`, `val_error` and `epoch_seconds`.
+        summary: the run's JSON-serialisable summary (see `summarize`).
+        tflite: the int8 `.tflite` bytes, or `None` when nothing was exported.
+    """
+
+    model: keras.Model
+    stripped: keras.Model
+    history: list
+    summary: dict
+    tflite: bytes = None
+
+
+def build_model(config, input_shape, num_classes):
+    """The untrained (or the user's) model of a run."""
+    if config.model_path is not None:
+        import tfdynhp  # noqa: F401  (registers the custom layers)
+
+        return keras.saving.load_model(config.model_path, compile=False)
+    if config.arch == "mlp":
+        model = architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
+                                  seed=config.seed)
+    else:
+        model = architectures.build(config.arch, tuple(input_shape), num_classes,
+                                    seed=config.seed)
+    if config.bn_momentum is not None:  # e.g. 0.9 for small data sets (few steps per epoch)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(config.bn_momentum)
+    return model
+
+
+def prepare_data(config, data=None):
+    """`(train, validation or None, test)` for the run, shaped later for the model.
+
+    `data` may be `(train, test)` (the validation split is then drawn from train) or
+    `(train, validation, test)`, the data set's own validation split (e.g. by speaker).
+    """
+    if data is None:
+        data = load_data(config.dataset, limit_train=config.limit_train, seed=config.seed)
+    elif len(data) == 3:
+        (x, y), validation, test = data
+        return (inputs.subset(np.asarray(x), np.asarray(y), config.limit_train, config.seed),
+                validation, test)
+    else:
+        (x, y), test = data
+        data = (inputs.subset(np.asarray(x), np.asarray(y), config.limit_train, config.seed),
+                test)
+    (x_train, y_train), test = data
+    train, validation = inputs.split_validation(x_train, y_train, config.validation_split,
+                                                config.seed)
+    return train, validation, test
+
+
+def cosine_epoch_schedule(lr, epochs):
+    """`schedule(epoch, current) -> rate`: cosine decay from `lr` at epoch 0 towards 0."""
+
+    def schedule(epoch, current_lr=None):
+        return float(0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))))
+
+    return schedule
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Adds `val_error`, `epoch_seconds` and, for models DynHP does not watch (dense mode),
+    the same `dynhp/...` keys, so every mode writes the same columns."""
+
+    def __init__(self, static_record=None):
+        super().__init__()
+        self.static_record = static_record
+        self.history = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        if self.static_record:
+            logs.update(self.static_record)
+        if "val_accuracy" in logs:
+            logs["val_error"] = 1.0 - float(logs["val_accuracy"])
+        logs["epoch_seconds"] = time.perf_counter() - self._start
+        self.history.append({"epoch": epoch, **{k: _to_float(v) for k, v in logs.items()}})
+
+
+def _to_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _dense_record(model, batch_size):
+    """The `dynhp/...` keys of a compiled dense model (its optimizer slots included)."""
+    cost = resources.model_cost(model)
+    record = {
+        PARAM_KEY: memory.parameter_count(model),
+        "dynhp/macs": cost.macs,
+        BATCH_KEY: batch_size,
+        PAPER_MEMORY_KEY: memory.training_memory(model, batch_size, "paper")[0],
+        FULL_MEMORY_KEY: memory.training_memory(model, batch_size, "full")[0],
+    }
+    return record
+
+
+def method_callbacks(config, verbose=0):
+    """The callbacks of the run's mode: `(callbacks, recorder)`."""
+    from tfdynhp.callbacks import DynHPCallback
+
+    callbacks = []
+    if config.mode != "dense":
+        callbacks.append(DynHPCallback(
+            threshold=config.threshold,
+            prune=config.mode != "sp",
+            budget=config.budget,
+            alpha_bs=config.alpha_bs,
+            accounting=config.accounting,
+            target=config.target,
+            target_epoch=config.target_epoch,
+            penalty=config.penalty,
+            final_phase=config.final_phase,
+            **({} if config.variance_every is None else {"variance_every": config.variance_every}),
+            verbose=verbose,
+        ))
+    recorder = _EpochRecorder()
+    callbacks.append(recorder)
+    if config.lr_schedule == "cosine":
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            cosine_epoch_schedule(config.lr, config.epochs)))
+    return callbacks, recorder
+
+
+def _evaluate_accuracy(model, x, y):
+    probs = model.predict(x, batch_size=1024, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=-1) == y))
+
+
+def _seeded(seed):
+    """Seeds Keras, TensorFlow, NumPy and Python for the run, and returns the NumPy and Python
+    global generator states so the caller can put them back (TensorFlow's global seed stays
+    set)."""
+    states = (random.getstate(), np.random.get_state())
+    keras.utils.set_random_seed(seed)
+    return states
+
+
+def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, labels=None,
+          **options):
+    """Trains a model in one mode and measures it like the paper's Table 3.
+
+    Args:
+        data: `((x_train, y_train), (x_test, y_test))` to use instead of loading
+            `options["dataset"]`, or `(train, validation, test)` with the data set's own
+            validation split (then `validation_split` is not used).
+        out_dir: folder for `model.keras`, `model_stripped.keras`, `history.csv`,
+            `summary.json`, plots and `export/<target>/`; `None` writes nothing.
+        exports: targets among `"pi"`, `"android"`, `"mcu"` (needs `out_dir`).
+        verbose: 1 prints DynHP's one line per epoch. Defaults to `1`.
+        keras_verbose: Keras' `fit` verbosity. Defaults to `verbose`.
+        labels: class names for the exports. Defaults to Fashion-MNIST's names for that data
+            set, else `class_0, ...`.
+        **options: the fields of `RunConfig`: `dataset`, `arch` (a name of
+            `tfdynhp.architectures` or MLP widths such as `"300,100"`), `hidden`,
+            `model_path` (a user's `.keras` model), `mode`, `epochs`, `batch_size`, `lr`,
+            `lr_schedule`, `l0_lambda`, `drop_rate_init`, `first_layer_drop_rate`,
+            `penalty`, `threshold`, `budget`, `alpha_bs`, `accounting`, `target`,
+            `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`,
+            `bn_momentum` (set on every BatchNormalization layer of a built architecture),
+            `variance_every` (the gradient variance on one step in k; `DynHPCallback`'s
+            default when None).
+
+    Returns:
+        A `TrainResult`.
+
+    Raises:
+        ValueError: for an unknown mode, data set, architecture or export target, exports
+            without `out_dir`, data that does not fit the model, or a budget / target the
+            starting model cannot meet (all before training).
+
+    The run seeds Keras and TensorFlow's global generators with `seed`; NumPy's and Python's
+    global states are restored afterwards.
+    """
+    config = RunConfig(**options).resolve()
+    exports = check_exports(exports)
+    if exports and out_dir is None:
+        raise ValueError("Exports need an output folder: pass `out_dir`.")
+    # First, before TensorFlow runs anything (multi-worker needs it).
+    strategy = distribute_lib.strategy_for(config.distribute)
+    rank = distribute_lib.worker_rank(strategy)
+    if rank and out_dir is not None:
+        # Only the chief writes the run's files; the other workers write their own folder.
+        out_dir, exports = os.path.join(os.fspath(out_dir), "workers", str(rank)), ()
+    keras_verbose = verbose if keras_verbose is None else keras_verbose
+    (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if labels is None and inputs.is_fashion_mnist(config.dataset) and num_classes == 10:
+        labels = list(FASHION_MNIST_LABELS)
+    if out_dir is not None:
+        out_dir = os.fspath(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+
+    states = _seeded(config.seed)
+    try:
+        return _train(config, x_train, y_train, validation, x_test, y_test, num_classes,
+                      out_dir, exports, verbose, keras_verbose, labels, strategy)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+
+
+def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, out_dir,
+           exports, verbose, keras_verbose, labels, strategy=None):
+    from tfdynhp.model import DynamicBatches, gate, is_gated_model, strip
+
+    # Under a strategy, the model, its gates and optimizer are created in its scope (Keras
+    # then trains with it); surgery rebuilds them in the same scope.
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        base = build_model(config, x_train.shape[1:], num_classes)
+        shape = base.inputs[0].shape[1:]
+        x_train = inputs.shape_for(x_train, shape, "the training data")
+        x_test = inputs.shape_for(x_test, shape, "the test data")
+        if validation is not None:
+            validation = (inputs.shape_for(validation[0], shape, "the validation data"),
+                          validation[1])
+        if config.mode == "dense":
+            model = base
+        else:
+            model = base if is_gated_model(base) else gate(
+                base, seed=config.seed, l0_lambda=config.l0_lambda,
+                drop_rate_init=config.drop_rate_init,
+                first_layer_drop_rate=config.first_layer_drop_rate,
+                penalty=config.penalty or "units",
+            )
+        callbacks, recorder = method_callbacks(config, verbose)
+        if out_dir is not None:
+            callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
+        model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if config.mode == "dense":
+        recorder.static_record = _dense_record(model, config.batch_size)
+
+    if config.mode == "dynhp":
+        fit_x, fit_kwargs = DynamicBatches(
+            x_train, y_train, batch_size=config.batch_size, seed=config.seed), {}
+    else:
+        fit_x = x_train
+        fit_kwargs = {"y": y_train, "batch_size": config.batch_size, "shuffle": True}
+    start = time.perf_counter()
+    model.fit(fit_x, epochs=config.epochs, validation_data=validation, callbacks=callbacks,
+              verbose=keras_verbose, **fit_kwargs)
+    wall_time = time.perf_counter() - start
+    stripped = model if config.mode == "dense" else strip(model)
+
+    summary = summarize(
+        config.as_dict() | {"n_train": len(x_train), "n_test": len(x_test),
+                            "n_validation": 0 if validation is None else len(validation[0])},
+        recorder.history,
+        test_accuracy=_evaluate_accuracy(stripped, x_test, y_test),
+        params=memory.parameter_count(stripped),
+        wall_time_s=wall_time,
+    )
+    summary["macs"] = resources.model_cost(stripped).macs
+    if config.mode != "dense":
+        summary["gated_test_accuracy"] = _evaluate_accuracy(model, x_test, y_test)
+    tflite = None
+    if out_dir is not None:
+        model.save(os.path.join(out_dir, "model.keras"))
+        stripped.save(os.path.join(out_dir, "model_stripped.keras"))
+    if exports:
+        tflite, summary["exports"] = export_all(
+            stripped, exports, out_dir, x_train, x_test, y_test, labels=labels, seed=config.seed
+        )
+        summary["tflite_bytes"] = len(tflite)
+        summary["int8_test_accuracy"] = summary["exports"]["litert"]["accuracy"]
+        summary["int8_test_error"] = 1.0 - summary["int8_test_accuracy"]
+    if out_dir is not None:
+        write_summary(summary, out_dir)
+        from tfdynhp.training import reports
+
+        reports.plot_history(recorder.history, out_dir, budget_bytes=config.budget,
+                             accounting=config.accounting)
+        reports.write_summary_markdown(summary, out_dir)
+    return TrainResult(model, stripped, recorder.history, summary, tflite)
+
+
+def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, seed=0,
+               tflm_samples=500):
+    """Converts `model` to int8 once, writes one bundle per target under
+    `out_dir/export/<target>/`, and measures the int8 model in LiteRT (whole test set) and,
+    when `"mcu"` is a target, in TFLite Micro (first `tflm_samples` test examples).
+
+    Returns:
+        `(tflite_bytes, results)`: `results` maps each target to its written files, plus
+        `"litert"` (and `"tflm"`) to `{accuracy, latency_batch1_ms, batched_ms_per_example,
+        ...}` (`converters.evaluate`).
+    """
+    from tfdynhp import converters
+
+    representative = representative_subset(x_train, seed=seed)
+    tflite = converters.to_int8_tflite(model, representative)
+    results = {}
+    for target in targets:
+        files = converters.export(
+            tflite, target, os.path.join(out_dir, "export", target), representative,
+            labels=labels,
+        )
+        results[target] = {role: os.fspath(path) for role, path in files.items()}
+    results["litert"] = _runtime_result(converters.evaluate(tflite, x_test, y_test, "litert"))
+    if "mcu" in targets:
+        n = min(tflm_samples, len(x_test))
+        results["tflm"] = _runtime_result(
+            converters.evaluate(tflite, x_test[:n], y_test[:n], "tflm")
+        )
+    return tflite, results
+
+
+def verify_exports(out_dir, targets, tflm_dir, cache_dir=None):
+    """Builds, runs and checks the `mcu` bundle of `out_dir` for each firmware target.
+
+    Returns:
+        `{target: converters.FirmwareResult}` (`converters.verify_mcu`).
+    """
+    from tfdynhp import converters
+
+    bundle = os.path.join(out_dir, "export", "mcu")
+    return {t: converters.verify_mcu(bundle, tflm_dir, t, cache_dir=cache_dir) for t in targets}
+
+
+def _runtime_result(result):
+    return {k: v for k, v in result.items() if k != "predictions"}
+
+
+def _mean(history, key):
+    values = [r[key] for r in history if isinstance(r.get(key), (int, float))]
+    values = [v for v in values if math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(config, history, test_accuracy, params, wall_time_s):
+    """The summary of a run: its configuration plus the paper's measures.
+
+    Sizes are given in bytes and in MiB and in the paper's "MBytes" (bytes / 1024 / 1000,
+    METHOD.md section 4), always with the unit in the key.
+    """
+    model_bytes = int(params) * 4
+    paper_memory = _mean(history, PAPER_MEMORY_KEY)
+    full_memory = _mean(history, FULL_MEMORY_KEY)
+    last = history[-1] if history else {}
+    return {
+        **config,
+        "epochs_run": len(history),
+        "test_accuracy": float(test_accuracy),
+        "test_error": 1.0 - float(test_accuracy),
+        "test_error_pct": 100.0 * (1.0 - float(test_accuracy)),
+        "final_val_error": last.get("val_error"),
+        "params": int(params),
+        "units": {
+            k[len(UNITS_PREFIX):]: int(v) for k, v in last.items() if k.startswith(UNITS_PREFIX)
+        },
+        "model_size_bytes": model_bytes,
+        "model_size_mib": model_bytes / 2**20,
+        "model_size_paper_mbytes": budget_lib.paper_mbytes(model_bytes),
+        "mean_training_memory_paper_bytes": paper_memory,
+        "mean_training_memory_paper_mbytes": (
+            None if paper_memory is None else budget_lib.paper_mbytes(round(paper_memory))
+        ),
+        "mean_training_memory_full_bytes": full_memory,
+        "mean_training_memory_full_mib": None if full_memory is None else full_memory / 2**20,
+        "final_batch_size": int(last[BATCH_KEY]) if BATCH_KEY in last else None,
+        "wall_time_s": float(wall_time_s),
+    }
+
+
+def write_summary(summary, out_dir):
+    """Writes `summary.json` into `out_dir` and returns its path."""
+    path = os.path.join(out_dir, "summary.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
