@@ -1,7 +1,7 @@
 """The reference edge models of `tfdynhp.architectures`: size, MACs, int8 export, runtimes.
 
 For each architecture: parameters (published and `count_params()`), parameters after folding
-BatchNormalization, MACs and peak activation values (`tfdynhp.costs.inference`); then a short seeded
+BatchNormalization, MACs and peak activation values (`tfdynhp.costs.walk`); then a short seeded
 training run (`RECIPES`), the int8 `.tflite` (`tfdynhp.converters.to_int8_tflite`), its size,
 the TFLite Micro arena it needs (`measure_arena_size`), and, in LiteRT and TFLite Micro, the
 per-sample latency and the agreement of the int8 model with the float one (classifiers: the
@@ -38,7 +38,7 @@ from tfdynhp.converters import tflite_model
 
 import tfdynhp
 from tfdynhp import architectures, converters, datasets
-from tfdynhp.costs import inference as complexity
+from tfdynhp.costs import walk as complexity
 
 # Short training runs (Adam, learning rate `lr`, default 1e-3): enough optimizer steps (~500
 # for the deep BatchNormalization models, whose moving statistics need that many at Keras'

@@ -33,7 +33,7 @@ from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback
 
 import tfdynhp
 from tfdynhp import architectures, datasets
-from tfdynhp.costs import inference as complexity
+from tfdynhp.costs import walk as complexity
 
 METHODS = ["dense", "dynhp", "activation_density", "pa", "fa", "ma"]
 

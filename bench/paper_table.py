@@ -19,7 +19,7 @@ compared on it (see `bench/README.md`); the test set is only measured for the ta
 
 `--arch lenet5` runs the same protocol on Caffe's LeNet-5 (`tfdynhp.architectures.lenet5`);
 the paper's bar then does not apply (see the convolutional-network benchmark in the README).
-Every row also reports its multiply-accumulates per inference (`tfdynhp.costs.inference`; for
+Every row also reports its multiply-accumulates per inference (`tfdynhp.costs.walk`; for
 TF-MOT the dense model's, since its zeros are still multiplied) and the TFLite Micro arena
 measured in TFLM's Python interpreter (`converters.arena.measure_arena_size`).
 """
@@ -42,7 +42,7 @@ import keras
 from tfdynhp.converters import arena
 
 from tfdynhp import converters, training
-from tfdynhp.costs import inference as complexity
+from tfdynhp.costs import walk as complexity
 from tfdynhp.datasets import shaping as inputs
 from tfdynhp.math import budget as budget_lib
 

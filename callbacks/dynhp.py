@@ -10,11 +10,12 @@ from tfdynhp.costs import units as resources
 from tfdynhp.graph import probes
 from tfdynhp.math import batch_rule as batch_rules
 from tfdynhp.math import budget as budget_lib
+from tfdynhp.math.selection import keep_mask
 from tfdynhp.model.dynamic_batches import DynamicBatches
 from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
 from tfdynhp.policies import criteria as criteria_lib
 from tfdynhp.policies import targets
-from tfdynhp.policies.criteria import GateActivationRate, keep_mask
+from tfdynhp.policies.criteria import GateActivationRate
 from tfdynhp.surgery import apply_keep_masks, gated_groups
 from tfdynhp.validation import ConfigurationError, check_integer, check_real
 

@@ -12,7 +12,7 @@ import pytest
 from tfdynhp.converters import c_source
 
 from tfdynhp import architectures as arch
-from tfdynhp.costs import inference as complexity
+from tfdynhp.costs import walk as complexity
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
 import arch_table
@@ -28,7 +28,7 @@ def output_shape(model, layer_name):
     return tuple(model.get_layer(layer_name).output.shape[1:])
 
 
-# Parameters after folding BatchNormalization, and MACs per inference (tfdynhp.costs.inference).
+# Parameters after folding BatchNormalization, and MACs per inference (tfdynhp.costs.walk).
 EXPECTED_COSTS = {
     "mlp": (266_610, 784 * 300 + 300 * 100 + 100 * 10),
     "lenet5": (431_080, 24 * 24 * 25 * 20 + 8 * 8 * 25 * 20 * 50 + 800 * 500 + 500 * 10),

@@ -1,4 +1,4 @@
-"""Per-layer counters of `tfdynhp.costs.inference`: hand-computed values on tiny layers, parameters
+"""Per-layer counters of `tfdynhp.costs.walk`: hand-computed values on tiny layers, parameters
 against Keras' `count_params`, MACs against TensorFlow's profiler (FLOPs = 2 * MACs) and
 against brute-force numpy loops that count their multiplications."""
 
@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 import tfdynhp
-from tfdynhp import architectures
-from tfdynhp.costs import inference as cx
+from tfdynhp import architectures, layer_types
+from tfdynhp.costs import walk as cx
+from tfdynhp.layer_types import registry
+from tfdynhp.math import counting
 
 
 def costs_by_name(model):
@@ -41,18 +43,18 @@ def profiler_flops(model):
 
 
 def test_pure_formulas_by_hand():
-    assert cx.dense_macs(784, 300) == 235_200
-    assert cx.dense_macs(5, 7, positions=4) == 140
+    assert counting.dense_macs(784, 300) == 235_200
+    assert counting.dense_macs(5, 7, positions=4) == 140
     # Conv2D 3x3, 2 -> 4 channels on a 5x5 'valid' input: 3x3 outputs.
-    assert cx.conv_macs((3, 3), (3, 3), 2, 4) == 3 * 3 * 2 * 4 * 9 == 648
-    assert cx.conv_macs(9, 9, 2, 4) == 648  # sizes may be given as products
-    assert cx.conv_macs((3, 3), (3, 3), 4, 6, groups=2) == 9 * 9 * 2 * 6
-    assert cx.depthwise_macs((25, 5), (3, 3), 64) == 72_000
-    assert cx.depthwise_macs((2, 2), (3, 3), 3, depth_multiplier=2) == 4 * 9 * 6
-    assert cx.separable_macs((4, 4), (3, 3), 8, 16) == 16 * 9 * 8 + 16 * 8 * 16
-    assert cx.conv_transpose_macs((3, 3), (3, 3), 2, 4) == 9 * 9 * 2 * 4
-    assert cx.pooling_ops((12, 12), (2, 2), 20) == 12 * 12 * 4 * 20
-    assert cx.dense_macs(0, 5) == 0
+    assert counting.conv_macs((3, 3), (3, 3), 2, 4) == 3 * 3 * 2 * 4 * 9 == 648
+    assert counting.conv_macs(9, 9, 2, 4) == 648  # sizes may be given as products
+    assert counting.conv_macs((3, 3), (3, 3), 4, 6, groups=2) == 9 * 9 * 2 * 6
+    assert counting.depthwise_macs((25, 5), (3, 3), 64) == 72_000
+    assert counting.depthwise_macs((2, 2), (3, 3), 3, depth_multiplier=2) == 4 * 9 * 6
+    assert counting.separable_macs((4, 4), (3, 3), 8, 16) == 16 * 9 * 8 + 16 * 8 * 16
+    assert counting.conv_transpose_macs((3, 3), (3, 3), 2, 4) == 9 * 9 * 2 * 4
+    assert counting.pooling_ops((12, 12), (2, 2), 20) == 12 * 12 * 4 * 20
+    assert counting.dense_macs(0, 5) == 0
 
 
 def test_conv_output_length_matches_keras():
@@ -61,31 +63,31 @@ def test_conv_output_length_matches_keras():
     ):
         if stride > 1 and dilation > 1:
             continue  # Keras refuses the combination.
-        expected = cx.conv_output_length(length, kernel, stride, padding, dilation)
+        expected = counting.conv_output_length(length, kernel, stride, padding, dilation)
         if expected < 1:
             continue
         layer = keras.layers.Conv1D(1, kernel, stride, padding, dilation_rate=dilation)
         assert layer.compute_output_shape((None, length, 1))[1] == expected
-    assert cx.conv_output_length(28, 5) == 24
-    assert cx.conv_output_length(49, 10, 2, "same") == 25
-    assert cx.conv_output_length(4, 5) == 0  # does not fit
-    assert cx.conv_output_length(3, 3, 1, "full") == 5
+    assert counting.conv_output_length(28, 5) == 24
+    assert counting.conv_output_length(49, 10, 2, "same") == 25
+    assert counting.conv_output_length(4, 5) == 0  # does not fit
+    assert counting.conv_output_length(3, 3, 1, "full") == 5
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: cx.dense_macs(-1, 3), "in_units"),
-        (lambda: cx.dense_macs(2.5, 3), "in_units"),
-        (lambda: cx.conv_macs((3, -1), 3, 1, 1), r"out_spatial\[1\]"),
-        (lambda: cx.conv_macs("3x3", 3, 1, 1), "out_spatial"),
-        (lambda: cx.conv_macs(3, 3, 3, 4, groups=2), "divisible by `groups`"),
-        (lambda: cx.conv_macs(3, 3, 4, 4, groups=0), "groups"),
-        (lambda: cx.depthwise_macs(3, 3, True), "channels"),
-        (lambda: cx.conv_output_length(10, 3, padding="reflect"), "padding"),
-        (lambda: cx.conv_output_length(10, 0), "kernel_size"),
-        (lambda: cx.peak_live_values([1, 2], [0], [1, 2]), "same length"),
-        (lambda: cx.peak_live_values([1], [2], [1]), "before it is produced"),
+        (lambda: counting.dense_macs(-1, 3), "in_units"),
+        (lambda: counting.dense_macs(2.5, 3), "in_units"),
+        (lambda: counting.conv_macs((3, -1), 3, 1, 1), r"out_spatial\[1\]"),
+        (lambda: counting.conv_macs("3x3", 3, 1, 1), "out_spatial"),
+        (lambda: counting.conv_macs(3, 3, 3, 4, groups=2), "divisible by `groups`"),
+        (lambda: counting.conv_macs(3, 3, 4, 4, groups=0), "groups"),
+        (lambda: counting.depthwise_macs(3, 3, True), "channels"),
+        (lambda: counting.conv_output_length(10, 3, padding="reflect"), "padding"),
+        (lambda: counting.conv_output_length(10, 0), "kernel_size"),
+        (lambda: counting.peak_live_values([1, 2], [0], [1, 2]), "same length"),
+        (lambda: counting.peak_live_values([1], [2], [1]), "before it is produced"),
     ],
 )
 def test_pure_functions_reject_bad_input(call, match):
@@ -96,9 +98,9 @@ def test_pure_functions_reject_bad_input(call, match):
 def test_peak_live_values_by_hand():
     # input (-1 .. 0), conv out (0 .. 2, read by the add), dw out (1 .. 2), add out (2 .. 3).
     sizes, producers, last_uses = [50, 36, 36, 36], [-1, 0, 1, 2], [0, 2, 2, 3]
-    assert cx.peak_live_values(sizes, producers, last_uses) == 108
-    assert cx.peak_live_values(sizes, producers, last_uses, step_extra={1: 100}) == 172
-    assert cx.peak_live_values([], [], []) == 0
+    assert counting.peak_live_values(sizes, producers, last_uses) == 108
+    assert counting.peak_live_values(sizes, producers, last_uses, step_extra={1: 100}) == 172
+    assert counting.peak_live_values([], [], []) == 0
 
 
 # --- Layers on their own -------------------------------------------------------------------
@@ -109,7 +111,7 @@ def test_conv2d_by_hand_and_count_params():
     (cost,) = cx.layer_costs(model)
     assert cost.macs == 3 * 3 * 2 * 4 * 9
     assert cost.params == model.count_params() == 3 * 3 * 2 * 4 + 4
-    assert cost.inference_params == 76 and cost.trainable_params == 76
+    assert cost.inference_params == 76
     assert cost.activation_values == 3 * 3 * 4
     assert cost.input_shapes == ((5, 5, 2),) and cost.output_shapes == ((3, 3, 4),)
     assert cost.type == "Conv2D" and cost.supported and cost.folded_into is None
@@ -195,7 +197,7 @@ def test_batch_norm_folding_rules():
     # Folded into a bias-free conv: 0 MACs, the conv gains a bias of 4 values.
     assert costs["bn_folded"].folded_into == "conv_nobias"
     assert costs["bn_folded"].macs == 0 and costs["bn_folded"].inference_params == 4
-    assert costs["bn_folded"].params == 16 and costs["bn_folded"].trainable_params == 8
+    assert costs["bn_folded"].params == 16
     assert costs["relu_fused"].folded_into == "conv_nobias" and costs["relu_fused"].ops == 0
     # After a ReLU, a branching conv, an Add: per-channel scale and offset, one MAC per value.
     for name in ("bn_after_relu", "bn_branch", "bn_after_add"):
@@ -282,7 +284,7 @@ def test_unknown_layer_warns_and_counts_params():
     inputs = keras.Input((5,))
     out = keras.layers.Dense(2, name="dense")(Scale(name="scale")(inputs))
     model = keras.Model(inputs, out)
-    with pytest.warns(UserWarning, match="1 layer.* of unknown type.*scale"):
+    with pytest.warns(UserWarning, match="1 layer.* without a cost function.*scale"):
         totals = cx.model_costs(model)
     assert totals.unsupported == ("scale",)
     scale = totals.layers[0]
@@ -291,12 +293,12 @@ def test_unknown_layer_warns_and_counts_params():
     assert totals.params == model.count_params()
 
 
-def test_register_layer_cost_adds_a_type():
+def test_a_registered_cost_counts_a_new_type():
     class Square(keras.layers.Layer):
         def call(self, x):
             return x * x
 
-    cx.register_layer_cost(Square, lambda call: {"macs": 0, "ops": 7, "inference_params": 0})
+    layer_types.register(Square, role="pass", cost=lambda call: layer_types.CallCost(ops=7))
     try:
         model = single_layer((3,), Square(name="square"))
         with warnings.catch_warnings():
@@ -304,11 +306,11 @@ def test_register_layer_cost_adds_a_type():
             (cost,) = cx.layer_costs(model)
         assert cost.supported and cost.ops == 7
     finally:
-        cx._CUSTOM_COSTS[:] = [(c, f) for c, f in cx._CUSTOM_COSTS if c is not Square]
+        registry._TYPES.pop(Square)
     with pytest.raises(TypeError, match="Layer subclass"):
-        cx.register_layer_cost(int, lambda call: {})
+        layer_types.register(int, role="pass")
     with pytest.raises(TypeError, match="callable"):
-        cx.register_layer_cost(Square, None)
+        layer_types.register(Square, role="pass", cost=3)
 
 
 def test_bad_models_are_refused():
@@ -341,7 +343,7 @@ def test_gated_model_counts_kernels_not_gates():
     gated = cx.model_costs(tfdynhp.gate(base, seed=0))
     assert gated.macs == plain.macs == 10 * 6 + 6 * 3
     assert gated.inference_params == plain.inference_params == base.count_params()
-    assert gated.params > plain.params  # the gates and their counters
+    assert gated.params == plain.params  # gate state is training-only, not a parameter
     assert gated.unsupported == ()
 
 

@@ -32,8 +32,8 @@ from tfdynhp import (
     policies,
     surgery,
 )
-from tfdynhp.costs.inference import layer_costs, model_costs
 from tfdynhp.costs.memory import parameter_count, training_memory
+from tfdynhp.costs.walk import layer_costs, model_costs
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.math.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
 from tfdynhp.methods import PruneReport, complexity_prune, prune, specialize

@@ -15,7 +15,7 @@ activations, dropout, pooling and BatchNormalization are as the specification ha
 | `"resnet8"`           | `resnet8`        | `(32, 32, 3)`  | 78,666             | 12,501,632 |
 | `"fc-autoencoder"`    | `fc_autoencoder` | `(640,)`       | 269,992            | 264,192    |
 
-MACs as counted by `tfdynhp.costs.inference.model_costs` (which also counts activation memory).
+MACs as counted by `tfdynhp.model_costs` (which also counts activation memory).
 
 Example:
 
@@ -29,7 +29,7 @@ import numbers
 
 import keras
 
-from tfdynhp.costs.inference import conv_output_length
+from tfdynhp.math.counting import conv_output_length
 from tfdynhp.validation import check_integer, check_real
 
 

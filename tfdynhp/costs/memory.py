@@ -9,7 +9,9 @@ import math
 
 import numpy as np
 
-from tfdynhp.graph import units as graph
+from tfdynhp.costs.walk import NarrowedShapes, model_costs
+from tfdynhp.graph import units as units_graph
+from tfdynhp.graph.nodes import functional_of, graph_nodes
 from tfdynhp.layers.gate import HardConcreteGate
 from tfdynhp.math import budget
 
@@ -78,24 +80,30 @@ def parameter_count(model):
     )
 
 
-def _per_example(shape):
-    return math.prod(int(s) for s in shape[1:])
+def _values(shape):
+    return math.prod(int(d) for d in shape)
 
 
-def activation_values_per_example(model):
-    """Activation values one training step keeps for the backward pass, per example: the output
-    of every layer (a gate's output is the gated tensor), plus the gates each example samples
-    (one value per channel and gate call)."""
-    total = 0
-    for node in graph.graph_nodes(model):
-        total += sum(_per_example(t.shape) for t in node.outputs)
-        if isinstance(node.operation, HardConcreteGate):
-            total += int(node.outputs[0].shape[-1])
+def stored_activation_values(operation, output_shapes):
+    """Values one training example keeps for the backward pass from one layer call: its
+    outputs (a gate's output is the gated tensor), plus, for a gate, the gate values it
+    samples (one per channel)."""
+    total = sum(_values(s) for s in output_shapes)
+    if isinstance(operation, HardConcreteGate):
+        total += int(output_shapes[0][-1])
     return total
 
 
+def activation_values(model, keep_masks=None, unit_graph=None):
+    """Activation values one training step keeps for the backward pass, per example, now or
+    after `keep_masks`."""
+    shapes = NarrowedShapes(model, keep_masks, unit_graph)
+    return sum(stored_activation_values(node.operation, [shapes(t) for t in node.outputs])
+               for node in graph_nodes(model))
+
+
 def input_values_per_example(model):
-    return sum(_per_example(t.shape) for t in graph.functional_of(model).inputs)
+    return sum(_values(t.shape[1:]) for t in functional_of(model).inputs)
 
 
 def full_breakdown(model, batch_size, optimizer=None):
@@ -116,7 +124,7 @@ def full_breakdown(model, batch_size, optimizer=None):
         n_gates=n_gates,
         n_trainable=n_trainable + n_gate_gradients,
         n_slot_values=optimizer_slot_values(optimizer, n_trainable),  # the gates' are in n_gates
-        activation_values_per_example=activation_values_per_example(model),
+        activation_values_per_example=activation_values(model),
         input_values_per_example=input_values_per_example(model),
         batch_size=batch_size,
     )
@@ -137,3 +145,28 @@ def training_memory(model, batch_size, accounting="full"):
         per_example = breakdown.per_batch
         fixed = breakdown.fixed
     return fixed + per_example * batch_size, fixed, per_example
+
+
+def training_memory_after(model, keep_masks=None, batch_size=32, accounting="full",
+                          unit_graph=None):
+    """Bytes `training_memory` would give after `keep_masks` were applied (nothing is
+    changed): the removed parameters with their gradients and optimizer slots, the removed
+    gates' state and the activations they no longer produce come off today's total."""
+    total, _, _ = training_memory(model, batch_size, accounting)
+    if not keep_masks:
+        return total
+    unit_graph = unit_graph or units_graph.analyze(model)
+    removed_params = (model_costs(model, unit_graph=unit_graph).params
+                      - model_costs(model, keep_masks, unit_graph).params)
+    if accounting == "paper":
+        return total - 4 * removed_params
+    slots = slots_per_trainable_value(model)
+    activations = (activation_values(model, unit_graph=unit_graph)
+                   - activation_values(model, keep_masks, unit_graph))
+    gate_units = sum(
+        int(np.count_nonzero(~np.asarray(mask, bool)))
+        for name, mask in keep_masks.items() if unit_graph.group(name).gate is not None
+    )
+    # Per removed gate: `log_alpha`, its gradient and its two Adam moments.
+    return total - 4 * (removed_params * (2 + slots) + (len(_GATE_VALUES) + 1) * gate_units
+                        + activations * batch_size)

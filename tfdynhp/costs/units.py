@@ -1,46 +1,29 @@
-"""What a model costs, and what one unit of each prunable group costs: parameters, MACs, int8
-model bytes and training memory.
+"""What one unit of each prunable group costs, in the resource a target or penalty counts.
 
-One function per layer type gives the layer's cost from its input and output channel counts
-(`layer_cost`); the model's cost sums it over the graph, for the current widths or for the
-widths a set of keep-masks would leave (`model_cost`, so a target can be checked before any
-surgery). What one unit of a group saves is the same sum, once with and once without the
-channel positions the unit occupies (`unit_costs`): the resource-aware L0 penalty of Zawish et
-al.'s PA / FA / MA modes applied to DynHP's gates.
+A unit's saving is the walk's price of the layer calls it touches (`tfdynhp.costs.walk`),
+once with and once without the channel positions it occupies: the resource-aware L0 penalty
+of Zawish et al.'s PA / FA / MA modes applied to DynHP's gates, and the step a target
+controller takes.
 
 Resources:
 - `"units"`: every unit costs 1 (the paper's penalty);
 - `"params"`: stored values (kernels, biases, BatchNormalization statistics; gates excluded);
 - `"macs"`: multiply-accumulates of one inference;
-- `"int8_bytes"`: an estimate of the int8 `.tflite` size (1 byte per weight, 4 per bias, per
-  output channel quantization parameters, BatchNormalization folded, a fixed overhead);
+- `"int8_bytes"`: an estimate of the int8 `.tflite` size;
 - `"memory"`: training-memory values, `params * (2 + slots)` (weights, gradients, optimizer
   slots) plus the activations one example keeps for the backward pass times the batch size.
 """
 
 import dataclasses
-import math
 
-import keras
 import numpy as np
 
-from tfdynhp.costs import inference as complexity
 from tfdynhp.costs import memory
+from tfdynhp.costs.walk import model_costs, walk
 from tfdynhp.graph import units as graph_lib
 from tfdynhp.layer_types import registry
-from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
 
 RESOURCES = ("units", "params", "macs", "int8_bytes", "memory")
-# Quantization parameters per output channel (scales, zero points) measured on TFLite's int8
-# files: about 8 bytes for a FULLY_CONNECTED layer, 20 for a convolution.
-_DENSE_QUANT_BYTES = 8
-_CONV_QUANT_BYTES = 20
-# Flatbuffer header, tables and tensor metadata of a small model, plus per-layer tensors, and a
-# GATHER (SelectFeatures) with its int32 indices. `DynHPCallback` measures the real file once
-# and corrects the constant part.
-_TFLITE_BASE_BYTES = 1500
-_TFLITE_BYTES_PER_LAYER = 180
-_GATHER_BYTES = 420
 
 
 def check_resource(resource):
@@ -49,127 +32,13 @@ def check_resource(resource):
     return resource
 
 
-@dataclasses.dataclass(frozen=True)
-class Cost:
-    """What a layer or model costs: stored values, MACs per inference, int8 bytes."""
-
-    params: float = 0.0
-    macs: float = 0.0
-    int8_bytes: float = 0.0
-
-    def __add__(self, other):
-        return Cost(self.params + other.params, self.macs + other.macs,
-                    self.int8_bytes + other.int8_bytes)
-
-    def __sub__(self, other):
-        return Cost(self.params - other.params, self.macs - other.macs,
-                    self.int8_bytes - other.int8_bytes)
-
-
-def _spatial(shape):
-    return math.prod(int(s) for s in shape[1:-1])
-
-
-def _kernel_layer_cost(kernel_values, bias_values, out_channels, macs, quant_bytes):
-    return Cost(
-        params=kernel_values + bias_values,
-        macs=macs,
-        int8_bytes=kernel_values + 4 * bias_values + quant_bytes * out_channels,
-    )
-
-
-def layer_cost(layer, in_shape, out_shape, cin=None, cout=None):
-    """The `Cost` of `layer` with `cin` input and `cout` output channel positions (defaults:
-    the shapes' last axes), with `tfdynhp.costs.inference`'s MAC formulas. Layers without weights
-    cost nothing; a layer type not known here costs its current `count_params()` whatever the
-    widths."""
-    cin = int(in_shape[-1]) if cin is None else int(cin)
-    cout = int(out_shape[-1]) if cout is None else int(cout)
-    bias = 1 if getattr(layer, "use_bias", False) else 0
-    spatial = tuple(int(s) for s in out_shape[1:-1])
-    if isinstance(layer, HardConcreteGate):
-        return Cost()
-    if isinstance(layer, SelectFeatures):  # a GATHER once it drops features
-        return Cost(int8_bytes=_GATHER_BYTES + 4 * cout if cout < layer.input_features else 0)
-    if isinstance(layer, keras.layers.Dense):
-        return _kernel_layer_cost(cin * cout, bias * cout, cout,
-                                  complexity.dense_macs(cin, cout, math.prod(spatial)),
-                                  _DENSE_QUANT_BYTES)
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        kernel, multiplier = math.prod(layer.kernel_size), layer.depth_multiplier
-        macs = complexity.separable_macs(spatial, layer.kernel_size, cin, cout, multiplier)
-        return _kernel_layer_cost(kernel * cin * multiplier + cin * multiplier * cout,
-                                  bias * cout, cout, macs, _CONV_QUANT_BYTES)
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        multiplier = layer.depth_multiplier
-        macs = complexity.depthwise_macs(spatial, layer.kernel_size, cin, multiplier)
-        return _kernel_layer_cost(math.prod(layer.kernel_size) * cin * multiplier,
-                                  bias * cin * multiplier, cin * multiplier, macs,
-                                  _CONV_QUANT_BYTES)
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-        values = math.prod(layer.kernel_size) * cin * cout
-        macs = complexity.conv_macs(spatial, layer.kernel_size, cin, cout)
-        return _kernel_layer_cost(values, bias * cout, cout, macs, _CONV_QUANT_BYTES)
-    if isinstance(layer, keras.layers.BatchNormalization):
-        stored = sum(getattr(layer, a, None) is not None
-                     for a in ("gamma", "beta", "moving_mean", "moving_variance"))
-        return Cost(params=stored * cin)  # folded into the layer before it in int8
-    count = layer.count_params() if layer.built else 0
-    return Cost(params=count, int8_bytes=count)
-
-
-def _kept(unit_graph, tensor, removed):
-    if not len(removed):
-        return int(tensor.shape[-1])
-    roots = unit_graph.roots(unit_graph.labels(tensor))
-    return int(np.count_nonzero(~np.isin(roots, removed)))
-
-
-def _removed_ids(unit_graph, keep_masks):
-    removed = []
-    for name, mask in (keep_masks or {}).items():
-        group = unit_graph.group(name)
-        removed.extend(int(i) for i in group.ids[~np.asarray(mask, bool)])
-    return np.asarray(removed, np.int64)
-
-
 def model_cost(model, keep_masks=None, unit_graph=None):
-    """The model's `Cost`, now or after `keep_masks` (`{group: boolean mask}`) were applied.
-
-    `int8_bytes` includes an estimated fixed overhead of the `.tflite` file (see the module
-    docstring); the other two are exact counts.
-    """
-    unit_graph = unit_graph or graph_lib.analyze(model)
-    removed = _removed_ids(unit_graph, keep_masks)
-    total, layers = Cost(), 0
-    for node in unit_graph.nodes:
-        layer = node.operation
-        if len(node.input_tensors) != 1 or not (layer.weights or isinstance(layer,
-                                                                            SelectFeatures)):
-            continue
-        tensor_in, tensor_out = node.input_tensors[0], node.outputs[0]
-        total += layer_cost(layer, tensor_in.shape, tensor_out.shape,
-                            _kept(unit_graph, tensor_in, removed),
-                            _kept(unit_graph, tensor_out, removed))
-        layers += not isinstance(layer, (HardConcreteGate, SelectFeatures,
-                                         keras.layers.BatchNormalization))
-    overhead = _TFLITE_BASE_BYTES + _TFLITE_BYTES_PER_LAYER * layers
-    return Cost(total.params, total.macs, total.int8_bytes + overhead)
+    """The model's `ModelCost` (params, MACs, int8 bytes, ...), now or after `keep_masks`."""
+    return model_costs(model, keep_masks, unit_graph)
 
 
-def activation_values(model, keep_masks=None, unit_graph=None):
-    """Activation values one training example keeps (see `tfdynhp.costs.memory`), now or after
-    `keep_masks`."""
-    unit_graph = unit_graph or graph_lib.analyze(model)
-    removed = _removed_ids(unit_graph, keep_masks)
-    total = 0
-    for node in unit_graph.nodes:
-        for tensor in node.outputs:
-            kept = _kept(unit_graph, tensor, removed)
-            total += kept * (_spatial(tensor.shape) or 1)
-            if isinstance(node.operation, HardConcreteGate):
-                total += kept
-    return total
+def _narrowed(shape, hits):
+    return shape[:-1] + (shape[-1] - hits,) if hits else shape
 
 
 def unit_costs(model, resource="params", batch_size=32, unit_graph=None):
@@ -191,34 +60,44 @@ def unit_costs(model, resource="params", batch_size=32, unit_graph=None):
     if resource == "units":
         return {g.name: 1.0 for g in groups}
     slots = memory.slots_per_trainable_value(model) if resource == "memory" else 0
+    calls = walk(model, unit_graph=unit_graph, warn=False).calls
+    roots = {}
+
+    def hits(tensor, unit):
+        if id(tensor) not in roots:
+            roots[id(tensor)] = unit_graph.roots(unit_graph.labels(tensor))
+        return int(np.count_nonzero(roots[id(tensor)] == unit))
+
     savings = {}
     for group in groups:
-        unit = np.asarray([group.ids[0]], np.int64)
-        saved = Cost()
-        activations = 0
-        for node in unit_graph.nodes:
-            layer = node.operation
-            if len(node.input_tensors) != 1:
+        unit = int(group.ids[0])
+        params = macs = int8_bytes = activations = 0
+        for node, call in calls:
+            out_hits = [hits(t, unit) for t in node.outputs]
+            narrowed_outputs = tuple(_narrowed(s, h) for s, h in zip(call.output_shapes,
+                                                                     out_hits))
+            activations += (memory.stored_activation_values(node.operation, call.output_shapes)
+                            - memory.stored_activation_values(node.operation, narrowed_outputs))
+            if len(node.input_tensors) != 1 or unit_graph.roles[id(node)].name == registry.BARRIER:
                 continue
-            tensor_in, tensor_out = node.input_tensors[0], node.outputs[0]
-            in_hits = int(np.count_nonzero(unit_graph.roots(unit_graph.labels(tensor_in))
-                                           == unit[0]))
-            out_hits = int(np.count_nonzero(unit_graph.roots(unit_graph.labels(tensor_out))
-                                            == unit[0]))
-            activations += out_hits * (_spatial(tensor_out.shape) or 1)
-            if isinstance(layer, HardConcreteGate):
-                activations += out_hits  # the gates an example samples
-            if (in_hits or out_hits) and (layer.weights or isinstance(layer, SelectFeatures)) and (
-                unit_graph.roles[id(node)].name != registry.BARRIER
-            ):
-                cin, cout = int(tensor_in.shape[-1]), int(tensor_out.shape[-1])
-                saved += (layer_cost(layer, tensor_in.shape, tensor_out.shape, cin, cout)
-                          - layer_cost(layer, tensor_in.shape, tensor_out.shape,
-                                       cin - in_hits, cout - out_hits))
+            in_hit = hits(node.input_tensors[0], unit)
+            if not in_hit and not any(out_hits):
+                continue
+            narrowed = dataclasses.replace(
+                call,
+                input_shapes=(_narrowed(call.input_shapes[0], in_hit),),
+                output_shapes=narrowed_outputs,
+            )
+            before, _ = registry.cost_of(call)
+            after, _ = registry.cost_of(narrowed)
+            params += before.params - after.params
+            macs += before.macs - after.macs
+            int8_bytes += before.int8_bytes - after.int8_bytes
         if resource == "memory":
-            savings[group.name] = saved.params * (2 + slots) + batch_size * activations
+            savings[group.name] = params * (2 + slots) + batch_size * activations
         else:
-            savings[group.name] = getattr(saved, resource)
+            savings[group.name] = {"params": params, "macs": macs,
+                                   "int8_bytes": int8_bytes}[resource]
     return savings
 
 

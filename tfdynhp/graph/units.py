@@ -19,36 +19,11 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfdynhp.graph.nodes import functional_of, graph_nodes
 from tfdynhp.layer_types import registry
 from tfdynhp.layers.gate import HardConcreteGate
 
 OUTPUT_PIN = "reaches a model output"
-
-
-def functional_of(model):
-    """The functional graph behind `model` (a Sequential model's inner Functional)."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model. Received: {type(model).__name__}")
-    inner = getattr(model, "_functional", None)
-    graph_model = inner if isinstance(model, keras.Sequential) and inner is not None else model
-    if not hasattr(graph_model, "_nodes_by_depth") or not getattr(graph_model, "built", False):
-        raise ValueError(
-            f"Model '{model.name}' is not a built functional or Sequential model. Build it "
-            "with a `keras.Input` (functional API, or Sequential starting with keras.Input); "
-            "subclassed models have no graph to prune."
-        )
-    return graph_model
-
-
-def graph_nodes(model):
-    """The model's nodes in topological order, without the input layers."""
-    graph_model = functional_of(model)
-    nodes = []
-    for depth in sorted(graph_model._nodes_by_depth, reverse=True):
-        for node in graph_model._nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                nodes.append(node)
-    return nodes
 
 
 class _UnionFind:
@@ -157,6 +132,10 @@ class UnitGraph:
     def labels(self, tensor):
         """Unit ids along the last axis of a symbolic tensor of the model."""
         return self._labels[id(tensor)]
+
+    def has_labels(self, tensor):
+        """Whether `tensor` is a tensor of the model's own graph (not of a nested model)."""
+        return id(tensor) in self._labels
 
     def _visit(self, node, calls):
         layer = node.operation

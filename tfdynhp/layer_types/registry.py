@@ -1,38 +1,51 @@
-"""Per-layer-type rules: how channels flow through a layer, and how the layer is narrowed.
+"""One entry per Keras layer type: everything tfdynhp knows about it, in one place.
 
-Every layer type has a *role* in the dependency graph of coupled channels
-(`tfdynhp.graph.units`), and, if it holds per-channel state, an *edit* that narrows it:
+A `LayerType` says, for one layer class (and its subclasses):
 
-- `MIXING` layers (Dense, Conv1D/2D/3D, SeparableConv1D/2D) combine all input channels into
-  new output channels: they consume channels (narrowing drops kernel rows) and produce new ones
-  (narrowing drops kernel columns and biases). Torch-Pruning calls the two halves
-  `prune_in_channels` / `prune_out_channels`.
-- `SELECT` (`SelectFeatures`) produces the model's input features as prunable units.
-- `PER_UNIT` layers (BatchNormalization, gates, DepthwiseConv2D) hold one value per channel and
-  map channel `c` to channel `c` (DepthwiseConv2D with a depth multiplier `m` maps it to
-  channels `c*m .. c*m + m-1`).
-- `PASS` layers (activations, dropout, pooling, padding, cropping, up-sampling, global pooling,
-  reshapes that keep the last axis) treat channels independently and hold no per-channel state.
-- `FLATTEN` (Flatten, Reshape to one axis): channels-last, channel `c` of an `H x W x C` map
-  becomes features `(h*W + w)*C + c`.
-- `MERGE` (Add, Subtract, Multiply, Average, Maximum, Minimum): the channels of every input are
-  coupled one to one; `CONCAT` (Concatenate on the channel axis) places each input at its offset.
-- `BARRIER`: anything that mixes channels in a way surgery cannot follow (Softmax over channels,
-  LayerNormalization, attention, grouped convolutions, `channels_first`, unknown layers): the
-  channels on both sides are kept whole ("pinned"), and the reason is reported.
+- its **role** in the graph of coupled channels (`tfdynhp.graph`):
+  - `MIXING` layers (Dense, Conv, transposed and separable convolutions) combine all input
+    channels into new output channels: they consume channels (narrowing drops kernel rows)
+    and produce new ones (narrowing drops kernel columns and biases); Torch-Pruning calls the
+    two halves `prune_in_channels` / `prune_out_channels`;
+  - `SELECT` (`SelectFeatures`) produces the model's input features as prunable units;
+  - `PER_UNIT` layers (BatchNormalization, gates, DepthwiseConv) hold one value per channel
+    and map channel `c` to channel `c` (a depth multiplier `m` maps it to `c*m .. c*m+m-1`);
+  - `PASS` layers (activations, dropout, pooling, padding, global pooling, reshapes that keep
+    the last axis) treat channels independently and hold no per-channel state; a
+    `homogeneous` one commutes with scaling a channel by `z >= 0`, so a gate may sit on
+    either side of it;
+  - `FLATTEN` (Flatten, Reshape to one axis): channel `c` of an `H x W x C` map becomes
+    features `(h*W + w)*C + c`;
+  - `MERGE` (Add, Multiply, ...) couples the channels of its inputs one to one; `CONCAT`
+    (Concatenate on the channel axis) places each input at its offset;
+  - `BARRIER`: anything surgery cannot follow (Softmax over channels, LayerNormalization,
+    grouped convolutions, `channels_first`, unknown layers): the channels on both sides are
+    kept whole ("pinned") and the reason is reported;
+- its **surgery edit** (`narrow`): which variables to slice, along which axis, when its input
+  and output channels shrink;
+- its **cost** (`cost`): parameters, multiply-accumulates, other operations and int8 bytes of
+  one call, from the call's shapes, so the same function prices the model now and after
+  planned keep-masks (`tfdynhp.costs`);
+- its **kernels** (`kernels`): the weights creating its output channels and reading its input
+  channels (magnitude criteria; `strip()` folds gates into the kernel rows);
+- its **relevance rule** for LRP (`relevance`): `"linear"` (epsilon rule on the layer's
+  linear map), `"pass"` (elementwise nonlinearities and identities pass relevance on), with
+  `linear_map` for the alpha-beta rule;
+- whether `gate()` **splits its fused activation** off (`splits_activation`), so its output is
+  the pre-activation the gradient-variance estimate needs;
+- its **gradient-variance tap** (`gradient_variance`): `||S||_1` of its parameters' per-example
+  gradients from its inputs and output deltas (`tfdynhp.math.gradient_variance`);
+- what TFLite fuses into it: a following BatchNormalization (`folds_batch_norm`) or
+  ReLU/ReLU6 (`fuses_activation`).
 
-Edits are `LayerEdit`s: which variables to slice along which axis and which attributes to set.
-Nothing is changed here; `tfdynhp.surgery.apply` applies edits atomically. New layer types are
-added with `register(layer_type, role, edit)`.
+Built-in layers register through the same `register` call a user makes for a custom layer;
+an unregistered layer is a barrier counted with its `count_params()` and 0 MACs.
 """
 
 import dataclasses
+import math
 
 import keras
-import numpy as np
-
-from tfdynhp.layer_types.kinds import SPATIAL_RESIZING
-from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
 
 MIXING = "mixing"
 SELECT = "select"
@@ -43,9 +56,21 @@ MERGE = "merge"
 CONCAT = "concat"
 BARRIER = "barrier"
 ROLES = (MIXING, SELECT, PER_UNIT, PASS, FLATTEN, MERGE, CONCAT, BARRIER)
+RELEVANCE_RULES = ("linear", "pass")
 
-_CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
-_HOMOGENEOUS_ACTIVATIONS = ("relu", "linear", "leaky_relu")
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """A layer's role; `repeat` is a depthwise layer's depth multiplier, `reason` why a layer
+    is a barrier. A `passthrough` barrier (Softmax over channels) keeps the channels it pins:
+    its output carries its input's units. A `homogeneous` PASS layer satisfies
+    `f(z x) = z f(x)` for `z >= 0` (ReLU, pooling, padding, dropout)."""
+
+    name: str
+    repeat: int = 1
+    reason: str = ""
+    passthrough: bool = False
+    homogeneous: bool = False
 
 
 @dataclasses.dataclass
@@ -58,66 +83,216 @@ class LayerEdit:
     attributes: dict = dataclasses.field(default_factory=dict)
 
     def slice(self, attribute, axis, keep):
+        import numpy as np
+
         self.slices.setdefault(attribute, {})[axis] = np.asarray(keep, "int64")
 
 
 @dataclasses.dataclass(frozen=True)
-class Role:
-    """A layer's role; `repeat` is DepthwiseConv2D's depth multiplier, `reason` why a layer
-    is a barrier. A `passthrough` barrier (Softmax over channels) keeps the channels it
-    pins: its output carries its input's units. A `homogeneous` PASS layer commutes with
-    scaling a channel by `z >= 0` (`f(z x) = z f(x)`: ReLU, pooling, padding, dropout), so a
-    gate may sit on either side of it."""
+class KernelView:
+    """A weight of a channel-mixing layer: `attribute` names the variable; `out_axis` is its
+    axis of output channels (`None`: it creates none), `in_axis` its axis of input channels
+    (`None`: it reads none). Axes may be negative."""
 
-    name: str
-    repeat: int = 1
-    reason: str = ""
-    passthrough: bool = False
-    homogeneous: bool = False
+    attribute: str
+    out_axis: int = None
+    in_axis: int = None
 
 
 @dataclasses.dataclass(frozen=True)
-class _Rule:
-    role: object  # a role name, or `callable(layer) -> Role`
-    edit: object  # `callable(layer, in_keep, out_keep) -> LayerEdit`, or None
+class LayerCall:
+    """What a cost function sees of one layer call.
+
+    Attributes:
+        layer: the layer.
+        input_shapes: per-example input shapes (batch dropped), one tuple per input; their
+            channel axis may be narrower than the layer's today when a cost is computed for
+            planned keep-masks.
+        output_shapes: per-example output shapes.
+        producer: the layer whose output buffer the first input is at inference (looking
+            through folded layers: Dropout, folded BatchNormalization, fused ReLU); `None` for
+            a model input.
+        producer_linear: whether the first input still is the producer's linear output.
+        exclusive: whether this call alone reads the first input and every tensor between it
+            and the producer (none of them a model output), so folding into the producer
+            changes nothing else.
+    """
+
+    layer: object
+    input_shapes: tuple
+    output_shapes: tuple
+    producer: object = None
+    producer_linear: bool = False
+    exclusive: bool = False
+
+    def channel_axis(self, rank):
+        """Index of the channel axis in a per-example shape of length `rank`."""
+        data_format = getattr(self.layer, "data_format", "channels_last")
+        return 0 if data_format == "channels_first" else rank - 1
+
+    def channels(self, shape):
+        return int(shape[self.channel_axis(len(shape))])
+
+    def spatial(self, shape):
+        axis = self.channel_axis(len(shape))
+        return tuple(int(d) for i, d in enumerate(shape) if i != axis)
 
 
-_RULES = {}
+@dataclasses.dataclass(frozen=True)
+class CallCost:
+    """What one layer call costs, per example.
+
+    Attributes:
+        params: values the layer stores as parameters (kernels, biases, normalization
+            statistics; not tfdynhp's training-only gate state).
+        macs: multiply-accumulates of one inference.
+        ops: other elementwise operations (activations, merges, pooling).
+        inference_params: parameters of the deployed layer (BatchNormalization folded, gates
+            folded into kernels).
+        int8_bytes: an estimate of the layer's bytes in a full-int8 `.tflite` file (1 byte per
+            weight, 4 per bias, per-channel quantization parameters).
+        folded: the output shares the producer's buffer at inference (folded BatchNorm, fused
+            ReLU, Dropout, ...).
+        fused_activation: the layer is an activation fused into its producer.
+    """
+
+    params: int = 0
+    macs: int = 0
+    ops: int = 0
+    inference_params: int = 0
+    int8_bytes: int = 0
+    folded: bool = False
+    fused_activation: bool = False
 
 
-def register(layer_type, role, edit=None):
-    """Registers how `layer_type` (and its subclasses) takes part in surgery.
+@dataclasses.dataclass(frozen=True)
+class LayerType:
+    """Everything tfdynhp knows about one layer class; see the module docstring and
+    `register`."""
+
+    layer_class: type
+    role: object = BARRIER
+    narrow: object = None
+    cost: object = None
+    kernels: object = ()
+    relevance: str = "linear"
+    linear_map: object = None
+    splits_activation: bool = False
+    gradient_variance: object = None
+    folds_batch_norm: bool = False
+    fuses_activation: bool = False
+
+    def role_of(self, layer):
+        if isinstance(self.role, Role):
+            return self.role
+        if callable(self.role):
+            return self.role(layer)
+        return Role(self.role)
+
+    def kernels_of(self, layer):
+        return tuple(self.kernels(layer) if callable(self.kernels) else self.kernels)
+
+
+_TYPES = {}
+
+
+def register(
+    layer_class,
+    *,
+    role,
+    narrow=None,
+    cost=None,
+    kernels=(),
+    relevance="linear",
+    linear_map=None,
+    splits_activation=False,
+    gradient_variance=None,
+    folds_batch_norm=False,
+    fuses_activation=False,
+):
+    """Registers everything tfdynhp needs to know about `layer_class` (and its subclasses).
+
+    Built-in Keras layers are registered with this same call; registering a class again
+    replaces its entry.
 
     Args:
-        layer_type: a `keras.layers.Layer` subclass.
+        layer_class: a `keras.layers.Layer` subclass.
         role: one of `ROLES`, a `Role`, or `callable(layer) -> Role` deciding from the
             layer's config.
-        edit: `callable(layer, in_keep, out_keep) -> LayerEdit` for layers with per-channel
-            state; `in_keep` / `out_keep` are the kept positions of the last axis of the
-            layer's input / output, or `None` when that side does not change.
+        narrow: `callable(layer, in_keep, out_keep) -> LayerEdit` for a layer with
+            per-channel state; `in_keep` / `out_keep` are the kept positions of the last axis
+            of its input / output, or `None` when that side does not change.
+        cost: `callable(call: LayerCall) -> CallCost`. Defaults to `None`: the layer costs its
+            `count_params()` and 0 MACs, and is reported as not counted.
+        kernels: `KernelView`s (or `callable(layer) -> KernelView`s) of a MIXING layer.
+        relevance: `"linear"` or `"pass"` (LRP). Defaults to `"linear"`.
+        linear_map: `callable(layer, inputs, kernel) -> outputs`, the layer's map without bias
+            and activation with another kernel (LRP's alpha-beta rule). Defaults to `None`.
+        splits_activation: whether `gate()` moves the layer's fused `activation` into an
+            `Activation` layer after it. Defaults to `False`.
+        gradient_variance: `callable(layer, inputs, deltas) -> ||S||_1` of its parameters.
+            Defaults to `None` (not tracked).
+        folds_batch_norm: whether TFLite folds a following BatchNormalization into it.
+        fuses_activation: whether TFLite fuses a following ReLU / ReLU6 into it.
+
+    Returns:
+        The `LayerType`.
+
+    Raises:
+        TypeError: if `layer_class` is not a Layer subclass or a callable argument is not
+            callable.
+        ValueError: for an unknown role or relevance rule.
+
+    Example:
+
+    >>> tfdynhp.layer_types.register(
+    ...     MyDense, role="mixing", narrow=narrow_kernel_layer("kernel", "units"),
+    ...     cost=dense_cost, kernels=(KernelView("kernel", -1, -2),))
     """
-    if isinstance(role, Role) or callable(role) or role in ROLES:
-        _RULES[layer_type] = _Rule(role, edit)
-        return
-    raise ValueError(f"Unknown role {role!r}. Expected one of {ROLES} or a callable.")
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(
+            f"Expected `layer_class` to be a keras.layers.Layer subclass. Received: {layer_class!r}"
+        )
+    if not (isinstance(role, Role) or callable(role) or role in ROLES):
+        raise ValueError(f"Unknown role {role!r}. Expected one of {ROLES}, a Role or a callable.")
+    if relevance not in RELEVANCE_RULES:
+        raise ValueError(
+            f"Unknown relevance rule {relevance!r}. Expected one of {RELEVANCE_RULES}."
+        )
+    for name, value in (("narrow", narrow), ("cost", cost), ("linear_map", linear_map),
+                        ("gradient_variance", gradient_variance)):
+        if value is not None and not callable(value):
+            raise TypeError(f"Expected `{name}` to be callable or None. Received: {value!r}")
+    entry = LayerType(
+        layer_class, role, narrow, cost, kernels, relevance, linear_map,
+        bool(splits_activation), gradient_variance, bool(folds_batch_norm),
+        bool(fuses_activation),
+    )
+    _TYPES[layer_class] = entry
+    return entry
 
 
-def _lookup(layer):
-    for layer_type in type(layer).__mro__:
-        if layer_type in _RULES:
-            return _RULES[layer_type]
+def lookup(layer):
+    """The `LayerType` of `layer` (its class or the nearest registered base), or `None`."""
+    for layer_class in type(layer).__mro__:
+        if layer_class in _TYPES:
+            return _TYPES[layer_class]
     return None
 
 
+def registered_names():
+    return ", ".join(sorted(t.__name__ for t in _TYPES))
+
+
+# -- what the rest of the library asks ---------------------------------------------------------
+
+
 def role_of(layer):
-    """The `Role` of `layer`; unknown layer types are barriers."""
-    rule = _lookup(layer)
-    if rule is None:
-        return Role(BARRIER, reason=f"tfdynhp has no surgery rule for {type(layer).__name__}")
-    if isinstance(rule.role, Role):
-        role = rule.role
-    else:
-        role = rule.role(layer) if callable(rule.role) else Role(rule.role)
+    """The `Role` of `layer`; unknown layer types and `channels_first` layers are barriers."""
+    entry = lookup(layer)
+    if entry is None:
+        return Role(BARRIER, reason=f"tfdynhp has no layer type for {type(layer).__name__}")
+    role = entry.role_of(layer)
     if role.name != BARRIER and getattr(layer, "data_format", "channels_last") == "channels_first":
         return Role(BARRIER, reason="data_format='channels_first' (only channels_last is handled)")
     return role
@@ -125,225 +300,78 @@ def role_of(layer):
 
 def edit_for(layer, in_keep, out_keep):
     """The `LayerEdit` narrowing `layer`, or None for a layer without per-channel state."""
-    rule = _lookup(layer)
-    if rule is None or rule.edit is None:
+    entry = lookup(layer)
+    if entry is None or entry.narrow is None:
         return None
-    return rule.edit(layer, in_keep, out_keep)
+    return entry.narrow(layer, in_keep, out_keep)
 
 
-def supported_names():
-    return ", ".join(sorted(t.__name__ for t in _RULES))
+def _values(shape):
+    return math.prod(int(d) for d in shape)
 
 
-# -- mixing layers ----------------------------------------------------------------------------
+def cost_of(call):
+    """`(CallCost, counted)` of one layer call; `counted` is False for a layer type without a
+    cost function (it costs its `count_params()`, 0 MACs) or a bare `keras.ops` node."""
+    layer = call.layer
+    if not isinstance(layer, keras.layers.Layer):
+        return CallCost(), False
+    entry = lookup(layer)
+    if entry is None or entry.cost is None:
+        count = layer.count_params() if layer.built else 0
+        return CallCost(params=count, inference_params=count, int8_bytes=count), False
+    return entry.cost(call), True
 
 
-def _mixing_role(layer):
-    if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
-        return Role(BARRIER, reason="quantized or LoRA layer")
-    if getattr(layer, "groups", 1) != 1:
-        return Role(BARRIER, reason=f"grouped convolution (groups={layer.groups})")
-    return Role(MIXING)
+def kernels_of(layer):
+    """The `KernelView`s of `layer` (empty for a layer without channel-mixing weights)."""
+    entry = lookup(layer)
+    return () if entry is None else entry.kernels_of(layer)
 
 
-def _narrow_kernel_layer(layer, in_keep, out_keep, kernel_attribute, width_attribute):
-    edit = LayerEdit(layer)
-    kernel = getattr(layer, kernel_attribute)
-    in_axis, out_axis = len(kernel.shape) - 2, len(kernel.shape) - 1
-    if in_keep is not None:
-        edit.slice(kernel_attribute, in_axis, in_keep)
-    if out_keep is not None:
-        edit.slice(kernel_attribute, out_axis, out_keep)
-        if layer.bias is not None:
-            edit.slice("bias", 0, out_keep)
-        edit.attributes[width_attribute] = len(out_keep)
-    return edit
+def splits_activation(layer):
+    """Whether `gate()` splits `layer`'s fused, non-linear activation into its own layer."""
+    entry = lookup(layer)
+    activation = getattr(layer, "activation", None)
+    return bool(entry is not None and entry.splits_activation and activation is not None
+                and activation is not keras.activations.linear)
 
 
-def narrow_dense(layer, in_keep, out_keep):
-    return _narrow_kernel_layer(layer, in_keep, out_keep, "_kernel", "units")
+def relevance_rule(layer):
+    """`"pass"` or `"linear"`: how LRP sends relevance through `layer`."""
+    entry = lookup(layer)
+    return "linear" if entry is None else entry.relevance
 
 
-def narrow_conv(layer, in_keep, out_keep):
-    return _narrow_kernel_layer(layer, in_keep, out_keep, "_kernel", "filters")
+def linear_map(layer):
+    """The layer type's `linear_map` (LRP's alpha-beta rule), or None."""
+    entry = lookup(layer)
+    return None if entry is None else entry.linear_map
 
 
-def narrow_separable_conv(layer, in_keep, out_keep):
-    edit = LayerEdit(layer)
-    depthwise_rank = len(layer.depthwise_kernel.shape)
-    if in_keep is not None:
-        multiplier = layer.depth_multiplier
-        expanded = (np.asarray(in_keep)[:, None] * multiplier + np.arange(multiplier)).ravel()
-        edit.slice("depthwise_kernel", depthwise_rank - 2, in_keep)
-        edit.slice("pointwise_kernel", depthwise_rank - 2, expanded)
-    if out_keep is not None:
-        edit.slice("pointwise_kernel", depthwise_rank - 1, out_keep)
-        if layer.bias is not None:
-            edit.slice("bias", 0, out_keep)
-        edit.attributes["filters"] = len(out_keep)
-    return edit
+def tracks_gradient_variance(layer):
+    """Whether the gradient-variance estimate covers `layer`: a type with a tap, without a
+    fused activation (its output is the pre-activation), trainable and not quantized."""
+    entry = lookup(layer)
+    return (
+        entry is not None
+        and entry.gradient_variance is not None
+        and getattr(layer, "activation", None) in (None, keras.activations.linear)
+        and layer.trainable
+        and not getattr(layer, "quantization_mode", None)
+    )
 
 
-register(keras.layers.Dense, _mixing_role, narrow_dense)
-for _conv in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D):
-    register(_conv, _mixing_role, narrow_conv)
-for _conv in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
-    register(_conv, _mixing_role, narrow_separable_conv)
+def gradient_variance_l1(layer, inputs, deltas):
+    """`||S||_1` of one tracked layer's parameters (see `tracks_gradient_variance`)."""
+    return lookup(layer).gradient_variance(layer, inputs, deltas)
 
 
-def narrow_selected_features(layer, in_keep, out_keep):
-    if out_keep is None:
-        return None
-    current = np.arange(layer.input_features) if layer.indices is None else layer.indices
-    return LayerEdit(layer, attributes={"indices": [int(i) for i in np.asarray(current)[out_keep]]})
+def folds_batch_norm(layer):
+    entry = lookup(layer)
+    return entry is not None and entry.folds_batch_norm
 
 
-register(SelectFeatures, SELECT, narrow_selected_features)
-
-
-# -- per-unit layers --------------------------------------------------------------------------
-
-
-def _batch_normalization_role(layer):
-    axis = layer.axis if isinstance(layer.axis, int) else None
-    if isinstance(layer.axis, (list, tuple)) and len(layer.axis) == 1:
-        axis = layer.axis[0]
-    rank = len(layer.input.shape) if layer._inbound_nodes else None
-    if axis == -1 or (rank is not None and axis == rank - 1):
-        return Role(PER_UNIT)
-    return Role(BARRIER, reason=f"normalises axis {layer.axis}, not the channel axis")
-
-
-def narrow_batch_normalization(layer, in_keep, out_keep):
-    if in_keep is None:
-        return None
-    edit = LayerEdit(layer)
-    for attribute in ("gamma", "beta", "moving_mean", "moving_variance"):
-        if getattr(layer, attribute, None) is not None:
-            edit.slice(attribute, 0, in_keep)
-    return edit
-
-
-def narrow_gate(layer, in_keep, out_keep):
-    if in_keep is None:
-        return None
-    edit = LayerEdit(layer)
-    for attribute in ("log_alpha", "gate_active_count", "gate_first_moment",
-                      "gate_second_moment"):
-        edit.slice(attribute, 0, in_keep)
-    return edit
-
-
-def _depthwise_role(layer):
-    return Role(PER_UNIT, repeat=int(layer.depth_multiplier))
-
-
-def narrow_depthwise_conv(layer, in_keep, out_keep):
-    edit = LayerEdit(layer)
-    if in_keep is not None:
-        edit.slice("kernel", len(layer.kernel.shape) - 2, in_keep)
-    if out_keep is not None and layer.bias is not None:
-        edit.slice("bias", 0, out_keep)
-    return edit
-
-
-register(keras.layers.BatchNormalization, _batch_normalization_role, narrow_batch_normalization)
-register(HardConcreteGate, PER_UNIT, narrow_gate)
-for _conv in (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D):
-    register(_conv, _depthwise_role, narrow_depthwise_conv)
-
-
-# -- layers without per-channel state -----------------------------------------------------------
-
-
-def _activation_role(layer):
-    name = getattr(layer.activation, "__name__", str(layer.activation))
-    if name in _CHANNEL_MIXING_ACTIVATIONS:
-        return Role(BARRIER, reason=f"'{name}' mixes the channels", passthrough=True)
-    return Role(PASS, homogeneous=name in _HOMOGENEOUS_ACTIVATIONS)
-
-
-def _channel_mixing_role(layer):
-    return Role(BARRIER, reason=f"{type(layer).__name__} mixes the channels", passthrough=True)
-
-
-def _reshape_role(layer):
-    target = tuple(layer.target_shape)
-    in_shape = tuple(layer.input.shape[1:]) if layer._inbound_nodes else None
-    if len(target) == 1:
-        return Role(FLATTEN)
-    if in_shape is not None and target[-1] == in_shape[-1] and target[-1] != -1:
-        return Role(PASS, homogeneous=True)
-    return Role(BARRIER, reason=f"reshape to {target} moves the channel axis")
-
-
-def narrow_reshape(layer, in_keep, out_keep):
-    if out_keep is None:
-        return None
-    target = list(layer.target_shape)
-    if len(target) == 1:
-        target = [-1] if target[0] == -1 else [len(out_keep)]
-    else:
-        target[-1] = len(out_keep)
-    return LayerEdit(layer, attributes={"target_shape": tuple(target)})
-
-
-def _concatenate_role(layer):
-    rank = len(layer.output.shape) if layer._inbound_nodes else None
-    if layer.axis == -1 or (rank is not None and layer.axis == rank - 1):
-        return Role(CONCAT)
-    return Role(MERGE)
-
-
-register(keras.layers.Activation, _activation_role)
-register(keras.layers.Softmax, _channel_mixing_role)
-register(keras.layers.LayerNormalization, _channel_mixing_role)
-register(keras.layers.UnitNormalization, _channel_mixing_role)
-register(keras.layers.Reshape, _reshape_role, narrow_reshape)
-register(keras.layers.Flatten, FLATTEN)
-register(keras.layers.Concatenate, _concatenate_role)
-for _merge in (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-):
-    register(_merge, MERGE)
-_HOMOGENEOUS = Role(PASS, homogeneous=True)
-
-
-def _homogeneous_relu(layer):
-    # ReLU(max_value=6) clips: not homogeneous, though it maps 0 to 0.
-    return Role(PASS, homogeneous=getattr(layer, "max_value", None) is None
-                and not getattr(layer, "threshold", 0.0))
-
-
-register(keras.layers.ReLU, _homogeneous_relu)
-for _pass in (keras.layers.ELU, keras.layers.GaussianNoise, keras.layers.AlphaDropout):
-    register(_pass, PASS)
-for _pass in (
-    keras.layers.LeakyReLU,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.ActivityRegularization,
-    keras.layers.Identity,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
-    *SPATIAL_RESIZING,
-):
-    register(_pass, _HOMOGENEOUS)
+def fuses_activation(layer):
+    entry = lookup(layer)
+    return entry is not None and entry.fuses_activation

@@ -17,11 +17,11 @@ The estimate assumes examples are independent; with BatchNormalization in traini
 are coupled through the batch statistics and `delta_i` is no longer example i's own gradient:
 on the small CNN of `tests/test_variance.py` the estimate is 2.3% above a per-example loop.
 
-Not covered (their parameters add nothing to `||S||_1`): SeparableConv, Conv3D, transposed
+Which layer types have a tap is said by their entry in `tfdynhp.layer_types`; not covered
+today (their parameters add nothing to `||S||_1`): SeparableConv, Conv3D, transposed
 convolutions, and layers with a fused activation (`tfdynhp.gate()` splits activations off).
 """
 
-import keras
 import tensorflow as tf
 from keras import ops
 
@@ -124,35 +124,3 @@ def depthwise_gradient_variance_l1(layer, inputs, deltas):
     if layer.use_bias:
         total = total + _per_example_variance(ops.sum(deltas, axis=1), batch)
     return ops.divide_no_nan(total, batch - 1.0)
-
-
-TRACKED_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-)
-
-
-def tracks(layer):
-    """Whether `gradient_variance_l1` covers `layer`: a Dense, Conv1D/2D or DepthwiseConv1D/2D
-    layer without a fused activation (so that its output is the pre-activation), with a
-    trainable kernel."""
-    return (
-        isinstance(layer, TRACKED_LAYERS)
-        and not isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
-                                   keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose))
-        and getattr(layer, "activation", None) in (None, keras.activations.linear)
-        and layer.trainable
-        and not getattr(layer, "quantization_mode", None)
-    )
-
-
-def gradient_variance_l1(layer, inputs, deltas):
-    """`||S||_1` of one tracked layer's parameters (see `tracks`)."""
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return depthwise_gradient_variance_l1(layer, inputs, deltas)
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        return conv_gradient_variance_l1(layer, inputs, deltas)
-    return dense_gradient_variance_l1(inputs, deltas, layer.use_bias)

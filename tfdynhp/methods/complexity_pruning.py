@@ -14,6 +14,7 @@ prune / fine-tune loop. Which units of a selected group go is a criterion's choi
 
 import numpy as np
 
+from tfdynhp.costs import memory
 from tfdynhp.costs import units as resources
 from tfdynhp.graph import units as graph_lib
 from tfdynhp.methods.pruning import prune
@@ -32,13 +33,13 @@ def check_mode(mode):
 
 def _activation_costs(model, unit_graph):
     """Activation values one unit of each prunable group accounts for, per example."""
-    full = resources.activation_values(model, unit_graph=unit_graph)
+    full = memory.activation_values(model, unit_graph=unit_graph)
     costs = {}
     for group in unit_graph.groups:
         if group.prunable:
             mask = np.ones(group.units, bool)
             mask[0] = False
-            costs[group.name] = full - resources.activation_values(model, {group.name: mask},
+            costs[group.name] = full - memory.activation_values(model, {group.name: mask},
                                                                    unit_graph)
     return costs
 

@@ -11,8 +11,8 @@ from keras.src.losses import loss as loss_module
 from tfdynhp import distribute
 from tfdynhp.distribute import keras_fix as _keras_compat
 from tfdynhp.graph import units as graph
+from tfdynhp.layer_types.registry import gradient_variance_l1, tracks_gradient_variance
 from tfdynhp.layers.gate import HardConcreteGate
-from tfdynhp.math import gradient_variance as variance
 from tfdynhp.model.dynamic_batches import DynamicBatches, ignore_ran_out_of_data_warning
 from tfdynhp.validation import ConfigurationError, check_integer
 
@@ -241,7 +241,7 @@ class GatedModel(keras.Model):
         if self._tap_model is None:
             tracked = [
                 node for node in graph.graph_nodes(self)
-                if variance.tracks(node.operation) and len(node.input_tensors) == 1
+                if tracks_gradient_variance(node.operation) and len(node.input_tensors) == 1
             ]
             outputs = list(self.outputs)
             for node in tracked:
@@ -328,7 +328,7 @@ class GatedModel(keras.Model):
         terms = [tf.constant(0.0)]
         for layer, inputs, delta in zip(tracked, taps[0::2], deltas):
             if delta is not None:
-                terms.append(variance.gradient_variance_l1(
+                terms.append(gradient_variance_l1(
                     layer, tf.cast(inputs, tf.float32),
                     tf.cast(delta, tf.float32) * per_example_scale,
                 ))

@@ -11,8 +11,8 @@ from tfdynhp.costs import units as resources
 from tfdynhp.graph import units as graph
 from tfdynhp.layer_types import registry
 from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
+from tfdynhp.math.selection import keep_mask
 from tfdynhp.model.gated_model import GatedModel
-from tfdynhp.policies.criteria import keep_mask
 from tfdynhp.surgery import apply_keep_masks
 
 GATE_OPTIONS = (
@@ -25,18 +25,6 @@ GATE_OPTIONS = (
     "limit_low",
     "limit_high",
 )
-_SPLIT_ACTIVATION = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-)
-
-
 def is_gated_model(model):
     """Whether `model` contains any `HardConcreteGate` layer."""
     return isinstance(model, keras.Model) and any(
@@ -120,8 +108,7 @@ def _prepare(model):
         if selected:
             args, kwargs = node.arguments.fill_in({**tensors, **selected})
         activation = getattr(layer, "activation", None)
-        split = (isinstance(layer, _SPLIT_ACTIVATION) and activation is not None
-                 and activation is not keras.activations.linear)
+        split = registry.splits_activation(layer)
         if id(layer) not in clones:
             clones[id(layer)] = _clone(layer, activation="linear") if split else _clone(layer)
             pairs.append((clones[id(layer)], layer))
@@ -344,11 +331,11 @@ def strip(model, remove_closed_gates=True):
 
 def _scale_input_channels(layer, scale):
     """Multiplies the weights reading each input channel of `layer` by `scale[channel]`."""
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        kernel = keras.ops.convert_to_numpy(layer.depthwise_kernel)
-        layer.depthwise_kernel.assign(kernel * scale[:, None])
-        return
-    variable = layer._kernel
-    kernel = keras.ops.convert_to_numpy(variable)
-    shape = (1,) * (kernel.ndim - 2) + (len(scale), 1)
-    variable.assign(kernel * scale.reshape(shape))
+    for view in registry.kernels_of(layer):
+        if view.in_axis is None:
+            continue
+        variable = getattr(layer, view.attribute)
+        kernel = keras.ops.convert_to_numpy(variable)
+        shape = [1] * kernel.ndim
+        shape[view.in_axis % kernel.ndim] = len(scale)
+        variable.assign(kernel * scale.reshape(shape))

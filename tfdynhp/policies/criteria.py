@@ -29,6 +29,7 @@ import tensorflow as tf
 from tfdynhp.graph import probes
 from tfdynhp.graph import units as graph_lib
 from tfdynhp.layer_types import registry
+from tfdynhp.math.selection import keep_mask, lowest_removed
 from tfdynhp.policies import lrp as lrp_lib
 from tfdynhp.validation import check_integer, check_real
 
@@ -74,17 +75,10 @@ class GateActivationRate:
         return {"threshold": self.threshold}
 
 
-# Kernel variables of channel-mixing layers: (attribute, axis of the output channels or None,
-# axis of the input channels or None).
-def _kernels(layer):
-    import keras
-
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        return [("pointwise_kernel", -1, None), ("depthwise_kernel", None, -2)]
-    if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                          keras.layers.Conv3D)):
-        return [("kernel", -1, -2)]
-    return []
+def _per_channel(weights, axis):
+    """`weights` summed over every axis but `axis`."""
+    axis %= weights.ndim
+    return weights.sum(tuple(a for a in range(weights.ndim) if a != axis))
 
 
 def _add_by_root(totals, unit_graph, tensor, per_channel):
@@ -121,14 +115,14 @@ class Magnitude:
         for node in unit_graph.nodes:
             if unit_graph.roles[id(node)].name != registry.MIXING:
                 continue
-            for attribute, out_axis, in_axis in _kernels(node.operation):
-                weights = np.abs(np.asarray(getattr(node.operation, attribute))) ** self.p
-                if out_axis is not None:
-                    axes = tuple(range(weights.ndim - 1))
-                    _add_by_root(totals, unit_graph, node.outputs[0], weights.sum(axes))
-                if in_axis is not None and self.include == "both":
-                    axes = tuple(a for a in range(weights.ndim) if a != weights.ndim - 2)
-                    _add_by_root(totals, unit_graph, node.input_tensors[0], weights.sum(axes))
+            for view in registry.kernels_of(node.operation):
+                weights = np.abs(np.asarray(getattr(node.operation, view.attribute))) ** self.p
+                if view.out_axis is not None:
+                    _add_by_root(totals, unit_graph, node.outputs[0],
+                                 _per_channel(weights, view.out_axis))
+                if view.in_axis is not None and self.include == "both":
+                    _add_by_root(totals, unit_graph, node.input_tensors[0],
+                                 _per_channel(weights, view.in_axis))
         out = {}
         for group in _prunable(unit_graph):
             values = np.array([totals.get(int(r), np.nan) for r in group.ids])
@@ -353,47 +347,7 @@ def get(identifier, **kwargs):
                     f"a `scores` method. Received: {identifier!r}")
 
 
-# -- rules: scores -> keep-masks -----------------------------------------------------------
-
-
-def _keep_best(keep, scores, positions, min_units):
-    min_units = min(int(min_units), len(positions))
-    if keep[positions].sum() < min_units:
-        order = np.argsort(-np.nan_to_num(scores[positions], nan=np.inf), kind="stable")
-        keep[positions[order[:min_units]]] = True
-
-
-def keep_mask(scores, threshold, min_units=1, segments=None):
-    """Boolean mask of the units to keep: `scores >= threshold`, and at least the `min_units`
-    best-scoring units (ties broken by position). NaN scores (nothing observed) keep the unit.
-
-    Args:
-        scores: one score per unit.
-        threshold: units scoring below it go.
-        min_units: units always kept. Defaults to 1.
-        segments: optional `{name: positions}` of parts of the group that must each keep at
-            least one unit (`UnitGroup.segments`).
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    keep = np.isnan(scores) | (scores >= threshold)
-    _keep_best(keep, scores, np.arange(scores.size), min_units)
-    for positions in (segments or {}).values():
-        _keep_best(keep, scores, np.asarray(positions), 1)
-    return keep
-
-
-def lowest_removed(scores, count, min_units=1, segments=None):
-    """Keep-mask removing the `count` lowest-scoring units (NaN never goes; ties by
-    position), never below `min_units` nor emptying a segment."""
-    scores = np.asarray(scores, dtype=np.float64)
-    keep = np.ones(scores.size, bool)
-    removable = np.flatnonzero(~np.isnan(scores))
-    count = max(0, min(int(count), removable.size, scores.size - int(min_units)))
-    order = removable[np.argsort(scores[removable], kind="stable")]
-    keep[order[:count]] = False
-    for positions in (segments or {}).values():
-        _keep_best(keep, scores, np.asarray(positions), 1)
-    return keep
+# -- rules: scores -> keep-masks (the per-group rules are in `tfdynhp.math.selection`) ------
 
 
 def select(scores, unit_graph, threshold=None, fraction=None, count=None, min_units=1):

@@ -25,21 +25,7 @@ import tensorflow as tf
 
 from tfdynhp.graph import probes
 from tfdynhp.graph import units as graph_lib
-
-_NONLINEAR = (
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
-    keras.layers.Activation,
-    keras.layers.Dropout,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-)
+from tfdynhp.layer_types import registry as layer_types
 
 
 def _activation_free(layer, fn):
@@ -72,9 +58,7 @@ def _folds(nodes):
         if not isinstance(node.operation, keras.layers.BatchNormalization):
             continue
         producer = producers.get(id(node.input_tensors[0]))
-        if producer is None or not producer.operation.weights or isinstance(
-            producer.operation, keras.layers.BatchNormalization
-        ):
+        if producer is None or not layer_types.folds_batch_norm(producer.operation):
             continue
         activation = getattr(producer.operation, "activation", keras.activations.linear)
         if activation not in (None, keras.activations.linear):
@@ -82,18 +66,6 @@ def _folds(nodes):
         if len(readers.get(id(producer.outputs[0]), [])) == 1:
             folds[id(producer)] = node
     return folds
-
-
-_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                  keras.layers.Conv3D)
-
-
-def _linear_map(layer, a, kernel):
-    """`layer`'s map of `a` with `kernel` instead of its own, without bias or activation."""
-    if isinstance(layer, keras.layers.Dense):
-        return tf.tensordot(a, kernel, 1)
-    return keras.ops.conv(a, kernel, strides=layer.strides, padding=layer.padding,
-                          data_format=layer.data_format, dilation_rate=layer.dilation_rate)
 
 
 def _folded_kernel(layer, bn):
@@ -112,8 +84,9 @@ def _alpha_beta(layer, bn, a, r_out, alpha, beta):
     ap, an = tf.maximum(a, 0.0), tf.minimum(a, 0.0)
     with tf.GradientTape() as tape:
         tape.watch([ap, an])
-        zp = _linear_map(layer, ap, kp) + _linear_map(layer, an, kn)
-        zn = _linear_map(layer, ap, kn) + _linear_map(layer, an, kp)
+        linear_map = layer_types.linear_map(layer)
+        zp = linear_map(layer, ap, kp) + linear_map(layer, an, kn)
+        zn = linear_map(layer, ap, kn) + linear_map(layer, an, kp)
         tiny = 1e-12
         sp = tf.stop_gradient(alpha * r_out / (zp + tiny))
         sn = tf.stop_gradient(beta * r_out / (zn - tiny))
@@ -149,7 +122,7 @@ def relevance(model, x, tensors, target=None, epsilon=1e-3, rule="epsilon", alph
     out_node = nodes[-1] if any(output is t for t in nodes[-1].outputs) else next(
         n for n in nodes if any(output is t for t in n.outputs))
     # Start from the pre-softmax score of the target class.
-    if isinstance(out_node.operation, _NONLINEAR):
+    if layer_types.relevance_rule(out_node.operation) == "pass":
         logits = values[id(out_node.input_tensors[0])]
     else:
         logits = _activation_free(out_node.operation,
@@ -166,9 +139,10 @@ def relevance(model, x, tensors, target=None, epsilon=1e-3, rule="epsilon", alph
             continue
         layer = node.operation
         inputs = node.input_tensors
-        if isinstance(layer, _NONLINEAR) or id(node) in folded:
+        if layer_types.relevance_rule(layer) == "pass" or id(node) in folded:
             r_in = [r_out]
-        elif rule == "alpha_beta" and isinstance(layer, _KERNEL_LAYERS) and len(inputs) == 1:
+        elif (rule == "alpha_beta" and layer_types.linear_map(layer) is not None
+              and len(inputs) == 1):
             bn_node = folds.get(id(node))
             r_in = [_alpha_beta(layer, None if bn_node is None else bn_node.operation,
                                 values[id(inputs[0])], r_out, alpha, beta)]

@@ -28,7 +28,7 @@ from tfdynhp.costs import memory
 from tfdynhp.costs import units as resources
 from tfdynhp.graph import units as graph
 from tfdynhp.math import budget as budget_lib
-from tfdynhp.policies.criteria import keep_mask
+from tfdynhp.math.selection import keep_mask
 from tfdynhp.validation import ConfigurationError, check_real
 
 TARGET_RESOURCES = ("params", "macs", "int8_bytes", "memory")
@@ -138,23 +138,8 @@ def measure(model, resource, keep_masks=None, unit_graph=None, batch_size=32,
             accounting="full"):
     """The model's amount of `resource`, now or after `keep_masks` were applied."""
     if resource == "memory":
-        total, _, _ = memory.training_memory(model, batch_size, accounting)
-        if not keep_masks:
-            return float(total)
-        now = resources.model_cost(model, unit_graph=unit_graph)
-        after = resources.model_cost(model, keep_masks, unit_graph=unit_graph)
-        if accounting == "paper":
-            return float(total - 4 * (now.params - after.params))
-        slots = memory.slots_per_trainable_value(model)
-        activations = (resources.activation_values(model, unit_graph=unit_graph)
-                       - resources.activation_values(model, keep_masks, unit_graph))
-        unit_graph = unit_graph or graph.analyze(model)
-        gate_values = 4 * sum(  # each removed gate's log_alpha, gradient and two Adam moments
-            int(np.count_nonzero(~np.asarray(mask, bool)))
-            for name, mask in keep_masks.items() if unit_graph.group(name).gate is not None
-        )
-        return float(total - 4 * ((now.params - after.params) * (2 + slots) + gate_values
-                                  + activations * batch_size))
+        return float(memory.training_memory_after(model, keep_masks, batch_size, accounting,
+                                                  unit_graph))
     cost = resources.model_cost(model, keep_masks, unit_graph=unit_graph)
     return float(getattr(cost, resource))
 

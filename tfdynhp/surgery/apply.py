@@ -58,7 +58,7 @@ def _removed_roots(unit_graph, keep_masks):
             if not mask[positions].any():
                 raise ValueError(
                     f"The keep-mask of '{name}' removes every channel '{layer_name}' creates; "
-                    "keep at least one (criteria.keep_mask(..., segments=group.segments) does)."
+                    "keep at least one (tfdynhp.math.selection.keep_mask(..., segments=group.segments) does)."
                 )
         removed.update(int(i) for i in group.ids[~mask])
     return removed

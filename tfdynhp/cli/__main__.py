@@ -1,0 +1,6 @@
+"""`python -m tfdynhp.cli`."""
+
+from tfdynhp.cli.main import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Layers with kernels: Dense, convolutions (grouped, transposed), separable and depthwise
+convolutions. Each is registered once with its channel role, surgery edit, cost, kernels,
+LRP map, activation split and gradient-variance tap."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfdynhp.layer_types.registry import (
+    BARRIER,
+    MIXING,
+    PER_UNIT,
+    CallCost,
+    KernelView,
+    LayerEdit,
+    Role,
+    register,
+)
+from tfdynhp.math import counting
+from tfdynhp.math import gradient_variance as variance
+
+# Quantization parameters per output channel (scales, zero points) measured on TFLite's int8
+# files: about 8 bytes for a FULLY_CONNECTED layer, 20 for a convolution.
+DENSE_QUANT_BYTES = 8
+CONV_QUANT_BYTES = 20
+# TFLite fuses these activations into the layer computing their input.
+FUSED_ACTIVATIONS = (keras.activations.relu, keras.activations.relu6)
+
+
+def _values(shape):
+    return math.prod(int(d) for d in shape)
+
+
+def _uses_bias(layer):
+    return 1 if getattr(layer, "use_bias", False) else 0
+
+
+def activation_ops(layer, out_shape):
+    """One op per output value for a built-in activation, 0 for linear and for the
+    activations TFLite fuses (ReLU, ReLU6)."""
+    activation = getattr(layer, "activation", None)
+    linear = activation is None or activation is keras.activations.linear
+    return 0 if linear or activation in FUSED_ACTIVATIONS else _values(out_shape)
+
+
+def kernel_layer_cost(call, kernel_values, bias_values, out_channels, macs, quant_bytes):
+    """The `CallCost` of a layer whose weights are one kernel (or two) and a bias: deployed as
+    stored; int8 stores 1 byte per kernel value, 4 per bias and `quant_bytes` per output
+    channel."""
+    params = int(kernel_values + bias_values)
+    return CallCost(
+        params=params,
+        macs=int(macs),
+        ops=activation_ops(call.layer, call.output_shapes[0]),
+        inference_params=params,
+        int8_bytes=int(kernel_values + 4 * bias_values + quant_bytes * out_channels),
+    )
+
+
+def narrow_kernel_layer(kernel_attribute, width_attribute, in_axis=-2, out_axis=-1):
+    """A `narrow` function for a layer with one kernel and an optional `bias`: input channels
+    are `kernel_attribute`'s axis `in_axis`, output channels its axis `out_axis` and the
+    bias; `width_attribute` (e.g. `"units"`, `"filters"`) is set to the new output width."""
+
+    def narrow(layer, in_keep, out_keep):
+        edit = LayerEdit(layer)
+        rank = len(getattr(layer, kernel_attribute).shape)
+        if in_keep is not None:
+            edit.slice(kernel_attribute, in_axis % rank, in_keep)
+        if out_keep is not None:
+            edit.slice(kernel_attribute, out_axis % rank, out_keep)
+            if getattr(layer, "bias", None) is not None:
+                edit.slice("bias", 0, out_keep)
+            edit.attributes[width_attribute] = len(out_keep)
+        return edit
+
+    return narrow
+
+
+def _mixing_role(layer):
+    if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
+        return Role(BARRIER, reason="quantized or LoRA layer")
+    if getattr(layer, "groups", 1) != 1:
+        return Role(BARRIER, reason=f"grouped convolution (groups={layer.groups})")
+    return Role(MIXING)
+
+
+# -- Dense -----------------------------------------------------------------------------------
+
+
+def dense_cost(call):
+    in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
+    cin, cout = int(in_shape[-1]), int(out_shape[-1])
+    macs = counting.dense_macs(cin, cout, _values(in_shape[:-1]))
+    return kernel_layer_cost(call, cin * cout, _uses_bias(call.layer) * cout, cout, macs,
+                             DENSE_QUANT_BYTES)
+
+
+def dense_linear_map(layer, inputs, kernel):
+    return tf.tensordot(inputs, kernel, 1)
+
+
+def dense_gradient_variance(layer, inputs, deltas):
+    return variance.dense_gradient_variance_l1(inputs, deltas, layer.use_bias)
+
+
+register(
+    keras.layers.Dense,
+    role=_mixing_role,
+    narrow=narrow_kernel_layer("_kernel", "units"),
+    cost=dense_cost,
+    kernels=(KernelView("kernel", out_axis=-1, in_axis=-2),),
+    linear_map=dense_linear_map,
+    splits_activation=True,
+    gradient_variance=dense_gradient_variance,
+    folds_batch_norm=True,
+    fuses_activation=True,
+)
+
+
+# -- convolutions ----------------------------------------------------------------------------
+
+
+def conv_cost(call):
+    layer = call.layer
+    in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
+    cin, cout = call.channels(in_shape), call.channels(out_shape)
+    groups = int(getattr(layer, "groups", 1))
+    kernel = math.prod(layer.kernel_size)
+    macs = counting.conv_macs(call.spatial(out_shape), tuple(layer.kernel_size), cin, cout,
+                              groups)
+    return kernel_layer_cost(call, kernel * (cin // groups) * cout, _uses_bias(layer) * cout,
+                             cout, macs, CONV_QUANT_BYTES)
+
+
+def conv_linear_map(layer, inputs, kernel):
+    return keras.ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
+                          data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+
+
+def conv_gradient_variance(layer, inputs, deltas):
+    return variance.conv_gradient_variance_l1(layer, inputs, deltas)
+
+
+_CONV_KERNELS = (KernelView("kernel", out_axis=-1, in_axis=-2),)
+for _conv, _variance in (
+    (keras.layers.Conv1D, conv_gradient_variance),
+    (keras.layers.Conv2D, conv_gradient_variance),
+    (keras.layers.Conv3D, None),
+):
+    register(
+        _conv,
+        role=_mixing_role,
+        narrow=narrow_kernel_layer("_kernel", "filters"),
+        cost=conv_cost,
+        kernels=_CONV_KERNELS,
+        linear_map=conv_linear_map,
+        splits_activation=True,
+        gradient_variance=_variance,
+        folds_batch_norm=True,
+        fuses_activation=True,
+    )
+
+
+def conv_transpose_cost(call):
+    """Keras stores a transposed kernel as `kernel_size + (filters, in_channels)`; every input
+    value is multiplied by a whole kernel, so MACs follow the input's spatial size."""
+    layer = call.layer
+    in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
+    cin, cout = call.channels(in_shape), call.channels(out_shape)
+    macs = counting.conv_transpose_macs(call.spatial(in_shape), tuple(layer.kernel_size), cin,
+                                        cout)
+    return kernel_layer_cost(call, math.prod(layer.kernel_size) * cin * cout,
+                             _uses_bias(layer) * cout, cout, macs, CONV_QUANT_BYTES)
+
+
+for _conv in (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+              keras.layers.Conv3DTranspose):
+    register(
+        _conv,
+        role=_mixing_role,
+        narrow=narrow_kernel_layer("kernel", "filters", in_axis=-1, out_axis=-2),
+        cost=conv_transpose_cost,
+        kernels=(KernelView("kernel", out_axis=-2, in_axis=-1),),
+        splits_activation=True,
+        folds_batch_norm=True,
+        fuses_activation=True,
+    )
+
+
+# -- separable and depthwise convolutions ------------------------------------------------------
+
+
+def narrow_separable_conv(layer, in_keep, out_keep):
+    import numpy as np
+
+    edit = LayerEdit(layer)
+    depthwise_rank = len(layer.depthwise_kernel.shape)
+    if in_keep is not None:
+        multiplier = layer.depth_multiplier
+        expanded = (np.asarray(in_keep)[:, None] * multiplier + np.arange(multiplier)).ravel()
+        edit.slice("depthwise_kernel", depthwise_rank - 2, in_keep)
+        edit.slice("pointwise_kernel", depthwise_rank - 2, expanded)
+    if out_keep is not None:
+        edit.slice("pointwise_kernel", depthwise_rank - 1, out_keep)
+        if layer.bias is not None:
+            edit.slice("bias", 0, out_keep)
+        edit.attributes["filters"] = len(out_keep)
+    return edit
+
+
+def separable_cost(call):
+    layer = call.layer
+    in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
+    cin, cout = call.channels(in_shape), call.channels(out_shape)
+    multiplier = int(layer.depth_multiplier)
+    macs = counting.separable_macs(call.spatial(out_shape), tuple(layer.kernel_size), cin, cout,
+                                   multiplier)
+    values = math.prod(layer.kernel_size) * cin * multiplier + cin * multiplier * cout
+    return kernel_layer_cost(call, values, _uses_bias(layer) * cout, cout, macs,
+                             CONV_QUANT_BYTES)
+
+
+for _conv in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
+    register(
+        _conv,
+        role=_mixing_role,
+        narrow=narrow_separable_conv,
+        cost=separable_cost,
+        kernels=(KernelView("pointwise_kernel", out_axis=-1),
+                 KernelView("depthwise_kernel", in_axis=-2)),
+        splits_activation=True,
+        folds_batch_norm=True,
+        fuses_activation=True,
+    )
+
+
+def _depthwise_role(layer):
+    return Role(PER_UNIT, repeat=int(layer.depth_multiplier))
+
+
+def narrow_depthwise_conv(layer, in_keep, out_keep):
+    edit = LayerEdit(layer)
+    if in_keep is not None:
+        edit.slice("kernel", len(layer.kernel.shape) - 2, in_keep)
+    if out_keep is not None and layer.bias is not None:
+        edit.slice("bias", 0, out_keep)
+    return edit
+
+
+def depthwise_cost(call):
+    layer = call.layer
+    in_shape, out_shape = call.input_shapes[0], call.output_shapes[0]
+    cin, multiplier = call.channels(in_shape), int(layer.depth_multiplier)
+    macs = counting.depthwise_macs(call.spatial(out_shape), tuple(layer.kernel_size), cin,
+                                   multiplier)
+    return kernel_layer_cost(call, math.prod(layer.kernel_size) * cin * multiplier,
+                             _uses_bias(layer) * cin * multiplier, cin * multiplier, macs,
+                             CONV_QUANT_BYTES)
+
+
+def depthwise_gradient_variance(layer, inputs, deltas):
+    return variance.depthwise_gradient_variance_l1(layer, inputs, deltas)
+
+
+for _conv in (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D):
+    register(
+        _conv,
+        role=_depthwise_role,
+        narrow=narrow_depthwise_conv,
+        cost=depthwise_cost,
+        splits_activation=True,
+        gradient_variance=depthwise_gradient_variance,
+        folds_batch_norm=True,
+        fuses_activation=True,
+    )

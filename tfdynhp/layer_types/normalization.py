@@ -1,0 +1,93 @@
+"""Normalization layers: BatchNormalization (per channel, folded into the layer before it by
+TFLite), and the normalizations that mix channels (barriers)."""
+
+import math
+
+import keras
+
+from tfdynhp.layer_types.registry import (
+    BARRIER,
+    PER_UNIT,
+    CallCost,
+    LayerEdit,
+    Role,
+    folds_batch_norm,
+    register,
+)
+
+_STATISTICS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _batch_normalization_axis(layer):
+    if isinstance(layer.axis, (list, tuple)):
+        return layer.axis[0] if len(layer.axis) == 1 else None
+    return layer.axis
+
+
+def _batch_normalization_role(layer):
+    axis = _batch_normalization_axis(layer)
+    rank = len(layer.input.shape) if layer._inbound_nodes else None
+    if axis == -1 or (rank is not None and axis == rank - 1):
+        return Role(PER_UNIT)
+    return Role(BARRIER, reason=f"normalises axis {layer.axis}, not the channel axis")
+
+
+def narrow_batch_normalization(layer, in_keep, out_keep):
+    if in_keep is None:
+        return None
+    edit = LayerEdit(layer)
+    for attribute in _STATISTICS:
+        if getattr(layer, attribute, None) is not None:
+            edit.slice(attribute, 0, in_keep)
+    return edit
+
+
+def batch_normalization_cost(call):
+    """At inference `x * scale + offset` per channel. Directly after a layer TFLite folds it
+    into (linear activation, output read by this layer alone, on the channel axis): 0 MACs, 0
+    inference parameters (or a new bias per channel if the layer had none), 0 int8 bytes.
+    Otherwise one MAC per value and `2 * channels` parameters."""
+    layer = call.layer
+    shape = call.input_shapes[0]
+    axis = _batch_normalization_axis(layer)
+    if axis is None:  # several axes: never folded
+        count = layer.count_params()
+        return CallCost(params=count, macs=math.prod(int(d) for d in shape),
+                        inference_params=count, int8_bytes=count)
+    axis = (axis if axis >= 0 else axis + len(shape) + 1) - 1  # in the per-example shape
+    channels = int(shape[axis])
+    stored = sum(getattr(layer, a, None) is not None for a in _STATISTICS) * channels
+    producer = call.producer
+    producer_channels = (0 if getattr(producer, "data_format", None) == "channels_first"
+                         else len(shape) - 1)
+    foldable = (
+        producer is not None
+        and folds_batch_norm(producer)
+        and call.producer_linear
+        and call.exclusive
+        and axis == producer_channels
+    )
+    if foldable:
+        has_bias = getattr(producer, "use_bias", True) and getattr(producer, "bias", None) is not None
+        new_bias = 0 if has_bias else channels
+        return CallCost(params=stored, inference_params=new_bias, int8_bytes=4 * new_bias,
+                        folded=True)
+    return CallCost(params=stored, macs=math.prod(int(d) for d in shape),
+                    inference_params=2 * channels, int8_bytes=2 * channels)
+
+
+register(
+    keras.layers.BatchNormalization,
+    role=_batch_normalization_role,
+    narrow=narrow_batch_normalization,
+    cost=batch_normalization_cost,
+)
+
+
+def _channel_mixing_role(layer):
+    return Role(BARRIER, reason=f"{type(layer).__name__} mixes the channels", passthrough=True)
+
+
+for _normalization in (keras.layers.LayerNormalization, keras.layers.UnitNormalization,
+                       keras.layers.GroupNormalization):
+    register(_normalization, role=_channel_mixing_role)
