@@ -2,9 +2,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfdynhp
 
@@ -90,3 +93,19 @@ def unsupported_op_tflite(digits):
     builder = flatbuffers.Builder(1024)
     builder.Finish(graph.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def profiler_flops(model, op_types):
+    """FLOPs of the ops of `op_types` in one batch-1 inference, counted by TensorFlow's
+    profiler on the traced graph and the functions it calls (Keras runs a grouped convolution
+    in a nested function)."""
+    spec = tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    graphs = [graph, *(f.graph for f in graph._functions.values() if hasattr(f, "graph"))]
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    options["account_type_regexes"] = op_types
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sum(tf.compat.v1.profiler.profile(graph=g, options=options).total_float_ops
+                   for g in graphs)

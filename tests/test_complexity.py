@@ -8,13 +8,15 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import profiler_flops
 
 import tfdynhp
 from tfdynhp import architectures, layer_types
 from tfdynhp.costs import walk as cx
 from tfdynhp.layer_types import registry
 from tfdynhp.math import counting
+
+COUNTED_OPS = ["Conv2D", "DepthwiseConv2dNative", "MatMul"]
 
 
 def costs_by_name(model):
@@ -24,19 +26,6 @@ def costs_by_name(model):
 def single_layer(input_shape, layer):
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, layer(inputs))
-
-
-def profiler_flops(model):
-    """FLOPs of the model's matrix products and convolutions, counted by TensorFlow's profiler
-    on the graph of one batch-1 inference."""
-    spec = tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    options["account_type_regexes"] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops
 
 
 # --- Pure functions ------------------------------------------------------------------------
@@ -364,7 +353,7 @@ def test_gated_model_counts_kernels_not_gates():
 )
 def test_macs_match_tensorflow_profiler(input_shape, layer):
     model = single_layer(input_shape, layer)
-    assert 2 * cx.model_costs(model).macs == profiler_flops(model)
+    assert 2 * cx.model_costs(model).macs == profiler_flops(model, COUNTED_OPS)
 
 
 def brute_force_conv2d(x, kernel, bias, strides, groups):
@@ -427,4 +416,4 @@ def test_conv_transpose_macs_match_a_brute_force_loop(strides):
 @pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
 def test_reference_models_macs_match_tensorflow_profiler(name):
     model = architectures.build(name, input_shape=(784,) if name == "mlp" else None)
-    assert 2 * cx.model_costs(model).macs == profiler_flops(model)
+    assert 2 * cx.model_costs(model).macs == profiler_flops(model, COUNTED_OPS)
