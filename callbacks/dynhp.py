@@ -69,10 +69,11 @@ class DynHPCallback(keras.callbacks.Callback):
         frequency: prune every `frequency` epochs. Defaults to `1`.
         prune: `False` trains the gates without removing anything (the paper's soft-pruning
             baseline, SP). Defaults to `True`.
-        criterion: a callable `criterion(group) -> scores` with a `threshold` attribute; units
-            scoring below it go. Or a criterion name / object of `tfdynhp.policies.criteria`
-            ("magnitude", "taylor", "lrp", "activation_density", "random") scored on the whole
-            model at each pruning epoch; units below `threshold` go. Defaults to
+        criterion: a criterion name of `tfdynhp.policies.criteria` ("gate_rate",
+            "magnitude", "taylor", "lrp", "activation_density", "random") or an object with
+            `scores(model, data=None, unit_graph=None) -> {group name: scores}`, scored on the
+            whole model at each pruning epoch; units scoring below `threshold` go (the
+            criterion's own `threshold` when it has one). Defaults to
             `GateActivationRate(threshold)`.
         criterion_data: `x` or `(x, y)` for a criterion that reads data. Defaults to `None`.
         budget: memory budget in bytes or as a string ("1MB", "512KiB", "0.6MiB"), per
@@ -140,15 +141,11 @@ class DynHPCallback(keras.callbacks.Callback):
             options = {"threshold": threshold} if criterion == "gate_rate" else {}
             criterion = criteria_lib.get(criterion, **options)
         self.criterion = criterion or GateActivationRate(threshold)
-        self._model_scores = callable(getattr(self.criterion, "scores", None)) and not (
-            isinstance(self.criterion, GateActivationRate))
-        if not self._model_scores and (
-            not callable(self.criterion) or not hasattr(self.criterion, "threshold")
-        ):
+        if not callable(getattr(self.criterion, "scores", None)):
             raise TypeError(
-                "`criterion` must be a name (tfdynhp.policies.criteria.CRITERIA), an object with "
-                "`scores(model, data, unit_graph)`, or callable as criterion(group) -> scores "
-                f"with a `threshold` attribute. Received: {self.criterion!r}"
+                "`criterion` must be a name (tfdynhp.policies.criteria.CRITERIA) or an object "
+                "with `scores(model, data=None, unit_graph=None) -> {group name: scores}`. "
+                f"Received: {self.criterion!r}"
             )
         self.threshold = float(getattr(self.criterion, "threshold", threshold))
         self.criterion_data = criterion_data
@@ -202,7 +199,7 @@ class DynHPCallback(keras.callbacks.Callback):
             )
 
     def _training_data(self):
-        data = getattr(self.model, "_dynhp_fit_data", None)
+        data = self.model.fit_data
         if not isinstance(data, DynamicBatches):
             raise ConfigurationError(
                 "`dynamic_batch=True` needs the training data as `tfdynhp.DynamicBatches(x, y, "
@@ -216,7 +213,7 @@ class DynHPCallback(keras.callbacks.Callback):
         """The batch size of the coming epoch, when known (None for self-batching inputs)."""
         if self._data is not None:
             return self._data.batch_size
-        return getattr(self.model, "_dynhp_fit_batch_size", None)
+        return self.model.fit_batch_size
 
     def _replicas(self):
         return distribute.replicas(self.model.distribute_strategy)
@@ -233,7 +230,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if batch is None:
             raise ConfigurationError(
                 "A memory budget needs the batch size, which this training input does not "
-                f"say ({type(getattr(self.model, '_dynhp_fit_data', None)).__name__}). "
+                f"say ({type(self.model.fit_data).__name__}). "
                 "Pass arrays with `batch_size=`, a tf.data dataset batched with a static "
                 "size (`.batch(n, drop_remainder=True)`), or `tfdynhp.DynamicBatches`."
             )
@@ -306,14 +303,10 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def _scores_and_masks(self, groups):
         scores, masks = {}, {}
-        model_scores = (self.criterion.scores(self.model, self.criterion_data)
-                        if self._model_scores else None)
+        model_scores = self.criterion.scores(self.model, self.criterion_data)
         for group in groups:
-            if model_scores is None:
-                scores[group.name] = np.asarray(self.criterion(group), np.float64)
-            else:
-                scores[group.name] = np.asarray(
-                    model_scores.get(group.name, np.full(group.units, np.nan)), np.float64)
+            scores[group.name] = np.asarray(
+                model_scores.get(group.name, np.full(group.units, np.nan)), np.float64)
             masks[group.name] = keep_mask(
                 scores[group.name], self.threshold, self.min_units, group.segments
             )
@@ -425,10 +418,10 @@ def _int8_overhead(model):
     """Measured int8 `.tflite` bytes of the model (stripped) minus the estimate: the fixed
     part of the file the estimate cannot know. Converts once, with random calibration data
     (the size does not depend on the data)."""
-    import tfdynhp
     from tfdynhp import converters
+    from tfdynhp.model import strip
 
-    stripped = tfdynhp.strip(model)
+    stripped = strip(model)
     shape = (16, *stripped.inputs[0].shape[1:])
     calibration = np.random.default_rng(0).uniform(size=shape).astype("float32")
     real = len(converters.to_int8_tflite(stripped, calibration))

@@ -101,10 +101,18 @@ def test_evaluate_tflite(dynhp_run, capsys):
 
 def test_export_from_saved_model(dynhp_run, tmp_path, capsys):
     _, out = dynhp_run
-    code, stdout, _ = run(["export", str(out / "model.keras"), "--target", "pi",
-                           "--out", str(tmp_path)], capsys)
+    code, stdout, err = run(["export", str(out / "model.keras"), "--to", "pi",
+                             "--out", str(tmp_path / "new")], capsys)
     assert code == 0, stdout
-    assert (tmp_path / "pi" / "model.tflite").stat().st_size > 0
+    assert (tmp_path / "new" / "pi" / "model.tflite").stat().st_size > 0
+    assert "deprecated" not in err
+    # The old spelling still works, with a deprecation message.
+    code, stdout, err = run(["export", str(out / "model.keras"), "--target", "pi",
+                             "--out", str(tmp_path / "old")], capsys)
+    assert code == 0, stdout
+    assert "--target is deprecated, use --to" in err
+    assert (tmp_path / "old" / "pi" / "model.tflite").read_bytes() == (
+        tmp_path / "new" / "pi" / "model.tflite").read_bytes()
 
 
 def check_usage_error(argv, capsys, match):
@@ -186,10 +194,14 @@ def test_argparse_errors_are_one_line(tmp_path, capsys):
 def test_other_commands_bad_input(tmp_path, capsys):
     check_usage_error(["evaluate", str(tmp_path / "m.tflite")], capsys, "not found")
     check_usage_error(["report", str(tmp_path)], capsys, "no history.csv")
-    check_usage_error(["export", str(tmp_path / "m.keras"), "--target", "pi", "--out",
-                         str(tmp_path / "o")], capsys, "not found")
-    check_usage_error(["export", str(tmp_path / "m.keras"), "--target", "fpga", "--out",
-                         str(tmp_path / "o")], capsys, "Unknown export target")
+    check_usage_error(["export", str(tmp_path / "m.keras"), "--to", "pi", "--out",
+                       str(tmp_path / "o")], capsys, "not found")
+    check_usage_error(["export", str(tmp_path / "m.keras"), "--to", "fpga", "--out",
+                       str(tmp_path / "o")], capsys, "Unknown export target")
+    check_usage_error(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o")],
+                      capsys, "--to needs at least one of pi, android, mcu")
+    check_usage_error(["export", str(tmp_path / "m.keras"), "--to", "pi", "--target", "mcu",
+                       "--out", str(tmp_path / "o")], capsys, "give the bundles once")
 
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):

@@ -176,7 +176,7 @@ def test_cli_export_verify_host_and_cortex_m4(tmp_path, capsys, digits, pruned_m
     model_path = tmp_path / "model.keras"
     pruned_mlp[0].save(model_path)
     code = cli.main([
-        "export", str(model_path), "--target", "mcu", "--dataset", "digits", "--out",
+        "export", str(model_path), "--to", "mcu", "--dataset", "digits", "--out",
         str(tmp_path / "out"), "--verify", "host,cortex-m4", "--tflm-dir", TFLM_DIR,
     ])
     out = capsys.readouterr().out

@@ -41,7 +41,7 @@ class ChiefCheckpoint(keras.callbacks.Callback):
         temporary = os.path.join(folder, f".tmp-{os.getpid()}.keras")
         self.model.save(temporary)
         os.replace(temporary, self.path)
-        data = getattr(self.model, "_dynhp_fit_data", None)
+        data = getattr(self.model, "fit_data", None)  # a GatedModel's running DynamicBatches
         state = {"epoch": epoch + 1, "batch_size": getattr(data, "batch_size", None)}
         with open(temporary + ".json", "w") as f:
             json.dump(state, f)

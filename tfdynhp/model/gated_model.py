@@ -97,6 +97,18 @@ class GatedModel(keras.Model):
         object.__setattr__(self, "_dynhp_fit_batch_size", None)
 
     @property
+    def fit_data(self):
+        """The training input of the running `fit` (`None` outside `fit`): how callbacks such
+        as `DynHPCallback` reach a `DynamicBatches` to resize it."""
+        return self._dynhp_fit_data
+
+    @property
+    def fit_batch_size(self):
+        """The fixed batch size of the running `fit`, when the input says it (`None` for
+        `DynamicBatches`, whose batch changes, and outside `fit`)."""
+        return self._dynhp_fit_batch_size
+
+    @property
     def gate_layers(self):
         """The model's `HardConcreteGate` layers."""
         return [layer for layer in self.layers if isinstance(layer, HardConcreteGate)]

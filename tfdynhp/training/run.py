@@ -234,7 +234,7 @@ class TrainResult:
 def build_model(config, input_shape, num_classes):
     """The untrained (or the user's) model of a run."""
     if config.model_path is not None:
-        import tfdynhp  # noqa: F401  (registers the custom layers)
+        import tfdynhp.model  # noqa: F401  (registers GatedModel and tfdynhp's layers)
 
         return keras.saving.load_model(config.model_path, compile=False)
     if config.arch == "mlp":
@@ -489,7 +489,8 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
         stripped.save(os.path.join(out_dir, "model_stripped.keras"))
     if exports:
         tflite, summary["exports"] = export_all(
-            stripped, exports, out_dir, x_train, x_test, y_test, labels=labels, seed=config.seed
+            stripped, exports, os.path.join(out_dir, "export"), x_train, x_test, y_test,
+            labels=labels, seed=config.seed,
         )
         summary["tflite_bytes"] = len(tflite)
         summary["int8_test_accuracy"] = summary["exports"]["litert"]["accuracy"]
@@ -504,11 +505,11 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
     return TrainResult(model, stripped, recorder.history, summary, tflite)
 
 
-def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, seed=0,
+def export_all(model, targets, export_dir, x_train, x_test, y_test, labels=None, seed=0,
                tflm_samples=500):
     """Converts `model` to int8 once, writes one bundle per target under
-    `out_dir/export/<target>/`, and measures the int8 model in LiteRT (whole test set) and,
-    when `"mcu"` is a target, in TFLite Micro (first `tflm_samples` test examples).
+    `export_dir/<target>/`, and measures the int8 model in LiteRT (whole test set) and,
+    when `"mcu"` is a target, in TFLite Micro (first `tflm_samples` test examples; 0: not).
 
     Returns:
         `(tflite_bytes, results)`: `results` maps each target to its written files, plus
@@ -522,12 +523,12 @@ def export_all(model, targets, out_dir, x_train, x_test, y_test, labels=None, se
     results = {}
     for target in targets:
         files = converters.export(
-            tflite, target, os.path.join(out_dir, "export", target), representative,
+            tflite, target, os.path.join(export_dir, target), representative,
             labels=labels,
         )
         results[target] = {role: os.fspath(path) for role, path in files.items()}
     results["litert"] = _runtime_result(converters.evaluate(tflite, x_test, y_test, "litert"))
-    if "mcu" in targets:
+    if "mcu" in targets and tflm_samples:
         n = min(tflm_samples, len(x_test))
         results["tflm"] = _runtime_result(
             converters.evaluate(tflite, x_test[:n], y_test[:n], "tflm")

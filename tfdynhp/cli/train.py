@@ -1,0 +1,260 @@
+"""`tfdynhp train`: train a model (dense, SP, HP or DynHP), optionally to a target, and export
+it."""
+
+from tfdynhp.cli import common
+
+
+def add_parser(commands):
+    """Adds `train` to the `tfdynhp` sub-command parsers."""
+    from tfdynhp import training
+
+    defaults = training.DEFAULTS
+    parser = commands.add_parser(
+        "train",
+        help="train a model (dense, SP, HP or DynHP), optionally to a target, and export it",
+        description="Train a reference architecture, an MLP or your own .keras model in one "
+        "mode, write the models, history, summary and plots to --out, and optionally export "
+        "int8 TFLite bundles.",
+    )
+    parser.add_argument("--dataset", "--data", dest="dataset", default="fashion-mnist",
+                        help="fashion-mnist, digits, wine, breast-cancer, synthetic-kws, or a "
+                        ".npz file with x_train, y_train, x_test, y_test (default: %(default)s)")
+    parser.add_argument("--arch", default="mlp",
+                        help="mlp, lenet5, ds-cnn, mobilenet-v1-0.25, resnet8, or MLP hidden "
+                        "widths such as 300,100 (default: %(default)s)")
+    parser.add_argument("--hidden", default=None,
+                        help="hidden widths of --arch mlp (default: 300,100 = LeNet-300-100)")
+    parser.add_argument("--model", default=None,
+                        help="your own .keras classifier to prune instead of --arch")
+    parser.add_argument("--mode", choices=training.MODES, default="dynhp",
+                        help="dense: no gates; sp: soft pruning; hp: hard pruning, fixed batch; "
+                        "dynhp: hard pruning + growing batch under a budget (default: "
+                        "%(default)s)")
+    parser.add_argument("--target", default=None,
+                        help="what to prune to, e.g. '31744 params', '25%% params', '2.5M macs', "
+                        "'40KB' (int8 model), '900KB memory' (default: none)")
+    parser.add_argument("--target-epoch", type=common.positive_int, default=None,
+                        help="epoch by which the target is met (default: 2/3 of --epochs)")
+    parser.add_argument("--budget", default=None,
+                        help="DynHP memory budget, e.g. 1.2MB, 900KiB, 1200000 (default: "
+                        f"{defaults['budget']})")
+    parser.add_argument("--accounting", choices=("paper", "full"), default=None,
+                        help="accounting the budget applies to (default: "
+                        f"{defaults['accounting']}; both are reported)")
+    parser.add_argument("--alpha-bs", type=common.unit_float, default=None,
+                        help=f"alpha_bs of the batch-size rule (default: {defaults['alpha_bs']})")
+    parser.add_argument("--epochs", type=common.positive_int, default=None,
+                        help=f"epochs (default: {defaults['epochs']})")
+    parser.add_argument("--batch-size", type=common.positive_int, default=None,
+                        help=f"(initial) batch size (default: {defaults['batch_size']} for "
+                        f"dynhp, {training.FIXED_BATCH_DEFAULT} otherwise)")
+    parser.add_argument("--lr", type=common.positive_float, default=None,
+                        help=f"Adam learning rate (default: {defaults['lr']})")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                        help="per-epoch learning-rate schedule (default: "
+                        f"{defaults['lr_schedule']})")
+    parser.add_argument("--l0-lambda", type=common.non_negative_float, default=None,
+                        help="lambda of the L0 penalty, divided by the training-set size "
+                        f"(default: {defaults['l0_lambda']})")
+    parser.add_argument("--drop-rate-init", type=common.open_unit_float, default=None,
+                        help=f"initial gate drop rate (default: {defaults['drop_rate_init']})")
+    parser.add_argument("--first-layer-drop-rate", type=common.open_unit_float, default=None,
+                        help="initial drop rate of the input-feature gates (default: as "
+                        "--drop-rate-init)")
+    parser.add_argument("--penalty", choices=("units", "params", "macs", "memory"),
+                        default=None,
+                        help="what a unit costs in the L0 penalty: 'units' counts gates, the "
+                        "others what removing a unit saves (default: units; with a target, "
+                        "the target's resource)")
+    parser.add_argument("--threshold", type=common.unit_float, default=None,
+                        help="minimum gate activation rate to keep a unit (default: "
+                        f"{defaults['threshold']})")
+    parser.add_argument("--validation-split", type=common.unit_float, default=None,
+                        help="fraction of the training set held out for per-epoch validation "
+                        f"(default: {defaults['validation_split']}; the test set is only used "
+                        "for the final numbers)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--distribute", choices=("mirrored", "multi-worker"), default=None,
+                        help="train under tf.distribute: 'mirrored' (this machine's devices) "
+                        "or 'multi-worker' (run the same command on every machine of "
+                        "TF_CONFIG; only the chief writes --out) (default: none)")
+    parser.add_argument("--limit-train", type=common.positive_int, default=None,
+                        help="train on a random subset of N examples (quick runs)")
+    parser.add_argument("--export", default="",
+                        help="comma-separated export targets among pi, android, mcu")
+    common.add_verify_options(parser, "the exported mcu bundle's", "needs --export mcu")
+    parser.add_argument("--variance-every", type=int, default=None,
+                        help="compute the gradient variance of the batch rule on one step in k "
+                        "(default: DynHPCallback's, 4; 1 = every step)")
+    parser.add_argument("--bn-momentum", type=common.unit_float, default=None,
+                        help="BatchNormalization momentum of the architecture (default: the "
+                        "builder's; 0.9 for synthetic-kws)")
+    kws = parser.add_argument_group("synthetic-kws data")
+    kws.add_argument("--keywords", default=None,
+                     help="comma-separated words or short phrases, e.g. 'lights on,lights off' "
+                     "(default: Speech Commands' ten)")
+    kws.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium",
+                     help="noise and channel effects (default: %(default)s)")
+    kws.add_argument("--size", default="small",
+                     help="total clips (train/val/test) or ci, small, medium, large "
+                     "(default: %(default)s)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _run_options(args):
+    """The `tfdynhp.training.train` options of `tfdynhp train`, checked (usage errors)."""
+    from tfdynhp import training
+
+    if args.model is not None:
+        common.check_model_file(args.model)
+    if args.budget is not None:
+        from tfdynhp.math import budget as budget_lib
+
+        if args.mode != "dynhp":
+            raise common.UsageError(f"--budget applies to --mode dynhp only (got --mode {args.mode})")
+        try:
+            budget_lib.parse_budget(args.budget)
+        except (ValueError, TypeError) as e:
+            raise common.UsageError(f"cannot parse --budget {args.budget!r}: {e}") from e
+    options = {
+        "dataset": args.dataset,
+        "arch": args.arch,
+        "hidden": args.hidden,
+        "model_path": args.model,
+        "mode": args.mode,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "l0_lambda": args.l0_lambda,
+        "drop_rate_init": args.drop_rate_init,
+        "first_layer_drop_rate": args.first_layer_drop_rate,
+        "penalty": args.penalty,
+        "threshold": args.threshold,
+        "budget": args.budget,
+        "alpha_bs": args.alpha_bs,
+        "accounting": args.accounting,
+        "target": args.target,
+        "target_epoch": args.target_epoch,
+        "validation_split": args.validation_split,
+        "seed": args.seed,
+        "limit_train": args.limit_train,
+        "bn_momentum": args.bn_momentum,
+        "variance_every": args.variance_every,
+        "distribute": args.distribute,
+    }
+    try:
+        training.RunConfig(**options).resolve()
+        if args.target is not None:
+            from tfdynhp.policies import targets
+
+            targets.parse_target(args.target)
+    except (ValueError, TypeError) as e:
+        raise common.UsageError(str(e)) from e
+    return options
+
+
+
+def run(args):
+    from tfdynhp import training
+    from tfdynhp.training import kws as pipeline
+    from tfdynhp.validation import ConfigurationError
+
+    kws = pipeline.is_kws(args.dataset)
+    options = _run_options(args)
+    exports = common.export_targets(args.export)
+    verify = common.verify_targets(args.verify, exports, args.tflm_dir, "--export")
+    out_dir = common.check_out_dir(args.out)
+    labels = info = None
+    if kws:
+        if options["bn_momentum"] is None and options["model_path"] is None:
+            options["bn_momentum"] = pipeline.BN_MOMENTUM
+        data, info = _load_kws(args)
+        labels = list(info.labels)
+    else:
+        data = common.load_data(args.dataset, args.limit_train, args.seed)
+    (x_train, _), (x_test, _) = data[0], data[-1]
+    what = args.model or (f"arch {args.arch}" + (f" {args.hidden}" if args.hidden else ""))
+    common.say(
+        f"tfdynhp train: {args.dataset} ({len(x_train)} train / {len(x_test)} test, "
+        f"examples {tuple(x_train.shape[1:])}), {what}, mode {args.mode}"
+        + (f", target {args.target}" if args.target else "") + f", output {out_dir}",
+        args.quiet,
+    )
+    if not kws:
+        options["limit_train"] = None  # `_load_data` took the subset already
+    try:
+        result = training.train(
+            data=data, out_dir=out_dir, exports=exports, labels=labels,
+            verbose=0 if args.quiet else 1, keras_verbose=0 if args.quiet else 1, **options,
+        )
+    except ConfigurationError as e:
+        # The configuration cannot work (a budget too small for the model, an unreachable
+        # target): refused before training, a user error. Anything else keeps its traceback.
+        raise common.UsageError(str(e)) from e
+    from tfdynhp import converters
+
+    try:
+        if kws:
+            _, firmware = pipeline.finish_run(result, info, out_dir, exports, verify,
+                                              args.tflm_dir)
+        else:
+            firmware = training.verify_exports(out_dir, verify, args.tflm_dir)
+            if firmware:
+                result.summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
+                training.write_summary(result.summary, out_dir)
+    except (ValueError, converters.FirmwareError) as e:
+        raise common.UsageError(str(e)) from e
+    common.say(_train_report(result.summary, out_dir), args.quiet)
+    for r in firmware.values():
+        common.say(common.firmware_text(r), args.quiet)
+    return 0 if all(r.bit_exact for r in firmware.values()) else 1
+
+
+def _load_kws(args):
+    """The synthetic-kws splits (validation by speaker) and their `KWSInfo`."""
+    from tfdynhp.training import kws as pipeline
+
+    keywords = None
+    if args.keywords is not None:
+        keywords = [k.strip() for k in args.keywords.split(",")]
+    size = int(args.size) if args.size.strip().isdigit() else args.size
+    try:
+        return pipeline.load_splits(keywords, args.difficulty, size, args.seed,
+                                    verbose=0 if args.quiet else 1)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise common.UsageError(str(e)) from e
+
+
+def _train_report(summary, out_dir):
+    from tfdynhp.math import budget as budget_lib
+
+    lines = [
+        f"Done in {summary['wall_time_s']:.0f} s ({summary['epochs_run']} epochs).",
+        f"  test error      {summary['test_error_pct']:.2f} %"
+        + (
+            f" (int8 {100 * summary['int8_test_error']:.2f} %)"
+            if "int8_test_error" in summary
+            else ""
+        ),
+        (f"  model           {summary['params']:,} parameters, "
+        f"{budget_lib.format_bytes(summary['model_size_bytes'])}, "
+        f"units {summary['units']}"),
+    ]
+    for name in ("paper", "full"):
+        value = summary.get(f"mean_training_memory_{name}_bytes")
+        if value is not None:
+            lines.append(
+                f"  train memory    {budget_lib.format_bytes(round(value))} mean, "
+                f"{name} accounting"
+            )
+    if summary.get("tflite_bytes"):
+        lines.append(f"  int8 .tflite    {summary['tflite_bytes']:,} bytes")
+    for split, row in summary.get("held_out", {}).items():
+        lines.append(f"  {split:<15} float {100 * row['float']:.1f} %"
+                     + (f", int8 {100 * row['int8']:.1f} %" if "int8" in row else "")
+                     + f" ({row['n']} clips)")
+    lines.append(f"  written to      {out_dir}")
+    return "\n".join(lines)
