@@ -4,7 +4,7 @@ One run, rows side by side on the same speaker-disjoint synthetic-kws data (espe
 `tfdynhp.datasets.kws`), the same epochs, learning rate and BatchNormalization momentum:
 
 - `dense`: MLPerf Tiny's DS-CNN, no gates;
-- `dynhp 1/2`, `dynhp 1/4`: `tfdynhp.datasets.kws.train_kws` (gated, DynHP, `--target "50% macs"` /
+- `dynhp 1/2`, `dynhp 1/4`: `tfdynhp.training.train_kws` (gated, DynHP, `--target "50% macs"` /
   `"25% macs"` met in the same fit, stripped);
 - `tfmot 1/2`, `tfmot 1/4`: TF-MOT `prune_low_magnitude` (bench/kws_tfmot.py, own process)
   with the same number of non-zero weights as the DynHP row (unstructured: the int8 model
@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 import numpy as np
 
 from tfdynhp import converters, training
-from tfdynhp.datasets import kws
+from tfdynhp.training import kws
 from tfdynhp.datasets.shaping import representative_subset
 
 TFLM_DIR = os.environ.get("TFLM_DIR") or os.path.join(os.path.dirname(ROOT), "shared",
@@ -113,7 +113,7 @@ def main(argv=None):
     work = args.work or tempfile.mkdtemp(prefix="kws-bench-")
     start_all = time.perf_counter()
     data, info = kws.load_splits(None, args.difficulty, args.size, args.seed, verbose=0)
-    common = {"arch": "ds-cnn", "bn_momentum": kws.pipeline.BN_MOMENTUM, "epochs": args.epochs,
+    common = {"arch": "ds-cnn", "bn_momentum": kws.BN_MOMENTUM, "epochs": args.epochs,
                   "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
     rows = []
     nonzero = {}
@@ -125,7 +125,7 @@ def main(argv=None):
             options["budget"] = None
         result = training.train(data=data, out_dir=out, exports=("mcu",), verbose=0,
                                 keras_verbose=0, labels=list(info.labels), **options)
-        summary, _ = kws.pipeline.finish_run(result, info, out, ("mcu",))
+        summary, _ = kws.finish_run(result, info, out, ("mcu",))
         nonzero[name] = summary["params"]
         rows.append(_row(name, summary["held_out"], summary["params"], summary["macs"],
                          summary["tflite_bytes"], summary["wall_time_s"],

@@ -196,10 +196,10 @@ def test_cli_export_verify_host_and_cortex_m4(tmp_path, capsys, digits, pruned_m
 def test_cli_verify_needs_mcu_target_and_a_tflm_tree(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TFLM_DIR", raising=False)
     for argv, message in (
-        (["--target", "pi", "--verify", "host", "--tflm-dir", TFLM_DIR], "add mcu to --target"),
-        (["--target", "mcu", "--verify", "cortex-m7", "--tflm-dir", TFLM_DIR],
+        (["--to", "pi", "--verify", "host", "--tflm-dir", TFLM_DIR], "add mcu to --to"),
+        (["--to", "mcu", "--verify", "cortex-m7", "--tflm-dir", TFLM_DIR],
          "unknown target(s) cortex-m7"),
-        (["--target", "mcu", "--verify", "host"], "pass --tflm-dir or set TFLM_DIR"),
+        (["--to", "mcu", "--verify", "host"], "pass --tflm-dir or set TFLM_DIR"),
     ):
         code = cli.main(["export", str(tmp_path / "m.keras"), *argv, "--out", str(tmp_path)])
         err = capsys.readouterr().err

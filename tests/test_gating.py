@@ -114,7 +114,8 @@ def test_channels_behind_layers_surgery_cannot_follow_are_left_alone_with_a_warn
     "make, layer",
     [
         (lambda x: layers.Conv2D(4, 3, groups=2, name="grouped")(x), "grouped"),
-        (lambda x: layers.Conv2DTranspose(4, 3, name="transposed")(x), "transposed"),
+        (lambda x: layers.PReLU(name="prelu")(x), "prelu"),
+        (lambda x: layers.Permute((2, 1, 3), name="permute")(x), "permute"),
     ],
 )
 def test_unsupported_layers_pin_their_channels(make, layer):
@@ -142,7 +143,7 @@ def _shared_layer_model():
         (lambda: keras.Sequential([keras.Input((3,)), layers.LayerNormalization()]),
          "no channels tfdynhp can prune"),
         (lambda: tfdynhp.gate(make_mlp(3, [2], 2)), "already gated"),
-        (lambda: keras.Sequential([layers.Dense(2)]), "not a built functional"),
+        (lambda: keras.Sequential([layers.Dense(2)]), "is not built"),
     ],
 )
 def test_gate_rejects_models_it_cannot_prune_naming_the_problem(build, match):

@@ -1,4 +1,4 @@
-"""Keyword spotting end to end (`tfdynhp.datasets.kws.train_kws`, `tfdynhp train --dataset synthetic-kws`).
+"""Keyword spotting end to end (`tfdynhp.training.train_kws`, `tfdynhp train --dataset synthetic-kws`).
 
 A gated DS-CNN pruned to half its MACs in one fit on the easiest synthetic set ("ci" size,
 "easy": 840 clips), stripped, int8, evaluated in LiteRT and TFLite Micro on held-out voices
@@ -19,6 +19,7 @@ from tfdynhp.converters import tflite_model
 
 from tfdynhp import cli, converters
 from tfdynhp.datasets import kws
+from tfdynhp.training import kws as kws_training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TFLM_DIR = os.environ.get("TFLM_DIR") or str(REPO.parent / "shared" / "tflm-kit" / "tflm")
@@ -45,7 +46,7 @@ EASY = {"difficulty": "easy", "size": "ci", "data_seed": 0}
 def run(tmp_path_factory):
     """One fit: gated DS-CNN, hard pruning to 50 % of its MACs, exported for the MCU."""
     out = tmp_path_factory.mktemp("kws-run")
-    result, _ = kws.train_kws(
+    result, _ = kws_training.train_kws(
         out, **EASY, mode="hp", target="50% macs", epochs=12, batch_size=32, lr=3e-3,
         exports=("mcu",), tflm_samples=0, verbose=0, keras_verbose=0, data_verbose=0)
     return result, out
@@ -56,11 +57,11 @@ def test_bad_options_fail_before_synthesis(tmp_path, monkeypatch):
 
     monkeypatch.setattr(espeak, "synthesize", lambda *a, **k: pytest.fail("synthesized"))
     with pytest.raises(ValueError, match="add 'mcu'"):
-        kws.train_kws(tmp_path, verify=("cortex-m4",), exports=("pi",), tflm_dir="x")
+        kws_training.train_kws(tmp_path, verify=("cortex-m4",), exports=("pi",), tflm_dir="x")
     with pytest.raises(ValueError, match="mode"):
-        kws.train_kws(tmp_path, mode="nope", cache_dir=tmp_path)
+        kws_training.train_kws(tmp_path, mode="nope", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="at least one keyword"):
-        kws.train_kws(tmp_path, keywords=[], cache_dir=tmp_path, epochs=1)
+        kws_training.train_kws(tmp_path, keywords=[], cache_dir=tmp_path, epochs=1)
     assert not (tmp_path / "synthetic-kws").exists()
     code = cli.main(["train", "--dataset", "synthetic-kws", "--keywords", "stop,Stop",
                      "--out", str(tmp_path / "o")])
@@ -72,7 +73,7 @@ def test_bad_options_fail_before_synthesis(tmp_path, monkeypatch):
 def test_gated_ds_cnn_in_one_fit_learns_held_out_voices(run):
     result, _ = run
     s = result.summary
-    assert s["mode"] == "hp" and s["bn_momentum"] == kws.pipeline.BN_MOMENTUM
+    assert s["mode"] == "hp" and s["bn_momentum"] == kws_training.BN_MOMENTUM
     assert s["n_validation"] == s["data"]["split_sizes"]["val"]  # validation by speaker
     from tfdynhp import architectures
     from tfdynhp.costs import units as resources
