@@ -36,8 +36,8 @@ sys.path.insert(0, ROOT)
 import numpy as np
 
 from tfdynhp import converters, training
-from tfdynhp.training import kws
 from tfdynhp.datasets.shaping import representative_subset
+from tfdynhp.training import kws
 
 TFLM_DIR = os.environ.get("TFLM_DIR") or os.path.join(os.path.dirname(ROOT), "shared",
                                                       "tflm-kit", "tflm")

@@ -39,8 +39,9 @@ from tfdynhp.callbacks.dynhp import VARIANCE_EVERY
 
 import tfdynhp
 from tfdynhp import architectures, datasets
+from tfdynhp.graph import gated_groups
 from tfdynhp.math.batch_rule import variance_batch_candidate
-from tfdynhp.surgery import apply_keep_masks, gated_groups
+from tfdynhp.surgery import apply_keep_masks
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RATIO = "grad_variance_ratio"

@@ -7,9 +7,10 @@ import keras
 from keras.src.utils import io_utils
 
 from tfdynhp.costs import units as resources
+from tfdynhp.graph import analyze
 from tfdynhp.math.selection import lowest_removed
 from tfdynhp.policies.criteria import ActivationDensity
-from tfdynhp.surgery import analyze, apply_keep_masks
+from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.validation import check_integer
 
 

@@ -7,7 +7,7 @@ from keras.src.utils import io_utils
 from tfdynhp import distribute
 from tfdynhp.costs import memory
 from tfdynhp.costs import units as resources
-from tfdynhp.graph import probes
+from tfdynhp.graph import gated_groups, probes
 from tfdynhp.math import batch_rule as batch_rules
 from tfdynhp.math import budget as budget_lib
 from tfdynhp.math.selection import keep_mask
@@ -16,7 +16,7 @@ from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
 from tfdynhp.policies import criteria as criteria_lib
 from tfdynhp.policies import targets
 from tfdynhp.policies.criteria import GateActivationRate
-from tfdynhp.surgery import apply_keep_masks, gated_groups
+from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.validation import ConfigurationError, check_integer, check_real
 
 LAMBDA_KEY = "dynhp/lambda"
@@ -409,7 +409,7 @@ class DynHPCallback(keras.callbacks.Callback):
 
 
 def _analyze(model):
-    from tfdynhp.surgery import analyze
+    from tfdynhp.graph import analyze
 
     return analyze(model)
 

@@ -57,7 +57,7 @@ def close_gates(gate, indices):
 
 def gates_of(model):
     """`{group name: gate}` of a gated model, input to output."""
-    from tfdynhp.surgery import gated_groups
+    from tfdynhp.graph import gated_groups
 
     return {group.name: group.gate for group in gated_groups(model)}
 

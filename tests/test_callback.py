@@ -12,7 +12,7 @@ from conftest import make_mlp
 from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
-from tfdynhp.surgery import gated_groups
+from tfdynhp.graph import gated_groups
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 

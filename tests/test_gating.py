@@ -5,7 +5,8 @@ from conftest import close_gates, gates_of, make_mlp, randomize_batchnorm
 from keras import layers
 
 import tfdynhp
-from tfdynhp.surgery import analyze, apply_keep_masks
+from tfdynhp.graph import analyze
+from tfdynhp.surgery import apply_keep_masks
 
 
 def test_gate_copies_weights_and_computes_the_same_outputs_with_its_defaults():

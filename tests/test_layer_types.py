@@ -12,9 +12,10 @@ from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
 from tfdynhp import layer_types
+from tfdynhp.graph import analyze
 from tfdynhp.layer_types import registry
 from tfdynhp.math.selection import keep_mask
-from tfdynhp.surgery import analyze, apply_keep_masks
+from tfdynhp.surgery import apply_keep_masks
 
 
 def test_grouped_convolution_is_counted_with_its_groups():

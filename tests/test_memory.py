@@ -9,8 +9,9 @@ from keras import layers
 
 import tfdynhp
 from tfdynhp.costs import memory
+from tfdynhp.graph import graph_nodes
 from tfdynhp.layers.gate import HardConcreteGate
-from tfdynhp.surgery import apply_keep_masks, graph_nodes, prunable_units
+from tfdynhp.surgery import apply_keep_masks, prunable_units
 
 
 def _size(t):

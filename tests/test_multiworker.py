@@ -18,7 +18,7 @@ import multiworker
 
 from tfdynhp import distribute
 from tfdynhp.distribute import keras_fix as _keras_compat
-from tfdynhp.surgery import gated_groups
+from tfdynhp.graph import gated_groups
 from tfdynhp.validation import ConfigurationError
 
 

@@ -6,7 +6,7 @@ from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
 from tfdynhp import converters
-from tfdynhp.surgery import gated_groups
+from tfdynhp.graph import gated_groups
 
 
 def test_pruned_model_runs_in_litert_and_tflm_close_to_float(digits, gated_digits_model):

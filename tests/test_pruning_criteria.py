@@ -7,8 +7,9 @@ import pytest
 from keras import layers
 
 import tfdynhp
+from tfdynhp.graph import analyze
 from tfdynhp.policies import criteria
-from tfdynhp.surgery import analyze, prunable_units
+from tfdynhp.surgery import prunable_units
 
 # A 2-2-2 network small enough to score by hand: h = relu(x W1), z = h W2 (no biases).
 W1 = np.array([[1.0, -1.0], [0.5, 1.0]], "float32")

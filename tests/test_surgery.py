@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 from keras import layers
 
 import tfdynhp
+from tfdynhp.graph import analyze
 from tfdynhp.math.selection import keep_mask
-from tfdynhp.surgery import analyze, apply_keep_masks, prunable_units
+from tfdynhp.surgery import apply_keep_masks, prunable_units
 from tfdynhp.surgery import variables as variable_utils
 
 

@@ -11,9 +11,10 @@ from tfdynhp.callbacks import DynHPCallback
 import tfdynhp
 from tfdynhp.costs import memory
 from tfdynhp.costs import units as resources
+from tfdynhp.graph import analyze
 from tfdynhp.policies import targets
 from tfdynhp.policies.targets import Target, parse_target
-from tfdynhp.surgery import analyze, apply_keep_masks, prunable_units
+from tfdynhp.surgery import apply_keep_masks, prunable_units
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ if mode == "dynhp":
     report["fit_seconds"] = time.perf_counter() - start
     report["steps"] = steps
     report["replicas_seen"] = distribute.replicas(model.distribute_strategy)
-    report["units"] = [g.units for g in tfdynhp.surgery.gated_groups(model)]
+    report["units"] = [g.units for g in tfdynhp.graph.gated_groups(model)]
     report["batch_sizes"] = data.batch_size_per_epoch
     report["examples_seen"] = data.examples_seen_per_epoch
     report["params"] = history.history["dynhp/params"]
@@ -76,7 +76,7 @@ elif mode == "resume":
     if restored is not None:
         model, start_epoch, batch = restored, state["epoch"], state["batch_size"]
     report["start_epoch"] = start_epoch
-    report["start_units"] = [g.units for g in tfdynhp.surgery.gated_groups(model)]
+    report["start_units"] = [g.units for g in tfdynhp.graph.gated_groups(model)]
     report["start_iterations"] = int(model.optimizer.iterations.numpy())
 
     def kill(epoch, logs):
@@ -91,7 +91,7 @@ elif mode == "resume":
                    distribute.ChiefCheckpoint(path),
                    keras.callbacks.LambdaCallback(on_epoch_end=kill)],
     )
-    report["units"] = [g.units for g in tfdynhp.surgery.gated_groups(model)]
+    report["units"] = [g.units for g in tfdynhp.graph.gated_groups(model)]
 elif mode == "bad":
     # Refused before training: a batch that does not split over the replicas, then a budget
     # too small for one replica's share.

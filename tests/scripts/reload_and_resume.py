@@ -12,7 +12,7 @@ path, data_path, out_path = sys.argv[1:4]
 model = keras.models.load_model(path)
 data = np.load(data_path)
 predictions = model.predict(data["x"], verbose=0)
-units_before = [group.units for group in tfdynhp.surgery.gated_groups(model)]
+units_before = [group.units for group in tfdynhp.graph.gated_groups(model)]
 history = model.fit(
     data["x"], data["y"], epochs=2, batch_size=64, verbose=0, callbacks=[DynHPCallback()]
 )
