@@ -237,6 +237,13 @@ def test_a_new_dynhp_fit_after_a_frozen_target_fit_prunes_again(digits, gated_di
                      callbacks=[target()]).history
     assert more["dynhp/params"] == [frozen_params]
     assert all(gate.frozen for gate in model.gate_layers)
+    iterations = int(model.optimizer.iterations.numpy())
+    with pytest.raises(tfdynhp.validation.ConfigurationError,
+                       match=r"continues the DynHP run .* target 50% params by epoch 1\), but "
+                             r"this callback has target 30% params.*initial_epoch=0"):
+        model.fit(x, y, epochs=4, initial_epoch=3, batch_size=64, verbose=0,
+                  callbacks=[DynHPCallback(target="30% params")])
+    assert int(model.optimizer.iterations.numpy()) == iterations  # refused before a step
     history = model.fit(x, y, epochs=2, batch_size=64, verbose=0,
                         callbacks=[DynHPCallback(threshold=0.99)]).history
     assert not any(gate.frozen for gate in model.gate_layers)

@@ -295,7 +295,7 @@ class TargetController:
         """What the schedule starts from and aims at (JSON-ready): saved with the model, so
         that a resumed run (`restore`) follows the schedule of the run it continues."""
         return {"initial": self.initial, "amount": self.amount, "by_epoch": self.by_epoch,
-                "offset": self.offset}
+                "offset": self.offset, "measure_batch_size": self.measure_kwargs.get("batch_size")}
 
     def restore(self, reference):
         """Continues the run whose `reference()` this is, instead of `begin`: a percentage
@@ -305,6 +305,8 @@ class TargetController:
         self.amount = float(reference["amount"])
         self.by_epoch = int(reference["by_epoch"])
         self.offset = float(reference["offset"])
+        if reference.get("measure_batch_size") is not None:  # a memory target's batch
+            self.measure_kwargs["batch_size"] = int(reference["measure_batch_size"])
         self._check_by_epoch()
         return self.amount
 
