@@ -1,5 +1,8 @@
 """`DynHPCallback`: Dynamic Hard Pruning inside one `model.fit()` call."""
 
+import dataclasses
+import warnings
+
 import keras
 import numpy as np
 from keras.src.utils import io_utils
@@ -62,11 +65,19 @@ class DynHPCallback(keras.callbacks.Callback):
 
     `history` keeps the same per epoch.
 
+    A fit is a new pruning run, unless it continues the run saved with the model
+    (`GatedModel.dynhp_run`, written at every epoch end): `fit(initial_epoch=k)` with `k > 0`
+    (e.g. after `tfdynhp.distribute.resume`) continues it, with the same target reference
+    ("25% params" of the model the run started from) and schedule, and gates frozen by its
+    target stay frozen. A new run (`initial_epoch=0`) takes a percentage target of the model
+    as it is, and unfreezes gates an earlier target froze, so that they train again.
+
     Args:
         threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Defaults to
             `0.5`.
         min_units: units never removed from a group. Defaults to `1`.
-        frequency: prune every `frequency` epochs. Defaults to `1`.
+        frequency: prune every `frequency` epochs (and, with a target, at its epoch).
+            Defaults to `1`.
         prune: `False` trains the gates without removing anything (the paper's soft-pruning
             baseline, SP). Defaults to `True`.
         criterion: a criterion name of `tfdynhp.policies.criteria` ("gate_rate",
@@ -104,9 +115,10 @@ class DynHPCallback(keras.callbacks.Callback):
     Raises:
         ValueError: at construction for arguments out of range; at `on_train_begin` (before
             any training) for a model without gated groups, an uncompiled model, a budget too
-            small for the model and the first batch or that cannot be checked, a target that
-            cannot be reached or contradicts the budget, or `dynamic_batch=True` without
-            `DynamicBatches`.
+            small for the model (its optimizer's real state counted) and the first batch or
+            that cannot be checked, a target that cannot be reached or contradicts the budget,
+            a fit that continues a run (`initial_epoch > 0`) with another target than the
+            run's, or `dynamic_batch=True` without `DynamicBatches`.
 
     Example:
     >>> model = tfdynhp.gate(base_model)
@@ -198,6 +210,61 @@ class DynHPCallback(keras.callbacks.Callback):
                 "The model is not compiled. Call `model.compile(optimizer, loss)` before `fit`."
             )
 
+    def _build_optimizer(self):
+        """Builds the optimizer now (Keras would at the first step), so that the budget counts
+        its real state: `amsgrad`, `use_ema` and `gradient_accumulation_steps` each hold one
+        more value per weight."""
+        model = self.model
+        if not model.optimizer.built:
+            with model.distribute_strategy.scope():
+                model.optimizer.build(model.trainable_variables)
+
+    def _continued_run(self):
+        """The saved run this fit continues (`GatedModel.dynhp_run`), or None for a new run."""
+        model = self.model
+        initial_epoch = model.fit_initial_epoch
+        run = model.dynhp_run
+        if initial_epoch == 0:
+            return None
+        if run is None:
+            if self.target is not None and self.target.fraction is not None:
+                warnings.warn(
+                    f"fit(initial_epoch={initial_epoch}) but the model carries no DynHP run to "
+                    f"continue: the target {self.target.fraction:.0%} {self.target.resource} is "
+                    "taken of the model as it is now, not of the model an earlier run started "
+                    "from. Save the model after DynHPCallback (e.g. with "
+                    "`tfdynhp.distribute.ChiefCheckpoint`) to resume a run.",
+                    stacklevel=2,
+                )
+            return None
+        ours = None if self.target is None else dataclasses.asdict(self.target)
+        if run.get("target") != ours:
+            raise ConfigurationError(
+                f"fit(initial_epoch={initial_epoch}) continues the DynHP run saved with the "
+                f"model ({run.get('epoch')} epochs done, target "
+                f"{_describe_target(run.get('target'))}), but this callback has target "
+                f"{_describe_target(ours)}. Pass the run's target to continue it, or fit with "
+                "initial_epoch=0 to start a new pruning run from this model."
+            )
+        return run
+
+    def _run_state(self, epochs_done):
+        """What `fit(initial_epoch=...)` needs to continue this run, saved with the model."""
+        state = {"epoch": int(epochs_done),
+                 "target": None if self.target is None else dataclasses.asdict(self.target),
+                 "cost_scale": None if self._cost_scale is None else float(self._cost_scale)}
+        if self._controller is not None:
+            state.update(self._controller.reference())
+        return state
+
+    def _prunes_at(self, epoch):
+        """Whether the end of `epoch` (1-based) prunes: every `frequency`-th epoch, and the
+        target's epoch (else a target would be met only at the next multiple of
+        `frequency`)."""
+        if epoch % self.frequency == 0:
+            return True
+        return self._controller is not None and epoch == self._controller.by_epoch
+
     def _training_data(self):
         data = self.model.fit_data
         if not isinstance(data, DynamicBatches):
@@ -247,7 +314,7 @@ class DynHPCallback(keras.callbacks.Callback):
                 "holds). Raise the budget or start from a smaller model or batch."
             )
 
-    def _start_target(self):
+    def _start_target(self, run=None):
         target = self.target
         if target.resource == "memory" and self.budget_bytes is not None and (
             target.amount is not None and target.amount > self.budget_bytes
@@ -261,6 +328,9 @@ class DynHPCallback(keras.callbacks.Callback):
             target, int(self.params.get("epochs") or 1), self.min_units,
             batch_size=self._epoch_batch_size() or 32, accounting=self.accounting,
         )
+        if run is not None and "initial" in run:  # the run's reference, not today's model
+            controller.restore(run)
+            return controller
         offset = _int8_overhead(self.model) if target.resource == "int8_bytes" else 0.0
         controller.begin(self.model, _analyze(self.model), offset)
         return controller
@@ -270,7 +340,8 @@ class DynHPCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._check_model()
         self.history = []
-        self._frozen = all(gate.frozen for gate in self.model.gate_layers)
+        self._build_optimizer()
+        run = self._continued_run()
         data = self._training_data() if self.dynamic_batch else None
         self._data = data
         batch = self._epoch_batch_size()
@@ -278,7 +349,14 @@ class DynHPCallback(keras.callbacks.Callback):
             distribute.check_divisible(batch, self._replicas())
         if self.budget_bytes is not None:
             self._check_budget()
-        self._controller = self._start_target() if self.target is not None else None
+        self._controller = self._start_target(run) if self.target is not None else None
+        retrace = self._data is not None
+        if run is None and any(gate.frozen for gate in self.model.gate_layers):
+            # A new pruning run: the gates an earlier target froze train again.
+            for gate in self.model.gate_layers:
+                gate.unfreeze()
+            retrace = True
+        self._frozen = all(gate.frozen for gate in self.model.gate_layers)
         penalty = self.penalty
         if penalty is None and self._controller is not None and all(
             gate.cost_resource == "units" for gate in self.model.gate_layers
@@ -286,9 +364,11 @@ class DynHPCallback(keras.callbacks.Callback):
             penalty = targets.PENALTY_FOR_TARGET[self.target.resource]
         if self._data is not None:
             self.model.enable_gradient_variance(every=self.variance_every)
+        if retrace:
             self.model.make_train_function(force=True)
         self._cost_scale = resources.update_gate_costs(
-            self.model, penalty, batch_size=self._epoch_batch_size() or 32
+            self.model, penalty, batch_size=self._epoch_batch_size() or 32,
+            scale=None if run is None else run.get("cost_scale"),
         )
 
     def on_train_end(self, logs=None):
@@ -363,7 +443,7 @@ class DynHPCallback(keras.callbacks.Callback):
             for accounting in memory.ACCOUNTINGS
         }
         record = {LAMBDA_KEY: model.gate_layers[0].l0_lambda}
-        if self.prune and not self._frozen and (epoch + 1) % self.frequency == 0:
+        if self.prune and not self._frozen and self._prunes_at(epoch + 1):
             self._prune(epoch, record)
         next_batch = batch_size
         if self._data is not None:
@@ -387,6 +467,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if self.budget_bytes is not None:
             record["dynhp/budget_bytes"] = self.budget_bytes
         logs.update(record)
+        model.dynhp_run = self._run_state(epoch + 1)
         self.history.append({"epoch": epoch, **record, **{
             k: float(v) for k, v in logs.items() if not k.startswith("dynhp/")
         }})
@@ -406,6 +487,16 @@ class DynHPCallback(keras.callbacks.Callback):
         if self._frozen:
             line += ", gates frozen"
         io_utils.print_msg(line)
+
+
+def _describe_target(spec):
+    """"none", "25% params", "1,642 params", "40.0 KB int8 model", with its epoch if given."""
+    if spec is None:
+        return "none"
+    target = targets.Target(**spec)
+    text = (f"{target.fraction:.0%} {target.resource}" if target.fraction is not None
+            else target.describe())
+    return text if target.by_epoch is None else f"{text} by epoch {target.by_epoch}"
 
 
 def _analyze(model):

@@ -216,6 +216,14 @@ class HardConcreteGate(keras.layers.Layer):
         if self.built:
             self.penalty_weight.assign(0.0)
 
+    def unfreeze(self):
+        """Lets the gates train again (noise, counting, penalty and `log_alpha` updates), from
+        where they were frozen: a new pruning run after a frozen one. Retrace the train
+        function afterwards: `model.make_train_function(force=True)`."""
+        self.frozen = False
+        if self.built:
+            self.penalty_weight.assign(self._penalty_weight_value())
+
     def set_penalty(self, l0_lambda=None, unit_cost=None, dataset_size=None):
         """Changes `lambda`, the cost of a channel or `N` (takes effect at the next step,
         without retracing)."""

@@ -87,7 +87,7 @@ class GatedModel(keras.Model):
     The estimate assumes a loss averaged over the batch (Keras' default reduction).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, dynhp_run=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._variance_trackers = None
         object.__setattr__(self, "_variance_every", 1)
@@ -95,6 +95,32 @@ class GatedModel(keras.Model):
         object.__setattr__(self, "_tap_model", None)
         object.__setattr__(self, "_dynhp_fit_data", None)
         object.__setattr__(self, "_dynhp_fit_batch_size", None)
+        object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
+        object.__setattr__(self, "_dynhp_run", None if dynhp_run is None else dict(dynhp_run))
+
+    @property
+    def dynhp_run(self):
+        """The state of the DynHP run that trained this model (epochs done, a target's
+        reference and schedule; a JSON-ready dict, or `None`), saved with the model: set by
+        `DynHPCallback` at every epoch end, read back when `fit(initial_epoch=...)` continues
+        the run after `tfdynhp.distribute.resume` or `keras.models.load_model`."""
+        return None if self._dynhp_run is None else dict(self._dynhp_run)
+
+    @dynhp_run.setter
+    def dynhp_run(self, state):
+        object.__setattr__(self, "_dynhp_run", None if state is None else dict(state))
+
+    def get_config(self):
+        config = super().get_config()
+        if self._dynhp_run is not None:
+            config["dynhp_run"] = dict(self._dynhp_run)
+        return config
+
+    @property
+    def fit_initial_epoch(self):
+        """The `initial_epoch` of the running `fit` (0 outside `fit`): above 0, the fit
+        continues an earlier run."""
+        return self._dynhp_fit_initial_epoch
 
     @property
     def fit_data(self):
@@ -131,7 +157,9 @@ class GatedModel(keras.Model):
         Sets each gate's training-set size, refuses `EarlyStopping(restore_best_weights=True)`
         next to a pruning `DynHPCallback` (weights saved before a pruning step no longer fit
         the model), and lets the callback reach the training data (to resize
-        `DynamicBatches`) and the fixed batch size.
+        `DynamicBatches`), the fixed batch size and `initial_epoch`. A `DynamicBatches` input
+        is read in the order of its own seeded permutations: Keras' `shuffle` (which would
+        reorder its batches with Python's global `random`) is turned off for it.
         """
         _check_callbacks(callbacks)
         if _keras_compat.is_multi_worker(self.distribute_strategy):
@@ -149,8 +177,15 @@ class GatedModel(keras.Model):
         ):
             callbacks.append(_EpochStepsProgbar(x))
         callbacks.append(_GateStepsPerEpoch(x, batch_size, kwargs.get("steps_per_epoch")))
+        if isinstance(x, DynamicBatches):
+            # It draws its own seeded permutation every epoch. Keras' `shuffle=True` (the
+            # default) would also shuffle the order of its batches with Python's global
+            # `random`, which differs between processes: workers would read different global
+            # batches.
+            kwargs["shuffle"] = False
         object.__setattr__(self, "_dynhp_fit_data", x)
         object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size))
+        object.__setattr__(self, "_dynhp_fit_initial_epoch", int(kwargs.get("initial_epoch", 0)))
         try:
             # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted when
             # fit started; Keras then warns, wrongly, that training is interrupted.
@@ -165,6 +200,7 @@ class GatedModel(keras.Model):
         finally:
             object.__setattr__(self, "_dynhp_fit_data", None)
             object.__setattr__(self, "_dynhp_fit_batch_size", None)
+            object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
 
     def _set_dataset_size(self, x, validation_split):
         """Sets `N` on the gates that take it from the data; returns their previous values."""
