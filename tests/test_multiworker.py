@@ -149,14 +149,13 @@ def test_bad_distributed_runs_fail_before_training(tmp_path):
         assert "batch_size=33 does not split into whole batches for the 2 replicas" in divisible
         assert "(16 per replica of 2" in budget and "The budget is per replica" in budget
         assert report["untouched"]
-    # The chief of a two-worker cluster whose other worker never starts.
-    start = time.monotonic()
+    # The chief of a two-worker cluster whose other worker never starts: it fails on its own
+    # (a hang would be killed by run_workers' timeout and give no return code).
     results = multiworker.run_workers("multiworker_fit.py", ["plain", out], workers=1,
                                       timeout=60, env={"MW_TIMEOUT": "3"},
                                       ports=multiworker.free_ports(2))
     rc, _, err = results[0]
     assert rc not in (0, None) and "TimeoutError" in err and "did not answer within 3 s" in err
-    assert time.monotonic() - start < 45
 
 
 def test_cli_trains_under_mirrored_strategy(tmp_path):
@@ -178,14 +177,14 @@ def test_cli_trains_under_mirrored_strategy(tmp_path):
 def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
     out, checkpoint = str(tmp_path / "out_{rank}.npz"), str(tmp_path / "ckpt" / "run.keras")
     ports = multiworker.free_ports(2)
-    start = time.monotonic()
     killed = multiworker.run_workers(
         "multiworker_fit.py", ["resume", out], timeout=120, ports=ports,
         env={"MW_CHECKPOINT": checkpoint, "MW_KILL_EPOCH": "4", "MW_EPOCHS": "5", "MW_LAMBDA": "200", "MW_THRESHOLD": "0.9",
              "MW_TIMEOUT": "20"})
     assert killed[1][0] == -9  # worker 1 was killed at the end of epoch 4
-    assert killed[0][0] not in (0, None)  # the chief noticed, in bounded time: no hang
-    assert time.monotonic() - start < 110
+    # The chief noticed and failed on its own (a hang is killed by run_workers' timeout and
+    # gives no return code); wall-clock bounds are left to the machine's load.
+    assert killed[0][0] not in (0, None)
     assert not os.path.exists(out.format(rank=0))
     assert distribute.checkpoint_state(checkpoint)["epoch"] == 4
     pruned = [g.units for g in gated_groups(keras.models.load_model(checkpoint))]
