@@ -27,6 +27,15 @@ def _maybe_strip(model):
     return model
 
 
+def _maybe_freeze_qat(model):
+    """The export form of a quantization-aware model (`tfdynhp.quantize_aware`), else `None`."""
+    try:
+        from tfdynhp.quantization import freeze, is_quantized_model
+    except ImportError:
+        return None
+    return freeze(model) if is_quantized_model(model) else None
+
+
 def model_io_shape(model):
     """Returns the input shape (batch dimension first, usually `None`) of a one-input model.
 
@@ -126,7 +135,7 @@ def _reject_float_ops(info):
         )
 
 
-def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500):
+def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples=500):
     """Converts a Keras 3 model to a full-integer (int8) TFLite flatbuffer.
 
     Weights and activations are int8 (biases int32), every op uses a TFLite builtin int8
@@ -134,10 +143,15 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500)
     of its gates first (`tfdynhp.model.gating.strip`). The model is exported with a batch size of 1,
     as microcontrollers and the demo apps run it.
 
+    A quantization-aware model (`tfdynhp.quantize_aware`) is converted with its own ranges and
+    int8 kernels (its `tfdynhp.quantization.freeze` form): no calibration, and
+    `representative_data` is optional (only checked against the input shape when given).
+
     Args:
         model: A built single-input, single-output `keras.Model`.
         representative_data: Float array of shape `(num_samples,) + input_shape[1:]` used to
-            calibrate activation ranges; training samples preprocessed as for `fit`.
+            calibrate activation ranges; training samples preprocessed as for `fit`. Required
+            unless `model` is quantization-aware.
         io_dtype: `"int8"` or `"uint8"`, the type of the model's input and output tensors.
             Defaults to `"int8"`.
         max_samples: At most this many calibration samples are used. Defaults to `500`.
@@ -163,7 +177,18 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500)
         raise ValueError(f"`max_samples` must be a positive integer. Received: {max_samples!r}")
     model = _maybe_strip(model)
     input_shape = model_io_shape(model)
-    data = check_representative_data(representative_data, input_shape)[:max_samples]
+    frozen = _maybe_freeze_qat(model)
+    if frozen is None and representative_data is None:
+        raise ValueError(
+            "`representative_data` is required to calibrate a float model: pass 100-500 "
+            "training samples of shape (num_samples, "
+            + ", ".join(str(d) for d in input_shape[1:])
+            + "). A quantization-aware model (`tfdynhp.quantize_aware`) needs none."
+        )
+    if representative_data is not None:
+        data = check_representative_data(representative_data, input_shape)[:max_samples]
+    if frozen is not None:
+        model = frozen
 
     def representative_dataset():
         for i in range(data.shape[0]):
@@ -177,8 +202,12 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500)
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if frozen is None:
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # A QAT graph carries its ranges in FakeQuant ops. TFLITE_BUILTINS_INT8 alone would make
+        # the converter demand a representative data set; an op left in float is rejected
+        # below by `_reject_float_ops` instead.
         converter.inference_input_type = tf_io_dtype
         converter.inference_output_type = tf_io_dtype
         try:

@@ -30,6 +30,7 @@ from tfdynhp import (
     layer_types,
     math,
     policies,
+    quantization,
     surgery,
 )
 from tfdynhp.costs.memory import parameter_count, training_memory
@@ -40,6 +41,7 @@ from tfdynhp.methods import PruneReport, complexity_prune, prune, specialize
 from tfdynhp.model import DynamicBatches, GatedModel, gate, is_gated_model, strip
 from tfdynhp.policies.criteria import GateActivationRate
 from tfdynhp.policies.targets import Target
+from tfdynhp.quantization import quantize_aware
 from tfdynhp.surgery import apply_keep_masks
 
 __version__ = "0.1.0"
@@ -93,6 +95,8 @@ __all__ = [
     "parse_budget",
     "policies",
     "prune",
+    "quantization",
+    "quantize_aware",
     "specialize",
     "strip",
     "surgery",

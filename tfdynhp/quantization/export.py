@@ -1,0 +1,93 @@
+"""`freeze(qat_model)`: the plain Keras model the int8 converter reads for a QAT model.
+
+Each `QuantizedLayer` becomes its stock layer (fused activation kept) holding the folded kernel
+already on its per-channel int8 grid and the folded bias; each `ActivationQuantizer` becomes a
+fixed-range one (a `FakeQuantWithMinMaxVars` op with constant min/max). The TFLite converter
+reads those ops as the quantization parameters of the tensors (no representative data set),
+and re-quantizes the kernels per channel with `max|w| / 127`, which lands exactly on the
+values the QAT model used. Inference outputs of the frozen model equal the QAT model's.
+"""
+
+import keras
+
+from tfdynhp.quantization.layers import ActivationQuantizer, QuantizedLayer
+from tfdynhp.quantization.wrap import is_quantized_model, quantizers
+from tfdynhp.graph.nodes import functional_of, graph_nodes
+
+
+def _clone(layer, **overrides):
+    return layer.__class__.from_config({**layer.get_config(), **overrides})
+
+
+def check_ranges_set(model):
+    """Raises a `ValueError` naming the quantizers whose range never saw data."""
+    unset = [q.name for q in quantizers(model) if not q.is_range_set]
+    if unset:
+        raise ValueError(
+            f"Quantizer(s) {', '.join(unset)} have no range yet (still TF-MOT's initial "
+            "[-6, 6]). Fine-tune the model with `fit`, or call "
+            "`tfdynhp.quantization.calibrate(model, x)`, before exporting."
+        )
+
+
+def freeze(model):
+    """Returns the export form of a quantization-aware model.
+
+    Args:
+        model: A model returned by `tfdynhp.quantize_aware` (fine-tuned or calibrated).
+
+    Returns:
+        A functional `keras.Model` of stock layers and fixed-range `ActivationQuantizer`s whose
+        inference outputs equal `model`'s.
+
+    Raises:
+        ValueError: If `model` is not quantization-aware, or a range was never set from data.
+    """
+    if not is_quantized_model(model):
+        raise ValueError(
+            f"Model '{model.name}' is not quantization-aware (no ActivationQuantizer). Build "
+            "one with `tfdynhp.quantize_aware(model)`."
+        )
+    check_ranges_set(model)
+    graph_model = functional_of(model)
+    inputs = [
+        keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t._keras_history.operation.name)
+        for t in graph_model.inputs
+    ]
+    tensors = {id(old): new for old, new in zip(graph_model.inputs, inputs)}
+    made = {}  # id(old layer) -> (new layer, weights or None); shared layers stay shared
+    for node in graph_nodes(model):
+        layer = node.operation
+        args, kwargs = node.arguments.fill_in(tensors)
+        if id(layer) not in made:
+            if isinstance(layer, ActivationQuantizer):
+                new = ActivationQuantizer(
+                    "fixed", fixed_range=layer.quantized_range(), name=layer.name
+                )
+                weights = None
+            elif isinstance(layer, QuantizedLayer):
+                new = _clone(layer.layer, name=layer.layer.name, use_bias=True)
+                weights = list(layer.export_weights())
+            else:
+                new = _clone(layer)
+                weights = layer.get_weights()
+            made[id(layer)] = (new, weights)
+        new, _ = made[id(layer)]
+        outputs = new(*args, **kwargs)
+        for old, out in zip(node.outputs, keras.tree.flatten(outputs)):
+            tensors[id(old)] = out
+    for new, weights in made.values():
+        if weights:
+            new.set_weights(weights)
+    outputs = [tensors[id(t)] for t in graph_model.outputs]
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=model.name.removesuffix("_qat") + "_int8_export",
+    )
+
+
+def quantization_table(model):
+    """`[(quantizer name, scale, zero_point, (min, max))]` of a quantization-aware model: the
+    int8 parameters its export gives each quantized tensor, in graph order."""
+    return [(q.name, *q.quantization_params(), q.quantized_range()) for q in quantizers(model)]

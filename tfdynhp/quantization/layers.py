@@ -1,0 +1,360 @@
+"""The two layers of a quantization-aware model.
+
+- `ActivationQuantizer`: fake-quantizes a tensor to per-tensor asymmetric int8 with a range that
+  is tracked (exponential moving average of the batch min/max, as TF-MOT does), learned
+  (trainable min/max, gradients of TensorFlow's FakeQuant op), or fixed (softmax, sigmoid,
+  tanh outputs, whose int8 range TFLite fixes; and every range of an exported model).
+- `QuantizedLayer`: a Dense, Conv1D, Conv2D or DepthwiseConv2D with the BatchNormalization that
+  follows it folded in (moving statistics, as the converter folds it) and its kernel
+  fake-quantized per output channel, symmetric, narrow range `[-127, 127]`; a ReLU or ReLU6
+  activation stays fused, as the converter fuses it.
+
+Both pass gradients straight through the rounding (TensorFlow's FakeQuant gradients: identity
+inside the range, zero outside).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfdynhp.quantization import arithmetic
+
+QUANTIZABLE_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+)
+FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
+RANGE_MODES = ("ema", "learned", "fixed")
+# TF-MOT's initial activation range, used until the first training batch (or calibration).
+INITIAL_RANGE = (-6.0, 6.0)
+# Smallest activation range: keeps a constant tensor (e.g. a dead ReLU) quantizable.
+MIN_ACTIVATION_RANGE = 1e-6
+
+
+def activation_name(activation):
+    """The registered name of a Keras activation function (`"relu"`, `"linear"`, ...)."""
+    if activation is None:
+        return "linear"
+    if isinstance(activation, str):
+        return activation
+    return keras.activations.serialize(activation)
+
+
+def usable_range(range_min, range_max):
+    """The range actually quantized to: widened to contain 0, at least `MIN_ACTIVATION_RANGE`
+    wide (works on tensors and NumPy values)."""
+    lo = ops.minimum(range_min, 0.0)
+    hi = ops.maximum(ops.maximum(range_max, 0.0), lo + MIN_ACTIVATION_RANGE)
+    return lo, hi
+
+
+class RangeRecorder:
+    """Min and max over every batch seen (a plain object: Keras does not track it)."""
+
+    def __init__(self):
+        self.min, self.max, self.batches = None, None, 0
+
+    def add(self, lo, hi):
+        self.min = lo if self.batches == 0 else min(self.min, lo)
+        self.max = hi if self.batches == 0 else max(self.max, hi)
+        self.batches += 1
+
+
+@keras.saving.register_keras_serializable("tfdynhp")
+class ActivationQuantizer(keras.layers.Layer):
+    """Fake-quantizes its input to per-tensor asymmetric int8, as TFLite will quantize it.
+
+    The range is widened to contain 0 and nudged so that 0 is exactly representable
+    (`tfdynhp.quantization.arithmetic.nudge`); the output is on the int8 grid of that range.
+
+    Args:
+        mode: How the range is set. `"ema"`: tracked during training as an exponential moving
+            average of each batch's min and max (the first batch sets it). `"learned"`: trainable
+            min and max, started from the first batch (or calibration). `"fixed"`: `fixed_range`.
+            Defaults to `"ema"`.
+        ema_decay: Decay of the moving average (`"ema"`). Defaults to `0.99`.
+        fixed_range: `(min, max)` for `mode="fixed"`.
+
+    Until a range is set by training or `tfdynhp.quantization.calibrate`, inference quantizes
+    to TF-MOT's initial range `[-6, 6]`.
+    """
+
+    def __init__(self, mode="ema", ema_decay=0.99, fixed_range=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in RANGE_MODES:
+            raise ValueError(f"`mode` must be one of {RANGE_MODES}. Received: mode={mode!r}")
+        if not 0.0 < float(ema_decay) < 1.0:
+            raise ValueError(f"`ema_decay` must be in (0, 1). Received: ema_decay={ema_decay!r}")
+        if mode == "fixed":
+            if fixed_range is None or len(fixed_range) != 2:
+                raise ValueError(
+                    "`mode='fixed'` needs `fixed_range=(min, max)`. "
+                    f"Received: fixed_range={fixed_range!r}"
+                )
+            lo, hi = (float(v) for v in fixed_range)
+            if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+                raise ValueError(
+                    f"`fixed_range` must be finite with max > min. Received: {fixed_range!r}"
+                )
+            fixed_range = (lo, hi)
+        self.mode = mode
+        self.ema_decay = float(ema_decay)
+        self.fixed_range = fixed_range
+        self._calibration = None
+
+    def build(self, input_shape):
+        if self.mode == "fixed":
+            return
+        trainable = self.mode == "learned"
+        self.range_min = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(INITIAL_RANGE[0]),
+            trainable=trainable,
+            aggregation="mean",
+            name="range_min",
+        )
+        self.range_max = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(INITIAL_RANGE[1]),
+            trainable=trainable,
+            aggregation="mean",
+            name="range_max",
+        )
+        self.initialized = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="initialized",
+        )
+
+    def call(self, inputs, training=None):
+        if self._calibration is not None:
+            self._record(inputs)
+            return inputs
+        if self.mode == "fixed":
+            lo, hi = self.fixed_range
+        else:
+            lo, hi = self.range_min, self.range_max
+            if training:
+                lo, hi = self._update(inputs, lo, hi)
+        lo, hi = usable_range(lo, hi)
+        return keras.quantizers.fake_quant_with_min_max_vars(inputs, lo, hi, num_bits=8)
+
+    def _update(self, inputs, lo, hi):
+        batch_lo = ops.stop_gradient(ops.cast(ops.min(inputs), "float32"))
+        batch_hi = ops.stop_gradient(ops.cast(ops.max(inputs), "float32"))
+        started = ops.greater(self.initialized, 0.0)
+        if self.mode == "ema":
+            decay = self.ema_decay
+            new_lo = ops.where(started, decay * lo + (1.0 - decay) * batch_lo, batch_lo)
+            new_hi = ops.where(started, decay * hi + (1.0 - decay) * batch_hi, batch_hi)
+            self.range_min.assign(new_lo)
+            self.range_max.assign(new_hi)
+            self.initialized.assign(1.0)
+            return new_lo, new_hi
+        # learned: the first batch sets the range, then gradients move it.
+        new_lo = ops.where(started, lo, batch_lo)
+        new_hi = ops.where(started, hi, batch_hi)
+        self.range_min.assign(ops.stop_gradient(new_lo))
+        self.range_max.assign(ops.stop_gradient(new_hi))
+        self.initialized.assign(1.0)
+        return new_lo, new_hi
+
+    def _record(self, inputs):
+        x = ops.convert_to_numpy(inputs)
+        self._calibration.add(float(np.min(x)), float(np.max(x)))
+
+    @property
+    def is_range_set(self):
+        """Whether the range comes from data (training or calibration) or is fixed."""
+        if self.mode == "fixed":
+            return True
+        return bool(ops.convert_to_numpy(self.initialized) > 0)
+
+    def quantized_range(self):
+        """The `(min, max)` quantized to (widened to contain 0), as Python floats."""
+        if self.mode == "fixed":
+            lo, hi = self.fixed_range
+        else:
+            lo, hi = (float(ops.convert_to_numpy(v)) for v in (self.range_min, self.range_max))
+        lo, hi = usable_range(np.float32(lo), np.float32(hi))
+        return float(ops.convert_to_numpy(lo)), float(ops.convert_to_numpy(hi))
+
+    def quantization_params(self):
+        """TFLite's int8 `(scale, zero_point)` for this tensor."""
+        return arithmetic.activation_params(*self.quantized_range())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            mode=self.mode,
+            ema_decay=self.ema_decay,
+            fixed_range=None if self.fixed_range is None else list(self.fixed_range),
+        )
+        return config
+
+
+def check_quantizable(layer):
+    """Raises a `ValueError` if `QuantizedLayer` cannot wrap `layer`."""
+    if not isinstance(layer, QUANTIZABLE_LAYERS):
+        names = ", ".join(cls.__name__ for cls in QUANTIZABLE_LAYERS)
+        raise ValueError(
+            f"QuantizedLayer wraps {names}. Received: {type(layer).__name__} '{layer.name}'."
+        )
+    activation = activation_name(getattr(layer, "activation", None))
+    if activation not in FUSABLE_ACTIVATIONS:
+        raise ValueError(
+            f"Layer '{layer.name}' has activation '{activation}', which the converter does not "
+            f"fuse. Expected one of {FUSABLE_ACTIVATIONS}; put other activations in their own "
+            "layer (`quantize_aware` does this)."
+        )
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise ValueError(
+            f"Layer '{layer.name}' uses data_format='channels_first'; TFLite kernels are "
+            "channels-last. Rebuild the model with data_format='channels_last'."
+        )
+    if getattr(layer, "groups", 1) != 1:
+        raise ValueError(
+            f"Layer '{layer.name}' is a grouped convolution (groups={layer.groups}), which "
+            "TFLite Micro has no int8 kernel for. Use groups=1 or a DepthwiseConv2D."
+        )
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"Layer '{layer.name}' is already quantized by Keras "
+            f"(quantization_mode={layer.quantization_mode!r}). Pass the float model."
+        )
+
+
+def check_foldable(batch_norm, layer, rank):
+    """Raises a `ValueError` if `batch_norm` cannot be folded into `layer`, whose output has
+    `rank` dimensions (batch included)."""
+    axis = batch_norm.axis
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, rank - 1):
+        raise ValueError(
+            f"BatchNormalization '{batch_norm.name}' normalizes axis {batch_norm.axis}; only "
+            f"the channel (last) axis folds into '{layer.name}'."
+        )
+    if activation_name(getattr(layer, "activation", None)) != "linear":
+        raise ValueError(
+            f"BatchNormalization '{batch_norm.name}' follows '{layer.name}', which has an "
+            "activation, so it cannot be folded into it (the converter cannot either). Put the "
+            "activation after the BatchNormalization."
+        )
+
+
+@keras.saving.register_keras_serializable("tfdynhp")
+class QuantizedLayer(keras.layers.Layer):
+    """A Dense/Conv1D/Conv2D/DepthwiseConv2D layer, with an optional BatchNormalization folded
+    in, whose kernel is fake-quantized per output channel to symmetric int8 `[-127, 127]`.
+
+    The forward pass is what the int8 TFLite model computes (up to integer rounding):
+    `activation(op(x, fq(kernel * inv)) + bias * inv + beta - mean * inv)` with
+    `inv = gamma / sqrt(moving_variance + epsilon)`. The BatchNormalization statistics are
+    frozen (its moving mean and variance are used in training too, so training and the
+    exported model fold the same way); `gamma`, `beta`, the kernel and the bias train. The
+    weight range of each channel is its current `max|w|` (no gradient through the range).
+
+    Args:
+        layer: The layer (or its `keras.layers.serialize` config). Its activation must be
+            `"linear"`, `"relu"` or `"relu6"`; it is applied after the folded bias.
+        batch_norm: A BatchNormalization on the layer's output channels (or its config), or
+            `None`.
+    """
+
+    def __init__(self, layer, batch_norm=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(layer, dict):
+            layer = keras.layers.deserialize(layer)
+        if isinstance(batch_norm, dict):
+            batch_norm = keras.layers.deserialize(batch_norm)
+        check_quantizable(layer)
+        self.layer = layer
+        self.batch_norm = batch_norm
+        self.depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        self._calibration = None
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.batch_norm is not None and not self.batch_norm.built:
+            self.batch_norm.build(self.layer.compute_output_shape(input_shape))
+
+    def folded_weights(self):
+        """`(kernel, bias)` with the BatchNormalization folded in (float, not quantized)."""
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        channels = kernel.shape[-1] * (kernel.shape[-2] if self.depthwise else 1)
+        bias = self.layer.bias if self.layer.use_bias else ops.zeros((channels,), kernel.dtype)
+        bn = self.batch_norm
+        if bn is None:
+            return kernel, ops.convert_to_tensor(bias)
+        inv = ops.rsqrt(ops.add(bn.moving_variance, bn.epsilon))
+        if bn.scale:
+            inv = ops.multiply(inv, bn.gamma)
+        beta = bn.beta if bn.center else ops.zeros((channels,), kernel.dtype)
+        scale = ops.reshape(inv, kernel.shape[-2:]) if self.depthwise else inv
+        kernel = ops.multiply(kernel, scale)
+        bias = ops.add(ops.multiply(bias, inv), ops.subtract(beta, ops.multiply(bn.moving_mean, inv)))
+        return kernel, bias
+
+    def quantized_kernel(self, kernel):
+        """Per-channel symmetric narrow-range fake quantization of a (folded) kernel."""
+        shape = kernel.shape
+        flat = ops.reshape(kernel, tuple(shape[:-2]) + (shape[-2] * shape[-1],)) if (
+            self.depthwise
+        ) else kernel
+        axes = tuple(range(len(flat.shape) - 1))
+        amax = ops.stop_gradient(ops.max(ops.abs(flat), axis=axes))
+        amax = ops.maximum(amax, arithmetic.MIN_WEIGHT_RANGE)
+        quantized = keras.quantizers.fake_quant_with_min_max_vars(
+            flat, -amax, amax, num_bits=8, narrow_range=True, axis=-1
+        )
+        return ops.reshape(quantized, shape) if self.depthwise else quantized
+
+    def export_weights(self):
+        """NumPy `(kernel, bias)` of the exported layer: folded, kernel on its int8 grid."""
+        kernel, bias = self.folded_weights()
+        return (
+            ops.convert_to_numpy(self.quantized_kernel(kernel)),
+            ops.convert_to_numpy(bias),
+        )
+
+    def call(self, inputs):
+        kernel, bias = self.folded_weights()
+        if self._calibration is None:
+            kernel = self.quantized_kernel(kernel)
+        layer = self.layer
+        if isinstance(layer, keras.layers.Dense):
+            outputs = ops.matmul(inputs, kernel)
+        elif self.depthwise:
+            outputs = ops.depthwise_conv(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            )
+        else:
+            outputs = layer.convolution_op(inputs, kernel)
+        outputs = ops.add(outputs, bias)
+        return layer.activation(outputs) if layer.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            layer=keras.layers.serialize(self.layer),
+            batch_norm=None
+            if self.batch_norm is None
+            else keras.layers.serialize(self.batch_norm),
+        )
+        return config
