@@ -12,7 +12,7 @@ These are the reference the QAT layers and tests are checked against:
 - BatchNormalization folding into the preceding layer, as the converter folds
   `x * inv + (beta - mean * inv)` with `inv = gamma / sqrt(var + eps)`.
 
-Rounding: TensorFlow's fake-quant rounds half up (`floor(v + 0.5)`), TFLite's runtime
+Rounding: TensorFlow's fake quant rounds half up (`floor(v + 0.5)`), TFLite's runtime
 quantization rounds half away from zero; both are here (`fake_quant`, `quantize`) because they
 differ only on exact ties.
 """
@@ -90,14 +90,20 @@ def activation_params(range_min, range_max):
 def fake_quant(x, range_min, range_max, narrow_range=False):
     """`FakeQuantWithMinMaxVars` (per-tensor, or per-channel on the last axis), bit for bit.
 
-    `clamp(x, nudged_min, nudged_max)` is rounded to the grid `nudged_min + k * scale` by
-    `floor((x - nudged_min) / scale + 0.5)` (half up), in float32.
+    As TensorFlow's kernel (`fake_quant_ops_functor.h`): with `inv = steps / (max - min)`
+    computed separately from `scale`, `zero = floor(-nudged_min * inv + 0.5)`, the output is
+    `(floor((clamp(x) - nudged_min) * inv - zero + 0.5)) * scale`: an integer number of steps
+    (rounded half up) times the scale, so real 0 stays exactly 0.
     """
     x = _f32(x)
-    nudged_min, nudged_max, scale, _ = nudge(range_min, range_max, narrow_range)
+    lo, hi = _f32(range_min), _f32(range_max)
+    nudged_min, nudged_max, scale, _ = nudge(lo, hi, narrow_range)
+    steps = _F32(_STEPS - (1 if narrow_range else 0))
+    inv_scale = _f32(steps / _f32(hi - lo))
+    zero = np.floor(_f32(-nudged_min * inv_scale) + _F32(0.5))
     clamped = np.minimum(np.maximum(x, nudged_min), nudged_max)
-    steps = np.floor(_f32((clamped - nudged_min) / scale) + _F32(0.5))
-    return _f32(_f32(steps * scale) + nudged_min)
+    shifted = _f32(clamped - nudged_min)
+    return _f32(np.floor(_f32(_f32(shifted * inv_scale) - zero) + _F32(0.5)) * scale)
 
 
 def weight_scales(kernel, channel_axis=-1):

@@ -77,6 +77,12 @@ class ActivationQuantizer(keras.layers.Layer):
         ema_decay: Decay of the moving average (`"ema"`). Defaults to `0.99`.
         fixed_range: `(min, max)` for `mode="fixed"`.
 
+    Call arguments:
+        inputs: The tensor to quantize.
+        training: Track (`"ema"`) or start (`"learned"`) the range from this batch.
+        track: `False` quantizes with the current range without tracking it: for a second
+            tensor that must share this one's scale (a standalone ReLU6). Defaults to `True`.
+
     Until a range is set by training or `tfdynhp.quantization.calibrate`, inference quantizes
     to TF-MOT's initial range `[-6, 6]`.
     """
@@ -130,22 +136,24 @@ class ActivationQuantizer(keras.layers.Layer):
             name="initialized",
         )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, track=True):
         if self._calibration is not None:
-            self._record(inputs)
+            if track:
+                self._record(inputs)
             return inputs
         if self.mode == "fixed":
             lo, hi = self.fixed_range
         else:
             lo, hi = self.range_min, self.range_max
-            if training:
+            if training and track:
                 lo, hi = self._update(inputs, lo, hi)
         lo, hi = usable_range(lo, hi)
         return keras.quantizers.fake_quant_with_min_max_vars(inputs, lo, hi, num_bits=8)
 
     def _update(self, inputs, lo, hi):
-        batch_lo = ops.stop_gradient(ops.cast(ops.min(inputs), "float32"))
-        batch_hi = ops.stop_gradient(ops.cast(ops.max(inputs), "float32"))
+        # As TF-MOT: each batch's range is widened to contain 0 before it is averaged.
+        batch_lo = ops.stop_gradient(ops.minimum(ops.cast(ops.min(inputs), "float32"), 0.0))
+        batch_hi = ops.stop_gradient(ops.maximum(ops.cast(ops.max(inputs), "float32"), 0.0))
         started = ops.greater(self.initialized, 0.0)
         if self.mode == "ema":
             decay = self.ema_decay

@@ -11,7 +11,9 @@ The model's graph is rebuilt node by node with the converter's rules:
   (`MEAN`), standalone ReLU/ReLU6; softmax and sigmoid outputs get the fixed range TFLite
   requires (scale 1/256, zero point -128), tanh scale 1/128, zero point 0;
 - max pooling, Flatten, Reshape, Dropout and `SelectFeatures` keep their input's scale (their
-  int8 kernels move values without rescaling), so no quantizer follows them.
+  int8 kernels move values without rescaling), so no quantizer follows them; a standalone
+  ReLU6 keeps it too (TFLite Micro's RELU6 kernel clamps without rescaling), so it reuses its
+  input's quantizer.
 
 Anything else is refused with the layer's name, rather than simulated wrongly.
 """
@@ -77,6 +79,18 @@ def _activation_of(layer):
         axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
         return "softmax" if axis in (-1, (-1,)) else "softmax_not_last_axis"
     return None
+
+
+def _scale_source(tensor, same_scale):
+    """The `ActivationQuantizer` that sets the int8 scale of a tensor of the new graph (through
+    ops that keep their input's scale), or `None`."""
+    while True:
+        operation = tensor._keras_history.operation
+        if isinstance(operation, ActivationQuantizer):
+            return operation
+        if not isinstance(operation, same_scale):
+            return None
+        tensor = operation._inbound_nodes[tensor._keras_history.node_index].input_tensors[0]
 
 
 def _maybe_strip(model):
@@ -262,9 +276,24 @@ def quantize_aware(
             if activation == "linear":
                 tensors[id(node.outputs[0])] = args[0]
                 continue
+            if isinstance(layer, keras.layers.Add) and len(args[0]) > 2:
+                # TFLite's ADD takes two inputs: a sum of n is n - 1 ADDs, each stored in int8.
+                outputs = args[0][0]
+                for i, term in enumerate(args[0][1:-1], start=1):
+                    partial = keras.layers.Add(name=names(f"{layer.name}_{i}"))
+                    outputs = quantizer(partial.name)(partial([outputs, term]))
+                args = ([outputs, args[0][-1]],)
             clone = _clone(layer)
             outputs = clone(*args, **kwargs)
             clones.append((clone, layer))
+            if activation == "relu6":
+                # TFLite Micro's standalone RELU6 clamps the int8 values without rescaling
+                # (its output must have its input's scale): share the input's quantizer.
+                source = _scale_source(args[0], same_scale)
+                if source is None:
+                    raise _unsupported(layer, ": its input has no int8 scale of its own")
+                tensors[id(node.outputs[0])] = source(outputs, track=False)
+                continue
             if isinstance(layer, keras.layers.Add):
                 fused = fused_activation(node)
                 if fused is not None:
