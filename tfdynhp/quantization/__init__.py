@@ -7,12 +7,18 @@
 - `calibrate(qat_model, x)`: ranges from data, as post-training calibration sets them;
 - `freeze(qat_model)`: the export form `tfdynhp.converters.to_int8_tflite` converts (it does
   so by itself when given a QAT model, without representative data);
+- `logits_model(qat_model)`: the same model without its final softmax, to compare logits;
 - `arithmetic`: the int8 arithmetic as pure NumPy functions;
 - layers `ActivationQuantizer`, `QuantizedLayer`.
 """
 
 from tfdynhp.quantization import arithmetic
-from tfdynhp.quantization.export import check_ranges_set, freeze, quantization_table
+from tfdynhp.quantization.export import (
+    check_ranges_set,
+    freeze,
+    logits_model,
+    quantization_table,
+)
 from tfdynhp.quantization.layers import ActivationQuantizer, QuantizedLayer
 from tfdynhp.quantization.wrap import calibrate, is_quantized_model, quantize_aware, quantizers
 
@@ -24,6 +30,7 @@ __all__ = [
     "check_ranges_set",
     "freeze",
     "is_quantized_model",
+    "logits_model",
     "quantization_table",
     "quantize_aware",
     "quantizers",

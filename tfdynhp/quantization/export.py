@@ -83,7 +83,7 @@ def freeze(model):
     return keras.Model(
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,
-        name=model.name.removesuffix("_qat") + "_int8_export",
+        name=model.name.removesuffix("_qat"),
     )
 
 
@@ -91,3 +91,32 @@ def quantization_table(model):
     """`[(quantizer name, scale, zero_point, (min, max))]` of a quantization-aware model: the
     int8 parameters its export gives each quantized tensor, in graph order."""
     return [(q.name, *q.quantization_params(), q.quantized_range()) for q in quantizers(model)]
+
+
+def logits_model(model):
+    """The quantization-aware model up to its logits: without a final softmax (or sigmoid) and
+    its fixed-range quantizer. Its int8 export is the full model's file without the last op,
+    so the logits of the int8 model can be compared with the simulation (e.g. "within one
+    quantization step"), and deployed when the application takes the argmax anyway.
+
+    Raises:
+        ValueError: If `model` is not quantization-aware or does not end in a softmax or
+            sigmoid followed by its fixed-range quantizer.
+    """
+    if not is_quantized_model(model):
+        raise ValueError(
+            f"Model '{model.name}' is not quantization-aware. Build one with "
+            "`tfdynhp.quantize_aware(model)`."
+        )
+    last = model.outputs[0]._keras_history.operation if len(model.outputs) == 1 else None
+    activation = None
+    if isinstance(last, ActivationQuantizer) and last.mode == "fixed":
+        activation = last._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    name = getattr(getattr(activation, "activation", None), "__name__", None)
+    if name not in ("softmax", "sigmoid"):
+        raise ValueError(
+            f"Model '{model.name}' does not end in a softmax or sigmoid with its fixed int8 "
+            "range; its outputs are already the logits."
+        )
+    logits = activation._inbound_nodes[0].input_tensors[0]
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
