@@ -35,18 +35,18 @@ sys.path.insert(0, ROOT)
 
 import keras
 import numpy as np
+from tfdynhp.converters.int8_check import compare_with_simulation
 
 import tfdynhp
 from tfdynhp import converters, inputs, training
-from tfdynhp.converters.int8_check import compare_with_simulation
 
 
 def _options(args, row):
-    options = dict(dataset="fashion-mnist", arch="lenet5", epochs=args.epochs,
-                   limit_train=args.limit_train, seed=args.seed)
+    options = {"dataset": "fashion-mnist", "arch": "lenet5", "epochs": args.epochs,
+               "limit_train": args.limit_train, "seed": args.seed}
     if row == "dense":
-        return dict(options, mode="dense")
-    return dict(options, mode="dynhp", target=args.target, budget=args.budget)
+        return {**options, "mode": "dense"}
+    return {**options, "mode": "dynhp", "target": args.target, "budget": args.budget}
 
 
 def _int8_accuracy(tflite, x, y):
@@ -71,20 +71,22 @@ def _fine_tune(model, x, y, args):
 def run_row(row, args):
     options = _options(args, row)
     config = training.RunConfig(**options).resolve()
-    (x_train, y_train), _, (x_test, y_test) = training.prepare_data(config)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = training.prepare_data(config)
     result = training.train(verbose=0, **options)
     model = result.stripped
     shape = model.inputs[0].shape[1:]
     x_train = inputs.shape_for(x_train, shape, "the training data")
     x_test = inputs.shape_for(x_test, shape, "the test data")
+    x_val = inputs.shape_for(x_val, shape, "the validation data")
     calibration = inputs.representative_subset(x_train, seed=args.seed)
 
     ptq = converters.to_int8_tflite(model, calibration)
     out = {
-        "row": row, "params": int(model.count_params()), "n_train": int(len(x_train)),
-        "n_test": int(len(x_test)), "train_wall_s": result.summary["wall_time_s"],
+        "row": row, "params": int(model.count_params()), "n_train": len(x_train),
+        "n_test": len(x_test), "train_wall_s": result.summary["wall_time_s"],
         "float_accuracy": _float_accuracy(model, x_test, y_test),
         "ptq_accuracy": _int8_accuracy(ptq, x_test, y_test),
+        "float_val_accuracy": _float_accuracy(model, x_val, y_val),
         "ptq_tflite_bytes": len(ptq),
     }
 
@@ -92,6 +94,7 @@ def run_row(row, args):
     out["qat_start_accuracy"] = _float_accuracy(qat, x_test, y_test)  # simulated, = PTQ
     out["qat_wall_s"] = _fine_tune(qat, x_train, y_train, args)
     out["qat_simulated_accuracy"] = _float_accuracy(qat, x_test, y_test)
+    out["qat_val_accuracy"] = _float_accuracy(qat, x_val, y_val)  # simulated int8
     qat_tflite = converters.to_int8_tflite(qat)
     out["qat_accuracy"] = _int8_accuracy(qat_tflite, x_test, y_test)
     out["qat_tflite_bytes"] = len(qat_tflite)
@@ -113,6 +116,7 @@ def run_row(row, args):
     control = tfdynhp.gating.copy_model(model)
     out["float_ft_wall_s"] = _fine_tune(control, x_train, y_train, args)
     out["float_ft_accuracy"] = _float_accuracy(control, x_test, y_test)
+    out["float_ft_val_accuracy"] = _float_accuracy(control, x_val, y_val)
     out["ptq_ft_accuracy"] = _int8_accuracy(
         converters.to_int8_tflite(control, calibration), x_test, y_test
     )
@@ -127,17 +131,25 @@ def write_markdown(path, command, args, rows, total):
     lines = [
         f"Command: `{command}`",
         "",
-        f"Fashion-MNIST, LeNet-5, {rows[0]['n_train']:,} training examples (after the 10% "
-        f"validation split), {rows[0]['n_test']:,} test examples, seed {args.seed}; "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Keras "
-        f"{keras.__version__}; total {total:.0f} s.",
-        f"QAT and the float control: {args.qat_epochs} epochs, Adam lr {args.qat_lr}, batch "
-        f"{args.qat_batch_size}. Accuracies on the test set (int8: LiteRT, batch 1).",
+        (
+            f"Fashion-MNIST, LeNet-5, {rows[0]['n_train']:,} training examples (after the 10% "
+            f"validation split), {rows[0]['n_test']:,} test examples, seed {args.seed}; "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Keras "
+            f"{keras.__version__}; total {total:.0f} s."
+        ),
+        (
+            f"QAT and the float control: {args.qat_epochs} epochs, Adam lr {args.qat_lr}, "
+            f"batch {args.qat_batch_size}. Accuracies on the test set (int8: LiteRT, batch 1); "
+            "the last column on the validation split (compare settings there, not on the test "
+            "set)."
+        ),
         "",
-        "| row | params | float % | PTQ int8 % | QAT int8 % | QAT - float | QAT - PTQ | "
-        "float+ft % | PTQ+ft int8 % | QAT - float+ft | QAT - PTQ+ft | QAT start (sim) % | "
-        "int8 B (PTQ / QAT) |",
-        "|" + " --- |" * 13,
+        (
+            "| row | params | float % | PTQ int8 % | QAT int8 % | QAT - float | QAT - PTQ | "
+            "float+ft % | PTQ+ft int8 % | QAT - float+ft | QAT - PTQ+ft | QAT start (sim) % | "
+            "int8 B (PTQ / QAT) | val %: float / float+ft / QAT (sim) |"
+        ),
+        "|" + " --- |" * 14,
     ]
     for r in rows:
         lines.append(
@@ -149,17 +161,22 @@ def write_markdown(path, command, args, rows, total):
             f"{100 * (r['qat_accuracy'] - r['float_ft_accuracy']):+.2f} | "
             f"{100 * (r['qat_accuracy'] - r['ptq_ft_accuracy']):+.2f} | "
             f"{_pct(r['qat_start_accuracy'])} | {r['ptq_tflite_bytes']:,} / "
-            f"{r['qat_tflite_bytes']:,} |"
+            f"{r['qat_tflite_bytes']:,} | {_pct(r['float_val_accuracy'])} / "
+            f"{_pct(r['float_ft_val_accuracy'])} / {_pct(r['qat_val_accuracy'])} |"
         )
     lines += [
         "",
-        "Agreement of the QAT int8 file with the QAT model's simulation (LiteRT: whole test "
-        "set; TFLite Micro: first n test examples). Softmax outputs, and logits (the same "
-        "model without its softmax, `tfdynhp.quantization.logits_model`). Steps are the "
-        "output tensor's quantization steps.",
+        (
+            "Agreement of the QAT int8 file with the QAT model's simulation (LiteRT: whole "
+            "test set; TFLite Micro: first n test examples). Softmax outputs, and logits (the "
+            "same model without its softmax, `tfdynhp.quantization.logits_model`). Steps are "
+            "the output tensor's quantization steps."
+        ),
         "",
-        "| row | output | runtime | n | argmax agreement % | within 1 step % | exact % | "
-        "max steps |",
+        (
+            "| row | output | runtime | n | argmax agreement % | within 1 step % | exact % | "
+            "max steps |"
+        ),
         "|" + " --- |" * 8,
     ]
     for r in rows:

@@ -121,7 +121,7 @@ def compare_with_simulation(tflite_bytes, simulated, x, runtime="litert", arena_
     flat_sim = expected.reshape(len(expected), -1)
     return {
         "runtime": runtime,
-        "num_samples": int(len(outputs)),
+        "num_samples": len(outputs),
         "argmax_agreement": float(np.mean(np.argmax(flat_out, 1) == np.argmax(flat_sim, 1))),
         "within_one_step": float(np.mean(steps <= 1)),
         "exact": float(np.mean(steps == 0)),

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 from tfdynhp.callbacks import DynHPCallback
+from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
 
 import tfdynhp
 from tfdynhp import converters
-from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
 
 pytestmark = pytest.mark.slow
 

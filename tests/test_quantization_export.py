@@ -5,10 +5,10 @@ data, and LiteRT / TFLite Micro outputs that match the simulation."""
 import keras
 import numpy as np
 import pytest
+from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
 
 import tfdynhp
 from tfdynhp import converters
-from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
 from tfdynhp.quantization import quantization_table
 
 pytestmark = pytest.mark.slow

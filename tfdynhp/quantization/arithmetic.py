@@ -79,8 +79,8 @@ def activation_params(range_min, range_max):
 
     Example:
 
-    >>> activation_params(-1.28, 1.27)  # scale 0.01, zero point 0
-    (0.01, 0)
+    >>> activation_params(-1.28, 1.27)  # scale 2.55 / 255, zero point 0
+    (0.009999999776482582, 0)
     """
     lo, hi = widen_to_zero(range_min, range_max)
     _, _, scale, zero_point = nudge(lo, hi)

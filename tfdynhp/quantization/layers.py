@@ -209,10 +209,10 @@ class ActivationQuantizer(keras.layers.Layer):
 
 
 def check_quantizable(layer):
-    """Raises a `ValueError` if `QuantizedLayer` cannot wrap `layer`."""
+    """Raises a `TypeError` / `ValueError` if `QuantizedLayer` cannot wrap `layer`."""
     if not isinstance(layer, QUANTIZABLE_LAYERS):
         names = ", ".join(cls.__name__ for cls in QUANTIZABLE_LAYERS)
-        raise ValueError(
+        raise TypeError(
             f"QuantizedLayer wraps {names}. Received: {type(layer).__name__} '{layer.name}'."
         )
     activation = activation_name(getattr(layer, "activation", None))
