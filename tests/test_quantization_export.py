@@ -91,15 +91,21 @@ def _conv1d(rng):
     return keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid")(x))
 
 
-@pytest.mark.parametrize("build", [_residual, _conv1d], ids=["add-gap-unfused", "conv1d-sigmoid"])
-def test_qat_export_matches_the_simulation_in_litert_and_tflm(build):
+@pytest.mark.parametrize(
+    "build, ranges",
+    [(_residual, "ema"), (_conv1d, "learned")],
+    ids=["add-gap-unfused-ema", "conv1d-sigmoid-learned"],
+)
+def test_qat_export_matches_the_simulation_in_litert_and_tflm(build, ranges):
     rng = np.random.default_rng(1)
     model = build(rng)
     shape = model.inputs[0].shape[1:]
     x = rng.normal(size=(200, *shape)).astype("f")
-    qat = tfdynhp.quantize_aware(model, calibration_data=x[:100])
+    qat = tfdynhp.quantize_aware(model, calibration_data=x[:100], ranges=ranges)
+    before = quantization_table(qat)
     qat.compile(keras.optimizers.SGD(1e-3), "mse")
     qat.fit(x[:100], qat.predict(x[:100], verbose=0) * 0.9, epochs=1, batch_size=25, verbose=0)
+    assert quantization_table(qat) != before  # the ranges moved in training
     tflite = converters.to_int8_tflite(qat)
     info = converters.read_model_info(tflite)
     assert info.float_ops == () and info.inputs[0].dtype == "int8"
