@@ -118,7 +118,7 @@ def test_qat_export_matches_the_simulation_in_litert_and_tflm(build, ranges):
         assert result["max_steps"] <= 2, result
 
 
-def test_representative_data_is_required_only_for_a_float_model():
+def test_representative_data_is_required_only_for_a_float_model(tmp_path):
     rng = np.random.default_rng(0)
     model = _small_cnn(rng)
     with pytest.raises(ValueError, match="`representative_data` is required"):
@@ -130,3 +130,7 @@ def test_representative_data_is_required_only_for_a_float_model():
     tfdynhp.quantization.calibrate(qat, x)
     with pytest.raises(ValueError, match="must have shape"):
         converters.to_int8_tflite(qat, x[:, :5])
+    # A deployment bundle takes the QAT model too: its samples are only bundled.
+    files = converters.export(qat, "pi", tmp_path / "pi", x)
+    with open(files["model"], "rb") as f:
+        assert f.read() == converters.to_int8_tflite(qat)

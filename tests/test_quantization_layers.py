@@ -204,3 +204,18 @@ def test_a_sequential_model_and_a_gated_model_are_accepted():
     qat = tfdynhp.quantize_aware(gated)  # stripped first, as to_int8_tflite does
     assert not tfdynhp.is_gated_model(qat)
     assert any(type(layer).__name__ == "SelectFeatures" for layer in qat.layers)
+
+
+def test_logits_model_drops_the_final_softmax_and_its_fixed_quantizer():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 8, 8, 3)).astype("f")
+    qat = tfdynhp.quantize_aware(_residual_model(), calibration_data=x)
+    logits = tfdynhp.quantization.logits_model(qat)
+    assert logits.output._keras_history.operation.name == "head_quantizer"
+    probabilities = arithmetic.fake_quant(
+        keras.ops.convert_to_numpy(keras.ops.softmax(logits.predict(x, verbose=0))),
+        0.0, 255 / 256,
+    )
+    np.testing.assert_allclose(probabilities, qat.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="already the logits"):
+        tfdynhp.quantization.logits_model(logits)
