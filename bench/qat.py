@@ -38,7 +38,9 @@ import numpy as np
 from tfdynhp.converters.int8_check import compare_with_simulation
 
 import tfdynhp
-from tfdynhp import converters, inputs, training
+from tfdynhp import converters, training
+from tfdynhp.datasets import shaping as inputs
+from tfdynhp.model.gating import copy_model
 
 
 def _options(args, row):
@@ -113,7 +115,7 @@ def run_row(row, args):
         logits_tflite, simulated[:n], x_test[:n], "tflm"
     )
 
-    control = tfdynhp.gating.copy_model(model)
+    control = copy_model(model)
     out["float_ft_wall_s"] = _fine_tune(control, x_train, y_train, args)
     out["float_ft_accuracy"] = _float_accuracy(control, x_test, y_test)
     out["float_ft_val_accuracy"] = _float_accuracy(control, x_val, y_val)

@@ -10,9 +10,9 @@ values the QAT model used. Inference outputs of the frozen model equal the QAT m
 
 import keras
 
+from tfdynhp.graph.nodes import functional_of, graph_nodes
 from tfdynhp.quantization.layers import ActivationQuantizer, QuantizedLayer
 from tfdynhp.quantization.wrap import is_quantized_model, quantizers
-from tfdynhp.graph.nodes import functional_of, graph_nodes
 
 
 def _clone(layer, **overrides):

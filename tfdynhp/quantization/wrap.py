@@ -21,6 +21,7 @@ Anything else is refused with the layer's name, rather than simulated wrongly.
 import keras
 import numpy as np
 
+from tfdynhp.graph.nodes import functional_of, graph_nodes
 from tfdynhp.quantization.layers import (
     FUSABLE_ACTIVATIONS,
     QUANTIZABLE_LAYERS,
@@ -30,7 +31,6 @@ from tfdynhp.quantization.layers import (
     activation_name,
     check_foldable,
 )
-from tfdynhp.graph.nodes import functional_of, graph_nodes
 
 RANGES = ("ema", "learned")
 # Output ranges TFLite fixes for these activations (int8): scale 1/256 zero point -128, and
