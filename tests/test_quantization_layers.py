@@ -107,8 +107,10 @@ def test_graph_rules_fold_fuse_and_place_quantizers_where_tflite_stores_tensors(
     }
     wrapped = {layer.name: layer for layer in qat.layers if isinstance(layer, QuantizedLayer)}
     assert wrapped["quant_conv_a"].batch_norm is not None
-    assert wrapped["quant_conv_a"].layer.activation.__name__ == "relu"
-    assert wrapped["quant_conv_c"].layer.activation.__name__ == "linear"
+    assert wrapped["quant_conv_a"].activation_name == "relu"  # fused after the folded bias
+    assert wrapped["quant_conv_a"].layer.activation.__name__ == "linear"
+    assert wrapped["quant_conv_b"].activation_name == "relu"  # its own activation, fused
+    assert wrapped["quant_conv_c"].activation_name == "linear"
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in qat.layers)
     shared = qat.get_layer("conv_c_quantizer")
     assert len(shared._inbound_nodes) == 2 and shared._inbound_nodes[1].arguments.kwargs == {

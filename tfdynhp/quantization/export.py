@@ -5,7 +5,8 @@ already on its per-channel int8 grid and the folded bias; each `ActivationQuanti
 fixed-range one (a `FakeQuantWithMinMaxVars` op with constant min/max). The TFLite converter
 reads those ops as the quantization parameters of the tensors (no representative data set),
 and re-quantizes the kernels per channel with `max|w| / 127`, which lands exactly on the
-values the QAT model used. Inference outputs of the frozen model equal the QAT model's.
+values the QAT model used. Inference outputs of the frozen model equal the QAT model's (up
+to ties of the int8 average of an average pooling, which the int8 file rounds as simulated).
 """
 
 import keras
@@ -17,6 +18,33 @@ from tfdynhp.quantization.wrap import is_quantized_model, quantizers
 
 def _clone(layer, **overrides):
     return layer.__class__.from_config({**layer.get_config(), **overrides})
+
+
+def _stock_layer(layer):
+    """`(layer, set_weights(layer))`: the stock layer a `QuantizedLayer` exports as, with its
+    fused activation, and the function giving it the folded kernel (on its int8 grid) and
+    bias once built."""
+    inner, spec = layer.layer, layer.spec
+    config = inner.get_config()
+    overrides = {"name": inner.name}
+    if layer.activation_name != "linear":
+        overrides["activation"] = layer.activation_name
+    if "use_bias" in config and layer.batch_norm is not None:
+        overrides["use_bias"] = True
+    new = _clone(inner, **overrides)
+    kernel, bias = layer.export_weights()
+
+    def set_weights(new):
+        values = {v.name: v for v in inner.weights}
+        for variable in new.weights:
+            if variable.name in values:
+                variable.assign(values[variable.name])
+        getattr(new, spec.kernel).assign(kernel)
+        target = getattr(new, spec.bias, None)
+        if target is not None:
+            target.assign(bias)
+
+    return new, set_weights
 
 
 def check_ranges_set(model):
@@ -55,10 +83,14 @@ def freeze(model):
         for t in graph_model.inputs
     ]
     tensors = {id(old): new for old, new in zip(graph_model.inputs, inputs)}
-    made = {}  # id(old layer) -> (new layer, weights or None); shared layers stay shared
+    made = {}  # id(old layer) -> (new layer, weights); shared layers stay shared
     for node in graph_nodes(model):
         layer = node.operation
         args, kwargs = node.arguments.fill_in(tensors)
+        if isinstance(layer, ActivationQuantizer) and kwargs.get("integer") == "encode":
+            # The int8 values of an average: the converter averages the int8 tensor itself.
+            tensors[id(node.outputs[0])] = args[0]
+            continue
         if id(layer) not in made:
             if isinstance(layer, ActivationQuantizer):
                 new = ActivationQuantizer(
@@ -66,18 +98,22 @@ def freeze(model):
                 )
                 weights = None
             elif isinstance(layer, QuantizedLayer):
-                new = _clone(layer.layer, name=layer.layer.name, use_bias=True)
-                weights = list(layer.export_weights())
+                new, weights = _stock_layer(layer)
             else:
                 new = _clone(layer)
                 weights = layer.get_weights()
             made[id(layer)] = (new, weights)
         new, _ = made[id(layer)]
-        outputs = new(*args, **kwargs)
+        if isinstance(layer, ActivationQuantizer):
+            outputs = new(args[0])  # a FakeQuant op with the range, whatever the call did
+        else:
+            outputs = new(*args, **kwargs)
         for old, out in zip(node.outputs, keras.tree.flatten(outputs)):
             tensors[id(old)] = out
     for new, weights in made.values():
-        if weights:
+        if callable(weights):
+            weights(new)
+        elif weights:
             new.set_weights(weights)
     outputs = [tensors[id(t)] for t in graph_model.outputs]
     return keras.Model(

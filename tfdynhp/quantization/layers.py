@@ -3,11 +3,17 @@
 - `ActivationQuantizer`: fake-quantizes a tensor to per-tensor asymmetric int8 with a range that
   is tracked (exponential moving average of the batch min/max, as TF-MOT does), learned
   (trainable min/max, gradients of TensorFlow's FakeQuant op), or fixed (softmax, sigmoid,
-  tanh outputs, whose int8 range TFLite fixes; and every range of an exported model).
-- `QuantizedLayer`: a Dense, Conv1D, Conv2D or DepthwiseConv2D with the BatchNormalization that
-  follows it folded in (moving statistics, as the converter folds it) and its kernel
-  fake-quantized per output channel, symmetric, narrow range `[-127, 127]`; a ReLU or ReLU6
-  activation stays fused, as the converter fuses it.
+  tanh outputs, whose int8 range TFLite fixes; and every range of an exported model). Called
+  again with `track=False` it puts another tensor on the same grid (a ReLU6), and with
+  `integer="encode"` / `"decode"` it brackets an average computed on the int8 values
+  (TFLite's AVERAGE_POOL_2D: same scale, integer average rounded half away from zero).
+- `QuantizedLayer`: a layer whose layer type quantizes a kernel per channel
+  (`tfdynhp.layer_types`, `quantization="kernel"`: Dense, Conv1D, Conv2D, DepthwiseConv2D, or a
+  user's registered layer), with the BatchNormalization that follows it folded in (moving
+  statistics, as the converter folds it) and its kernel fake-quantized per output channel,
+  symmetric, narrow range `[-127, 127]`; a ReLU or ReLU6 activation stays fused, as the
+  converter fuses it. The layer itself computes, with its kernel and bias replaced by the
+  quantized, folded values.
 
 Both pass gradients straight through the rounding (TensorFlow's FakeQuant gradients: identity
 inside the range, zero outside).
@@ -17,15 +23,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfdynhp.layer_types import KERNEL, quantization_of
+from tfdynhp.layer_types.kernel_layers import FUSED_ACTIVATIONS
 from tfdynhp.quantization import arithmetic
 
-QUANTIZABLE_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-)
-FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
+# What a layer quantized per channel may compute after its bias: TFLite's fused activations.
+FUSABLE_ACTIVATIONS = ("linear", *(f.__name__ for f in FUSED_ACTIVATIONS))
+INTEGER_MODES = (None, "encode", "decode")
 RANGE_MODES = ("ema", "learned", "fixed")
 # TF-MOT's initial activation range, used until the first training batch (or calibration).
 INITIAL_RANGE = (-6.0, 6.0)
@@ -48,6 +52,19 @@ def usable_range(range_min, range_max):
     lo = ops.minimum(range_min, 0.0)
     hi = ops.maximum(ops.maximum(range_max, 0.0), lo + MIN_ACTIVATION_RANGE)
     return lo, hi
+
+
+def round_half_away_from_zero(x):
+    """TFLite's rounding (`TfLiteRound`, and its integer average) on tensors."""
+    return ops.sign(x) * ops.floor(ops.abs(x) + 0.5)
+
+
+def grid(lo, hi):
+    """`(scale, zero_point)` of int8 range `[lo, hi]` (already containing 0) as tensors, nudged
+    as `arithmetic.nudge` (zero point in `[-128, 127]`)."""
+    scale = (hi - lo) / float(arithmetic.INT8_MAX - arithmetic.INT8_MIN)
+    zero_point = ops.clip(round_half_away_from_zero(-lo / scale), 0.0, 255.0)
+    return scale, zero_point + float(arithmetic.INT8_MIN)
 
 
 class RangeRecorder:
@@ -82,6 +99,10 @@ class ActivationQuantizer(keras.layers.Layer):
         training: Track (`"ema"`) or start (`"learned"`) the range from this batch.
         track: `False` quantizes with the current range without tracking it: for a second
             tensor that must share this one's scale (a standalone ReLU6). Defaults to `True`.
+        integer: `"encode"` returns the int8 values `x / scale + zero_point` of a tensor on
+            this grid, `"decode"` rounds values half away from zero to int8 and maps them back
+            (`(q - zero_point) * scale`): around an average of int8 values they give TFLite's
+            integer average (AVERAGE_POOL_2D). Neither tracks. Defaults to `None`.
 
     Until a range is set by training or `tfdynhp.quantization.calibrate`, inference quantizes
     to TF-MOT's initial range `[-6, 6]`.
@@ -136,7 +157,10 @@ class ActivationQuantizer(keras.layers.Layer):
             name="initialized",
         )
 
-    def call(self, inputs, training=None, track=True):
+    def call(self, inputs, training=None, track=True, integer=None):
+        if integer not in INTEGER_MODES:
+            raise ValueError(f"`integer` must be one of {INTEGER_MODES}. Received: {integer!r}")
+        track = track and integer is None
         if self._calibration is not None:
             if track:
                 self._record(inputs)
@@ -148,7 +172,21 @@ class ActivationQuantizer(keras.layers.Layer):
             if training and track:
                 lo, hi = self._update(inputs, lo, hi)
         lo, hi = usable_range(lo, hi)
+        if integer is not None:
+            return self._integer(inputs, lo, hi, integer)
         return keras.quantizers.fake_quant_with_min_max_vars(inputs, lo, hi, num_bits=8)
+
+    def _integer(self, inputs, lo, hi, integer):
+        """int8 values of `inputs` (`"encode"`), or `inputs` rounded as int8 values and mapped
+        back (`"decode"`); straight-through gradients."""
+        scale, zero_point = grid(ops.stop_gradient(lo), ops.stop_gradient(hi))
+        if integer == "encode":
+            values = ops.divide(inputs, scale) + zero_point
+            return values + ops.stop_gradient(ops.round(values) - values)
+        rounded = ops.clip(round_half_away_from_zero(inputs), arithmetic.INT8_MIN,
+                           arithmetic.INT8_MAX)
+        values = ops.multiply(inputs - zero_point, scale)
+        return values + ops.stop_gradient(ops.multiply(rounded - zero_point, scale) - values)
 
     def _update(self, inputs, lo, hi):
         # As TF-MOT: each batch's range is widened to contain 0 before it is averaged.
@@ -208,35 +246,21 @@ class ActivationQuantizer(keras.layers.Layer):
         return config
 
 
-def check_quantizable(layer):
-    """Raises a `TypeError` / `ValueError` if `QuantizedLayer` cannot wrap `layer`."""
-    if not isinstance(layer, QUANTIZABLE_LAYERS):
-        names = ", ".join(cls.__name__ for cls in QUANTIZABLE_LAYERS)
+def kernel_quantization(layer):
+    """The layer type's `Quantization` of a layer `QuantizedLayer` can wrap (kind `"kernel"`);
+    raises a `TypeError` naming the layer otherwise."""
+    spec = quantization_of(layer)
+    if spec is None or spec.kind != KERNEL:
+        why = f" ({spec.reason})" if spec is not None and spec.reason else ""
         raise TypeError(
-            f"QuantizedLayer wraps {names}. Received: {type(layer).__name__} '{layer.name}'."
+            "QuantizedLayer wraps layers whose layer type quantizes a kernel per channel "
+            "(`quantization='kernel'` in tfdynhp.layer_types: Dense, Conv1D, Conv2D, "
+            f"DepthwiseConv2D, or a registered layer). Received: {type(layer).__name__} "
+            f"'{layer.name}'{why}."
         )
-    activation = activation_name(getattr(layer, "activation", None))
-    if activation not in FUSABLE_ACTIVATIONS:
-        raise ValueError(
-            f"Layer '{layer.name}' has activation '{activation}', which the converter does not "
-            f"fuse. Expected one of {FUSABLE_ACTIVATIONS}; put other activations in their own "
-            "layer (`quantize_aware` does this)."
-        )
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise ValueError(
-            f"Layer '{layer.name}' uses data_format='channels_first'; TFLite kernels are "
-            "channels-last. Rebuild the model with data_format='channels_last'."
-        )
-    if getattr(layer, "groups", 1) != 1:
-        raise ValueError(
-            f"Layer '{layer.name}' is a grouped convolution (groups={layer.groups}), which "
-            "TFLite Micro has no int8 kernel for. Use groups=1 or a DepthwiseConv2D."
-        )
-    if getattr(layer, "quantization_mode", None):
-        raise ValueError(
-            f"Layer '{layer.name}' is already quantized by Keras "
-            f"(quantization_mode={layer.quantization_mode!r}). Pass the float model."
-        )
+    if getattr(layer, "lora_enabled", False):
+        raise ValueError(f"Layer '{layer.name}' has LoRA enabled; merge it first.")
+    return spec
 
 
 def check_foldable(batch_norm, layer, rank):
@@ -255,37 +279,64 @@ def check_foldable(batch_norm, layer, rank):
             "activation, so it cannot be folded into it (the converter cannot either). Put the "
             "activation after the BatchNormalization."
         )
+    spec = kernel_quantization(layer)
+    if getattr(layer, spec.bias, None) is None and "use_bias" not in layer.get_config():
+        raise ValueError(
+            f"BatchNormalization '{batch_norm.name}' folds into '{layer.name}' as a bias, but "
+            f"'{layer.name}' has no `{spec.bias}` and no `use_bias` option. Give it a bias."
+        )
 
 
 @keras.saving.register_keras_serializable("tfdynhp")
 class QuantizedLayer(keras.layers.Layer):
-    """A Dense/Conv1D/Conv2D/DepthwiseConv2D layer, with an optional BatchNormalization folded
-    in, whose kernel is fake-quantized per output channel to symmetric int8 `[-127, 127]`.
+    """A layer quantized per output channel (its layer type says `quantization="kernel"`:
+    Dense, Conv1D, Conv2D, DepthwiseConv2D, or a registered layer), with an optional
+    BatchNormalization folded in, whose kernel is fake-quantized per output channel to
+    symmetric int8 `[-127, 127]`.
 
-    The forward pass is what the int8 TFLite model computes (up to integer rounding):
-    `activation(op(x, fq(kernel * inv)) + bias * inv + beta - mean * inv)` with
-    `inv = gamma / sqrt(moving_variance + epsilon)`. The BatchNormalization statistics are
-    frozen (its moving mean and variance are used in training too, so training and the
-    exported model fold the same way); `gamma`, `beta`, the kernel and the bias train. The
-    weight range of each channel is its current `max|w|` (no gradient through the range).
+    The forward pass is what the int8 TFLite model computes (up to integer rounding): the
+    layer, called with `kernel' = fq(kernel * inv)` and `bias' = bias * inv + beta - mean * inv`
+    (`inv = gamma / sqrt(moving_variance + epsilon)`), then `activation`. The
+    BatchNormalization statistics are frozen (its moving mean and variance are used in
+    training too, so training and the exported model fold the same way); `gamma`, `beta`,
+    the kernel and the bias train. The weight range of each channel is its current `max|w|`
+    (no gradient through the range).
 
     Args:
-        layer: The layer (or its `keras.layers.serialize` config). Its activation must be
-            `"linear"`, `"relu"` or `"relu6"`; it is applied after the folded bias.
+        layer: The layer (or its `keras.layers.serialize` config). Its own activation must be
+            `"linear"`, `"relu"` or `"relu6"` (only `"linear"` with a BatchNormalization or
+            a fused `activation`).
         batch_norm: A BatchNormalization on the layer's output channels (or its config), or
             `None`.
+        activation: The activation fused after the folded bias: `"linear"`, `"relu"` or
+            `"relu6"`. Defaults to `"linear"`.
     """
 
-    def __init__(self, layer, batch_norm=None, **kwargs):
+    def __init__(self, layer, batch_norm=None, activation="linear", **kwargs):
         super().__init__(**kwargs)
         if isinstance(layer, dict):
             layer = keras.layers.deserialize(layer)
         if isinstance(batch_norm, dict):
             batch_norm = keras.layers.deserialize(batch_norm)
-        check_quantizable(layer)
+        self.spec = kernel_quantization(layer)
+        activation = activation_name(activation)
+        own = activation_name(getattr(layer, "activation", None))
+        for name in (activation, own):
+            if name not in FUSABLE_ACTIVATIONS:
+                raise ValueError(
+                    f"Layer '{layer.name}' would compute activation '{name}', which the "
+                    f"converter does not fuse. Expected one of {FUSABLE_ACTIVATIONS}; put other "
+                    "activations in their own layer (`quantize_aware` does this)."
+                )
+        if own != "linear" and (batch_norm is not None or activation != "linear"):
+            raise ValueError(
+                f"Layer '{layer.name}' has activation '{own}': nothing can be folded or fused "
+                "after it. Give it a linear activation."
+            )
         self.layer = layer
         self.batch_norm = batch_norm
-        self.depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        self.activation_name = activation
+        self.activation = keras.activations.get(activation)
         self._calibration = None
 
     def build(self, input_shape):
@@ -293,37 +344,53 @@ class QuantizedLayer(keras.layers.Layer):
             self.layer.build(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
+        self.kernel_variable()  # fails early on a layer without its kernel
+
+    def kernel_variable(self):
+        variable = getattr(self.layer, self.spec.kernel, None)
+        if not isinstance(variable, keras.Variable):
+            raise TypeError(
+                f"Layer '{self.layer.name}' has no variable `{self.spec.kernel}` (its layer "
+                f"type's quantization says the kernel is there). Received: {variable!r}"
+            )
+        return variable
+
+    def bias_variable(self):
+        variable = getattr(self.layer, self.spec.bias, None)
+        return variable if isinstance(variable, keras.Variable) else None
 
     def folded_weights(self):
         """`(kernel, bias)` with the BatchNormalization folded in (float, not quantized)."""
-        kernel = ops.convert_to_tensor(self.layer.kernel)
-        channels = kernel.shape[-1] * (kernel.shape[-2] if self.depthwise else 1)
-        bias = self.layer.bias if self.layer.use_bias else ops.zeros((channels,), kernel.dtype)
+        kernel = ops.convert_to_tensor(self.kernel_variable())
+        channel_shape = tuple(kernel.shape[-self.spec.channel_axes:])
+        channels = int(np.prod(channel_shape))
+        bias = self.bias_variable()
+        bias = ops.zeros((channels,), kernel.dtype) if bias is None else (
+            ops.convert_to_tensor(bias))
         bn = self.batch_norm
         if bn is None:
-            return kernel, ops.convert_to_tensor(bias)
+            return kernel, bias
         inv = ops.rsqrt(ops.add(bn.moving_variance, bn.epsilon))
         if bn.scale:
             inv = ops.multiply(inv, bn.gamma)
         beta = bn.beta if bn.center else ops.zeros((channels,), kernel.dtype)
-        scale = ops.reshape(inv, kernel.shape[-2:]) if self.depthwise else inv
-        kernel = ops.multiply(kernel, scale)
+        kernel = ops.multiply(kernel, ops.reshape(inv, channel_shape))
         bias = ops.add(ops.multiply(bias, inv), ops.subtract(beta, ops.multiply(bn.moving_mean, inv)))
         return kernel, bias
 
     def quantized_kernel(self, kernel):
         """Per-channel symmetric narrow-range fake quantization of a (folded) kernel."""
-        shape = kernel.shape
-        flat = ops.reshape(kernel, tuple(shape[:-2]) + (shape[-2] * shape[-1],)) if (
-            self.depthwise
-        ) else kernel
-        axes = tuple(range(len(flat.shape) - 1))
-        amax = ops.stop_gradient(ops.max(ops.abs(flat), axis=axes))
+        shape = tuple(kernel.shape)
+        axes = self.spec.channel_axes
+        flat = ops.reshape(kernel, shape[:-axes] + (int(np.prod(shape[-axes:])),)) if (
+            axes > 1) else kernel
+        reduce = tuple(range(len(flat.shape) - 1))
+        amax = ops.stop_gradient(ops.max(ops.abs(flat), axis=reduce))
         amax = ops.maximum(amax, arithmetic.MIN_WEIGHT_RANGE)
         quantized = keras.quantizers.fake_quant_with_min_max_vars(
             flat, -amax, amax, num_bits=8, narrow_range=True, axis=-1
         )
-        return ops.reshape(quantized, shape) if self.depthwise else quantized
+        return ops.reshape(quantized, shape) if axes > 1 else quantized
 
     def export_weights(self):
         """NumPy `(kernel, bias)` of the exported layer: folded, kernel on its int8 grid."""
@@ -337,22 +404,16 @@ class QuantizedLayer(keras.layers.Layer):
         kernel, bias = self.folded_weights()
         if self._calibration is None:
             kernel = self.quantized_kernel(kernel)
-        layer = self.layer
-        if isinstance(layer, keras.layers.Dense):
-            outputs = ops.matmul(inputs, kernel)
-        elif self.depthwise:
-            outputs = ops.depthwise_conv(
-                inputs,
-                kernel,
-                strides=layer.strides,
-                padding=layer.padding,
-                dilation_rate=layer.dilation_rate,
-                data_format=layer.data_format,
-            )
-        else:
-            outputs = layer.convolution_op(inputs, kernel)
-        outputs = ops.add(outputs, bias)
-        return layer.activation(outputs) if layer.activation is not None else outputs
+        mapping = [(self.kernel_variable(), kernel)]
+        bias_variable = self.bias_variable()
+        if bias_variable is not None:
+            mapping.append((bias_variable, bias))
+        # The layer computes as it always does, reading the quantized, folded values.
+        with keras.StatelessScope(state_mapping=mapping):
+            outputs = self.layer(inputs)
+        if bias_variable is None and self.batch_norm is not None:
+            outputs = ops.add(outputs, bias)
+        return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -364,5 +425,6 @@ class QuantizedLayer(keras.layers.Layer):
             batch_norm=None
             if self.batch_norm is None
             else keras.layers.serialize(self.batch_norm),
+            activation=self.activation_name,
         )
         return config

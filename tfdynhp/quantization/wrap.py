@@ -1,30 +1,47 @@
 """`quantize_aware(model)`: the model the TFLite converter and TFLite Micro will run in int8,
 simulated in float so that it can be fine-tuned with `fit`.
 
-The model's graph is rebuilt node by node with the converter's rules:
+The model's graph is rebuilt node by node. What each layer becomes is read from its layer
+type (`tfdynhp.layer_types`, `Quantization`), so a user's registered layer says how it
+quantizes:
 
-- each Dense, Conv1D, Conv2D and DepthwiseConv2D becomes a `QuantizedLayer` (per-channel int8
-  kernel) that absorbs the BatchNormalization reading only its output (folded) and the ReLU or
-  ReLU6 reading only that (fused);
-- an `ActivationQuantizer` follows every tensor TFLite stores with its own scale: the model
-  input, each fused layer's output, `Add` (with its fused ReLU), global average pooling
-  (`MEAN`), standalone ReLU/ReLU6; softmax and sigmoid outputs get the fixed range TFLite
-  requires (scale 1/256, zero point -128), tanh scale 1/128, zero point 0;
-- max pooling, Flatten, Reshape, Dropout and `SelectFeatures` keep their input's scale (their
-  int8 kernels move values without rescaling), so no quantizer follows them; a standalone
-  ReLU6 keeps it too (TFLite Micro's RELU6 kernel clamps without rescaling), so it reuses its
-  input's quantizer.
+- `"kernel"` layers (Dense, Conv1D, Conv2D, DepthwiseConv2D) become a `QuantizedLayer`
+  (per-channel int8 kernel) that absorbs the BatchNormalization reading only its output
+  (folded, when the type `folds_batch_norm`) and the ReLU or ReLU6 reading only that (fused,
+  when it `fuses_activation`); an `ActivationQuantizer` follows;
+- `"requantize"` layers (Add, with its fused ReLU; global average pooling; Concatenate; a
+  standalone ReLU) are followed by an `ActivationQuantizer` of their own; a `pairwise` one
+  with `n` inputs becomes `n - 1` two-input layers, each quantized;
+- `"fixed_range"` layers (softmax, sigmoid, tanh) get the range TFLite fixes;
+- `"same_scale"` layers (max pooling, Flatten, Reshape, padding, Dropout, `SelectFeatures`)
+  keep their input's scale: no quantizer follows them; those that compute new values are put
+  back on that grid by their input's quantizer (a ReLU6 clamps on it; an average pooling
+  averages the int8 values and rounds half away from zero, as TFLite does);
+- `"decompose"` layers (SeparableConv2D) are first split into the layers the converter makes;
+- the model input gets a quantizer.
 
-Anything else is refused with the layer's name, rather than simulated wrongly.
+Anything else (`"unsupported"`, `"folded"` where it cannot fold, a type that says nothing) is
+refused with the layer's name, rather than simulated wrongly.
 """
 
 import keras
 import numpy as np
 
 from tfdynhp.graph.nodes import functional_of, graph_nodes
+from tfdynhp.layer_types import (
+    DECOMPOSE,
+    FIXED_RANGE,
+    FOLDED,
+    KERNEL,
+    REMOVED,
+    REQUANTIZE,
+    SAME_SCALE,
+    UNSUPPORTED,
+    quantization_of,
+)
+from tfdynhp.layer_types.registry import folds_batch_norm, fuses_activation
 from tfdynhp.quantization.layers import (
     FUSABLE_ACTIVATIONS,
-    QUANTIZABLE_LAYERS,
     ActivationQuantizer,
     QuantizedLayer,
     RangeRecorder,
@@ -33,64 +50,6 @@ from tfdynhp.quantization.layers import (
 )
 
 RANGES = ("ema", "learned")
-# Output ranges TFLite fixes for these activations (int8): scale 1/256 zero point -128, and
-# scale 1/128 zero point 0 for tanh.
-FIXED_RANGES = {
-    "softmax": (0.0, 255.0 / 256.0),
-    "sigmoid": (0.0, 255.0 / 256.0),
-    "tanh": (-1.0, 127.0 / 128.0),
-}
-
-
-def _same_scale_layers():
-    from tfdynhp.layers import SelectFeatures
-
-    return (
-        keras.layers.Flatten,
-        keras.layers.Reshape,
-        keras.layers.MaxPooling1D,
-        keras.layers.MaxPooling2D,
-        keras.layers.Dropout,
-        keras.layers.SpatialDropout1D,
-        keras.layers.SpatialDropout2D,
-        SelectFeatures,
-    )
-
-
-_NEW_SCALE_LAYERS = (
-    keras.layers.Add,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-)
-
-
-def _activation_of(layer):
-    """The activation a standalone activation layer computes (`"relu"`, `"softmax"`, ...), or
-    `None` if `layer` is not one (or is a ReLU variant TFLite has no fused form of)."""
-    if isinstance(layer, keras.layers.Activation):
-        return activation_name(layer.activation)
-    if isinstance(layer, keras.layers.ReLU):
-        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-            return "leaky_or_thresholded_relu"
-        if layer.max_value is None:
-            return "relu"
-        return "relu6" if float(layer.max_value) == 6.0 else "clipped_relu"
-    if isinstance(layer, keras.layers.Softmax):
-        axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
-        return "softmax" if axis in (-1, (-1,)) else "softmax_not_last_axis"
-    return None
-
-
-def _scale_source(tensor, same_scale):
-    """The `ActivationQuantizer` that sets the int8 scale of a tensor of the new graph (through
-    ops that keep their input's scale), or `None`."""
-    while True:
-        operation = tensor._keras_history.operation
-        if isinstance(operation, ActivationQuantizer):
-            return operation
-        if not isinstance(operation, same_scale):
-            return None
-        tensor = operation._inbound_nodes[tensor._keras_history.node_index].input_tensors[0]
 
 
 def _maybe_strip(model):
@@ -137,11 +96,72 @@ def _only_consumer(node, consumers):
 def _unsupported(layer, why=""):
     return ValueError(
         f"quantize_aware cannot simulate layer '{layer.name}' ({type(layer).__name__}){why}. "
-        "Supported: Dense, Conv1D, Conv2D, DepthwiseConv2D (each optionally followed by "
-        "BatchNormalization and ReLU/ReLU6), Add, GlobalAveragePooling1D/2D, MaxPooling1D/2D, "
-        "Flatten, Reshape, Dropout, SelectFeatures, and activations relu, relu6, softmax, "
-        "sigmoid, tanh, linear."
+        "Supported: the layers whose type in tfdynhp.layer_types has a `quantization` (Dense, "
+        "Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D, each optionally followed by "
+        "BatchNormalization and ReLU/ReLU6; Add, Concatenate, GlobalAveragePooling1D/2D, "
+        "MaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding1D/2D, Flatten, Reshape, Dropout, "
+        "SelectFeatures; activations relu, relu6, softmax, sigmoid, tanh, linear). Register "
+        "another layer type with `tfdynhp.layer_types.register(..., quantization=...)`."
     )
+
+
+def _spec(layer):
+    spec = quantization_of(layer)
+    if spec is None:
+        raise _unsupported(layer, ": its layer type does not say how TFLite quantizes it")
+    if spec.kind == UNSUPPORTED:
+        raise _unsupported(layer, f": {spec.reason}")
+    return spec
+
+
+def _scale_source(tensor):
+    """The `ActivationQuantizer` that sets the int8 scale of a tensor of the new graph (through
+    layers that keep their input's scale), or `None`."""
+    while True:
+        operation = tensor._keras_history.operation
+        if isinstance(operation, ActivationQuantizer):
+            return operation
+        spec = quantization_of(operation)
+        if spec is None or spec.kind != SAME_SCALE:
+            return None
+        tensor = operation._inbound_nodes[tensor._keras_history.node_index].input_tensors[0]
+
+
+def decompose(model):
+    """A copy of `model` where each layer whose type says `"decompose"` (SeparableConv2D) is
+    replaced by the layers the converter makes of it; `model` itself if there is none."""
+    nodes = graph_nodes(model)
+    if not any(_spec(node.operation).kind == DECOMPOSE for node in nodes):
+        return model
+    graph_model = functional_of(model)
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t._keras_history.operation.name)
+              for t in graph_model.inputs]
+    tensors = {id(old): new for old, new in zip(graph_model.inputs, inputs)}
+    made = {}
+    for node in nodes:
+        layer = node.operation
+        args, kwargs = node.arguments.fill_in(tensors)
+        spec = _spec(layer)
+        if id(layer) not in made:
+            if spec.kind == DECOMPOSE:
+                made[id(layer)] = list(spec.decompose(layer))
+            else:
+                clone = _clone(layer)
+                made[id(layer)] = [clone]
+        parts = made[id(layer)]
+        if spec.kind == DECOMPOSE:
+            outputs = args[0]
+            for part in parts:
+                outputs = part(outputs)
+        else:
+            outputs = parts[0](*args, **kwargs)
+            if layer.weights:
+                parts[0].set_weights(layer.get_weights())
+        for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+            tensors[id(old)] = new
+    outputs = [tensors[id(t)] for t in graph_model.outputs]
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs,
+                       outputs[0] if len(outputs) == 1 else outputs, name=model.name)
 
 
 def quantize_aware(
@@ -157,9 +177,10 @@ def quantize_aware(
     The copy computes in float what the int8 TFLite model will compute: BatchNormalization
     folded into the preceding Dense/Conv/DepthwiseConv, per-channel symmetric int8 kernels
     (`[-127, 127]`), per-tensor asymmetric int8 activations where TFLite stores them, ReLU and
-    ReLU6 fused as the converter fuses them, straight-through gradients. Shapes are unchanged
-    (a pruned model stays as small). `tfdynhp.converters.to_int8_tflite(qat_model)` then writes
-    the int8 file with the ranges of the quantizers (no representative data needed).
+    ReLU6 fused as the converter fuses them, average pooling rounded as TFLite rounds it,
+    straight-through gradients. Shapes are unchanged (a pruned model stays as small).
+    `tfdynhp.converters.to_int8_tflite(qat_model)` then writes the int8 file with the ranges of
+    the quantizers (no representative data needed).
 
     Args:
         model: A built functional or Sequential Keras 3 model (a gated model is stripped
@@ -190,25 +211,62 @@ def quantize_aware(
     """
     if ranges not in RANGES:
         raise ValueError(f"`ranges` must be one of {RANGES}. Received: ranges={ranges!r}")
-    model = _maybe_strip(model)
+    model = decompose(_maybe_strip(model))
+    qat = build(model, ranges=ranges, ema_decay=ema_decay)
+    if calibration_data is not None:
+        calibrate(qat, calibration_data, batch_size=batch_size)
+    return qat
+
+
+def build(model, *, ranges="ema", ema_decay=0.99, share=False, name=None):
+    """The quantization-aware graph of `model` (see the module docstring).
+
+    With `share=False` every layer is a copy (the weights copied once built). With
+    `share=True` the layers quantized per channel and their folded BatchNormalizations are
+    `model`'s own (the graph trains `model`'s variables: a gated model's QAT phase); the other
+    layers hold no weights and are copies; gates (`"removed"`) are skipped, so they must be
+    identities (`tfdynhp.model.gating.fold_gates`).
+    """
     graph_model = functional_of(model)
     nodes = graph_nodes(model)
     consumers = _consumers(graph_model, nodes)
     names = _Names(layer.name for layer in model.layers)
-    same_scale = _same_scale_layers()
     clones = []  # (new layer, old layer) pairs whose weights are copied once built
+
+    def copy(layer, **overrides):
+        if share and layer.weights:
+            raise _unsupported(layer, ": it holds weights, and only layers quantized per "
+                               "channel (and their BatchNormalization) are shared")
+        clone = _clone(layer, **overrides)
+        clones.append((clone, layer))
+        return clone
 
     def quantizer(base, fixed=None):
         if fixed is not None:
             return ActivationQuantizer("fixed", fixed_range=fixed, name=names(f"{base}_quantizer"))
         return ActivationQuantizer(ranges, ema_decay=ema_decay, name=names(f"{base}_quantizer"))
 
-    def fused_activation(node):
-        """The relu/relu6 node reading only `node`'s output, which the converter fuses."""
+    def fused_activation(node, producer):
+        """The relu/relu6 node reading only `node`'s output, which the converter fuses into
+        `producer`, or `None`."""
         reader = _only_consumer(node, consumers)
-        if reader is not None and _activation_of(reader.operation) in ("relu", "relu6"):
+        if reader is None or not fuses_activation(producer):
+            return None
+        spec = quantization_of(reader.operation)
+        if spec is not None and spec.kind != UNSUPPORTED and spec.activation in (
+                FUSABLE_ACTIVATIONS[1:]):
             return reader
         return None
+
+    def after_activation(layer, outputs, activation):
+        """A standalone activation `activation` applied to `outputs` (a kernel layer's
+        activation the converter does not fuse)."""
+        act = keras.layers.Activation(activation, name=names(f"{layer.name}_{activation}"))
+        spec = quantization_of(act)
+        if spec is None or spec.kind != FIXED_RANGE:
+            why = spec.reason if spec is not None and spec.reason else "no int8 kernel"
+            raise _unsupported(layer, f": activation '{activation}': {why}")
+        return quantizer(act.name, spec.output_range)(act(outputs))
 
     input_names = [t._keras_history.operation.name for t in graph_model.inputs]
     inputs = [
@@ -225,83 +283,95 @@ def quantize_aware(
             continue
         layer = node.operation
         args, kwargs = node.arguments.fill_in(tensors)
+        spec = _spec(layer)
         last = node  # the last node of the group computed here
-        if isinstance(layer, QUANTIZABLE_LAYERS):
-            activation = activation_name(layer.activation)
+        if spec.kind == KERNEL:
+            activation = activation_name(getattr(layer, "activation", None))
             batch_norm = None
             reader = _only_consumer(node, consumers)
-            if reader is not None and isinstance(
-                reader.operation, keras.layers.BatchNormalization
-            ):
+            reader_spec = None if reader is None else quantization_of(reader.operation)
+            if reader_spec is not None and reader_spec.kind == FOLDED and folds_batch_norm(layer):
                 batch_norm = reader.operation
                 check_foldable(batch_norm, layer, len(node.outputs[0].shape))
                 absorbed.add(id(reader))
                 last = reader
-            inner_activation = activation if activation in FUSABLE_ACTIVATIONS else "linear"
-            if inner_activation == "linear":
-                fused = fused_activation(last)
-                if fused is not None:
-                    inner_activation = _activation_of(fused.operation)
-                    absorbed.add(id(fused))
-                    last = fused
-            inner = _clone(layer, activation=inner_activation)
-            bn = None if batch_norm is None else _clone(batch_norm)
-            wrapped = QuantizedLayer(inner, bn, name=names(f"quant_{layer.name}"))
-            outputs = wrapped(*args, **kwargs)
-            clones.append((inner, layer))
-            if bn is not None:
-                clones.append((bn, batch_norm))
-            outputs = quantizer(last.operation.name)(outputs)
+            fused = activation if activation in FUSABLE_ACTIVATIONS else "linear"
+            if fused == "linear":
+                reader = fused_activation(last, layer)
+                if reader is not None:
+                    fused = quantization_of(reader.operation).activation
+                    absorbed.add(id(reader))
+                    last = reader
+            if share:
+                if activation not in FUSABLE_ACTIVATIONS:
+                    raise _unsupported(layer, f": its activation '{activation}' is not fused; "
+                                       "split it into its own layer")
+                inner, bn = layer, batch_norm
+                if activation != "linear":
+                    fused = "linear"  # the layer applies its own
+            else:
+                overrides = {"activation": "linear"} if "activation" in layer.get_config() else {}
+                if not overrides and activation != "linear":
+                    raise _unsupported(layer, ": its activation cannot be set to linear")
+                inner = _clone(layer, **overrides)
+                bn = None if batch_norm is None else _clone(batch_norm)
+                clones.append((inner, layer))
+                if bn is not None:
+                    clones.append((bn, batch_norm))
+            wrapped = QuantizedLayer(inner, bn, activation=fused,
+                                     name=names(f"quant_{layer.name}"))
+            outputs = quantizer(last.operation.name)(wrapped(*args, **kwargs))
             if activation not in FUSABLE_ACTIVATIONS:
-                if activation not in FIXED_RANGES:
-                    raise _unsupported(layer, f": activation '{activation}' has no int8 kernel")
-                act = keras.layers.Activation(activation, name=names(f"{layer.name}_{activation}"))
-                outputs = quantizer(act.name, FIXED_RANGES[activation])(act(outputs))
-        elif isinstance(layer, same_scale):
-            clone = _clone(layer)
-            outputs = clone(*args, **kwargs)
-            clones.append((clone, layer))
-        elif isinstance(layer, keras.layers.BatchNormalization):
+                outputs = after_activation(layer, outputs, activation)
+        elif spec.kind == REMOVED:
+            if not share:
+                raise _unsupported(layer, ": it is not part of the deployed model (strip the "
+                                   "model first)")
+            outputs = args[0]
+        elif spec.kind == SAME_SCALE:
+            clone = copy(layer)
+            if spec.resnap is None:
+                outputs = clone(*args, **kwargs)
+            else:
+                source = _scale_source(args[0])
+                if source is None:
+                    raise _unsupported(layer, ": its input has no int8 scale of its own")
+                if spec.resnap == "nearest":
+                    # TFLite Micro clamps the int8 values without rescaling (e.g. RELU6): the
+                    # output keeps the input's scale.
+                    outputs = source(clone(*args, **kwargs), track=False)
+                else:
+                    # TFLite averages the int8 values, rounds half away from zero, and keeps
+                    # the input's scale (AVERAGE_POOL_2D).
+                    encoded = source(args[0], track=False, integer="encode")
+                    outputs = source(clone(encoded, *args[1:], **kwargs), track=False,
+                                     integer="decode")
+        elif spec.kind in (REQUANTIZE, FIXED_RANGE):
+            if spec.pairwise and len(args[0]) > 2:
+                # TFLite's op takes two inputs: n inputs are n - 1 ops, each stored in int8.
+                outputs = args[0][0]
+                for i, term in enumerate(args[0][1:-1], start=1):
+                    partial = _clone(layer, name=names(f"{layer.name}_{i}"))
+                    outputs = quantizer(partial.name)(partial([outputs, term]))
+                args = ([outputs, args[0][-1]],)
+            outputs = copy(layer)(*args, **kwargs)
+            if spec.kind == REQUANTIZE:
+                reader = fused_activation(node, layer)
+                if reader is not None:
+                    outputs = copy(reader.operation)(outputs)
+                    absorbed.add(id(reader))
+                    last = reader
+            outputs = quantizer(last.operation.name, spec.output_range)(outputs)
+        elif spec.kind == FOLDED:
             raise _unsupported(
                 layer,
                 ": a BatchNormalization folds only into a Dense/Conv/DepthwiseConv whose output "
                 "it alone reads",
             )
-        elif isinstance(layer, _NEW_SCALE_LAYERS) or _activation_of(layer) is not None:
-            activation = _activation_of(layer)
-            if activation is not None and activation not in (
-                "linear", "relu", "relu6", *FIXED_RANGES
-            ):
-                raise _unsupported(layer, f": activation '{activation}'")
-            if activation == "linear":
-                tensors[id(node.outputs[0])] = args[0]
-                continue
-            if isinstance(layer, keras.layers.Add) and len(args[0]) > 2:
-                # TFLite's ADD takes two inputs: a sum of n is n - 1 ADDs, each stored in int8.
-                outputs = args[0][0]
-                for i, term in enumerate(args[0][1:-1], start=1):
-                    partial = keras.layers.Add(name=names(f"{layer.name}_{i}"))
-                    outputs = quantizer(partial.name)(partial([outputs, term]))
-                args = ([outputs, args[0][-1]],)
-            clone = _clone(layer)
-            outputs = clone(*args, **kwargs)
-            clones.append((clone, layer))
-            if activation == "relu6":
-                # TFLite Micro's standalone RELU6 clamps the int8 values without rescaling
-                # (its output must have its input's scale): share the input's quantizer.
-                source = _scale_source(args[0], same_scale)
-                if source is None:
-                    raise _unsupported(layer, ": its input has no int8 scale of its own")
-                tensors[id(node.outputs[0])] = source(outputs, track=False)
-                continue
-            if isinstance(layer, keras.layers.Add):
-                fused = fused_activation(node)
-                if fused is not None:
-                    relu = _clone(fused.operation)
-                    outputs = relu(outputs)
-                    absorbed.add(id(fused))
-                    last = fused
-            outputs = quantizer(last.operation.name, FIXED_RANGES.get(activation))(outputs)
+        elif spec.kind == DECOMPOSE:
+            raise _unsupported(layer, ": split it first (`tfdynhp.quantization.wrap.decompose`)"
+                               + ("; a gated model's QAT phase cannot share its weights" if share
+                                  else ""))
         else:
             raise _unsupported(layer)
         tensors[id(last.outputs[0])] = outputs
@@ -310,12 +380,11 @@ def quantize_aware(
     qat = keras.Model(
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,
-        name=f"{model.name}_qat",
+        name=name or f"{model.name}_qat",
     )
     for new, old in clones:
-        new.set_weights(old.get_weights())
-    if calibration_data is not None:
-        calibrate(qat, calibration_data, batch_size=batch_size)
+        if old.weights:
+            new.set_weights(old.get_weights())
     return qat
 
 
