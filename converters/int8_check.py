@@ -5,7 +5,10 @@ and its outputs against a quantization-aware model's simulated int8 outputs.
   zero point and the per-channel scales and shape of its weights (if any);
 - `compare_with_simulation(tflite_bytes, simulated, x, runtime)`: runs `x` in LiteRT or TFLite
   Micro and measures, in quantization steps of the output tensor, how far the int8 outputs are
-  from `simulated` (e.g. `qat_model.predict(x)`).
+  from `simulated` (e.g. `qat_model.predict(x)`);
+- `rescaling_ignored(tflite_bytes)`: the ops whose output scale differs from their input's
+  although TFLite Micro's kernel ignores the output scale (RELU6): LiteRT and TFLite Micro
+  compute different things there.
 """
 
 import dataclasses
@@ -34,6 +37,12 @@ class OpQuantization:
     output_shape: tuple
     weight_scales: tuple | None
     weight_shape: tuple | None
+
+
+# TFLite Micro kernels that clamp int8 values on their input's grid and ignore the output
+# tensor's scale and zero point (activations_common.cc: RELU6's `six` is quantized with the
+# input's parameters).
+IGNORE_OUTPUT_SCALE = ("RELU6",)
 
 
 def _params(tensor):
@@ -85,6 +94,34 @@ def op_quantization(tflite_bytes):
     return result
 
 
+def rescaling_ignored(tflite_bytes):
+    """Ops of `IGNORE_OUTPUT_SCALE` whose output is quantized differently from their input.
+
+    Returns:
+        A list of `(op name, operator index, (input scale, zero point), (output scale, zero
+        point))`, empty when LiteRT and TFLite Micro agree on every such op.
+    """
+    tflite_bytes = tflite_model.check_tflite_bytes(tflite_bytes)
+    schema = tflite_model._schema()
+    model = tflite_model._unpack(tflite_bytes)
+    names = tflite_model._enum_names(schema.BuiltinOperator)
+    tensors = model.subgraphs[0].tensors
+    found = []
+    for index, op in enumerate(model.subgraphs[0].operators):
+        name = tflite_model._op_name(model.operatorCodes[op.opcodeIndex], names)
+        if name not in IGNORE_OUTPUT_SCALE:
+            continue
+        (in_scales, in_zeros), (out_scales, out_zeros) = (
+            _params(tensors[op.inputs[0]]), _params(tensors[op.outputs[0]]))
+        if not in_scales or not out_scales:
+            continue  # a float op: rejected elsewhere
+        source, result = (in_scales[0], in_zeros[0]), (out_scales[0], out_zeros[0])
+        if source[1] != result[1] or abs(source[0] - result[0]) > 1e-6 * max(source[0],
+                                                                             result[0]):
+            found.append((name, index, source, result))
+    return found
+
+
 def compare_with_simulation(tflite_bytes, simulated, x, runtime="litert", arena_size=None):
     """Compares an int8 model's outputs with simulated int8 outputs, in quantization steps.
 
@@ -130,4 +167,10 @@ def compare_with_simulation(tflite_bytes, simulated, x, runtime="litert", arena_
     }
 
 
-__all__ = ["OpQuantization", "compare_with_simulation", "op_quantization"]
+__all__ = [
+    "IGNORE_OUTPUT_SCALE",
+    "OpQuantization",
+    "compare_with_simulation",
+    "op_quantization",
+    "rescaling_ignored",
+]

@@ -10,7 +10,7 @@ import re
 import tempfile
 
 import numpy as np
-from tfdynhp.converters import tflite_model
+from tfdynhp.converters import int8_check, tflite_model
 
 IO_DTYPES = ("int8", "uint8")
 _QUANT_WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
@@ -28,12 +28,35 @@ def _maybe_strip(model):
 
 
 def _maybe_freeze_qat(model):
-    """The export form of a quantization-aware model (`tfdynhp.quantize_aware`), else `None`."""
-    try:
-        from tfdynhp.quantization import freeze, is_quantized_model
-    except ImportError:
-        return None
+    """The export form of a quantization-aware model (`tfdynhp.quantize_aware`, or a gated
+    model in its QAT phase), else `None`."""
+    from tfdynhp.quantization import freeze, is_quantized_model, quantized_forward
+
+    forward = quantized_forward(model)
+    if forward is not None:
+        return freeze(forward)
     return freeze(model) if is_quantized_model(model) else None
+
+
+def _on_input_scale(model, data, io_dtype, mismatches):
+    """The int8 file of a float model whose standalone ReLU6 the converter gave an output scale
+    TFLite Micro ignores: the same post-training calibration through `quantize_aware`, which
+    keeps each standalone ReLU6 on its input's scale."""
+    from tfdynhp.quantization import quantize_aware
+
+    ops = ", ".join(f"{name} (op {index}: input scale {i[0]:.4g} zero point {i[1]}, output "
+                    f"{o[0]:.4g} / {o[1]})" for name, index, i, o in mismatches)
+    try:
+        qat = quantize_aware(model, calibration_data=data)
+    except ValueError as e:
+        raise ValueError(
+            f"The int8 model has {ops}: TFLite Micro's RELU6 clamps on its input's scale and "
+            "ignores the output's, so LiteRT and TFLite Micro would compute different outputs. "
+            "tfdynhp re-quantizes such a ReLU6 on its input's scale through "
+            f"`tfdynhp.quantize_aware`, which cannot take this model ({e}). Fuse the ReLU6 "
+            "(right after the Conv/Dense/Add whose output it alone reads) or use ReLU."
+        ) from e
+    return to_int8_tflite(qat, io_dtype=io_dtype)
 
 
 def model_io_shape(model):
@@ -143,9 +166,16 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
     of its gates first (`tfdynhp.model.gating.strip`). The model is exported with a batch size of 1,
     as microcontrollers and the demo apps run it.
 
-    A quantization-aware model (`tfdynhp.quantize_aware`) is converted with its own ranges and
-    int8 kernels (its `tfdynhp.quantization.freeze` form): no calibration, and
-    `representative_data` is optional (only checked against the input shape when given).
+    A quantization-aware model (`tfdynhp.quantize_aware`, or a gated model fine-tuned by
+    `DynHPCallback(final_phase="qat")`) is converted with its own ranges and int8 kernels (its
+    `tfdynhp.quantization.freeze` form): no calibration, and `representative_data` is optional
+    (only checked against the input shape when given).
+
+    A standalone ReLU6 (not fused into the layer before it) is kept on its input's scale:
+    the converter's calibration gives it an output scale of its own, which TFLite Micro's
+    RELU6 ignores (LiteRT and TFLite Micro would disagree), so such a model is calibrated
+    through `tfdynhp.quantize_aware` instead (same ranges elsewhere); a model it cannot take
+    is refused.
 
     Args:
         model: A built single-input, single-output `keras.Model`.
@@ -175,9 +205,9 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
         raise ValueError(f"`io_dtype` must be one of {IO_DTYPES}. Received: io_dtype={io_dtype!r}")
     if not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"`max_samples` must be a positive integer. Received: {max_samples!r}")
-    model = _maybe_strip(model)
-    input_shape = model_io_shape(model)
     frozen = _maybe_freeze_qat(model)
+    model = frozen if frozen is not None else _maybe_strip(model)
+    input_shape = model_io_shape(model)
     if frozen is None and representative_data is None:
         raise ValueError(
             "`representative_data` is required to calibrate a float model: pass 100-500 "
@@ -187,8 +217,6 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
         )
     if representative_data is not None:
         data = check_representative_data(representative_data, input_shape)[:max_samples]
-    if frozen is not None:
-        model = frozen
 
     def representative_dataset():
         for i in range(data.shape[0]):
@@ -223,6 +251,16 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
             ) from e
     info = tflite_model.read_model_info(tflite_bytes)
     _reject_float_ops(info)
+    mismatches = int8_check.rescaling_ignored(tflite_bytes)
+    if mismatches and frozen is None:
+        return _on_input_scale(model, data, io_dtype, mismatches)
+    if mismatches:
+        raise ValueError(
+            f"The int8 model of this quantization-aware model has {mismatches} (op, index, "
+            "input and output scale / zero point): TFLite Micro would ignore those output "
+            "scales. Expected quantize_aware to keep such ops on their input's scale; please "
+            "report the model."
+        )
     return tflite_bytes
 
 

@@ -263,9 +263,9 @@ def _concatenate_role(layer):
 register(keras.layers.Reshape, role=_reshape_role, narrow=narrow_reshape, cost=shape_only_cost,
          quantization=SAME_SCALE)
 register(keras.layers.Flatten, role=FLATTEN, cost=shape_only_cost, quantization=SAME_SCALE)
-# int8: the inputs are requantized to the output's scale (CONCATENATION).
+# int8: CONCATENATION's inputs all have its output's scale.
 register(keras.layers.Concatenate, role=_concatenate_role, cost=shape_only_cost,
-         quantization=REQUANTIZE)
+         quantization=Quantization(REQUANTIZE, unified_scale=True))
 register(keras.layers.Permute, role=Role(BARRIER, reason="Permute moves the channel axis"),
          cost=shape_only_cost)
 register(keras.layers.RepeatVector, role=Role(BARRIER, reason="RepeatVector adds an axis"),

@@ -218,6 +218,9 @@ class Quantization:
             layers that only move values. Defaults to `None`.
         pairwise: `"requantize"`: `n` inputs are computed as `n - 1` two-input ops, each
             stored in int8 (TFLite's ADD). Defaults to `False`.
+        unified_scale: `"requantize"`: every input gets the output's scale (TFLite's
+            CONCATENATION): an input computed only for this layer is stored at that scale
+            directly, any other is requantized to it. Defaults to `False`.
         output_range: `"fixed_range"`: `(min, max)` of the output.
         activation: for activation layers, the function computed (`"relu"`, `"relu6"`, ...):
             a ReLU or ReLU6 fuses into a producer that `fuses_activation`.
@@ -232,6 +235,7 @@ class Quantization:
     bias: str = "bias"
     resnap: object = None
     pairwise: bool = False
+    unified_scale: bool = False
     output_range: tuple = None
     activation: str = None
     decompose: object = None

@@ -8,8 +8,13 @@
 - `freeze(qat_model)`: the export form `tfdynhp.converters.to_int8_tflite` converts (it does
   so by itself when given a QAT model, without representative data);
 - `logits_model(qat_model)`: the same model without its final softmax, to compare logits;
+- `QATPhase`: the quantization-aware phase of a DynHP run (`DynHPCallback(final_phase="qat")`
+  prunes to the target, then fine-tunes the same model quantization-aware in the same `fit`);
+  `quantized_forward(model)`: the graph a gated model runs in that phase;
 - `arithmetic`: the int8 arithmetic as pure NumPy functions;
 - layers `ActivationQuantizer`, `QuantizedLayer`.
+
+What each layer becomes is read from its layer type (`tfdynhp.layer_types`, `Quantization`).
 """
 
 from tfdynhp.quantization import arithmetic
@@ -20,10 +25,12 @@ from tfdynhp.quantization.export import (
     quantization_table,
 )
 from tfdynhp.quantization.layers import ActivationQuantizer, QuantizedLayer
+from tfdynhp.quantization.phase import QATPhase, quantized_forward
 from tfdynhp.quantization.wrap import calibrate, is_quantized_model, quantize_aware, quantizers
 
 __all__ = [
     "ActivationQuantizer",
+    "QATPhase",
     "QuantizedLayer",
     "arithmetic",
     "calibrate",
@@ -33,5 +40,6 @@ __all__ = [
     "logits_model",
     "quantization_table",
     "quantize_aware",
+    "quantized_forward",
     "quantizers",
 ]

@@ -11,7 +11,9 @@ quantizes:
   when it `fuses_activation`); an `ActivationQuantizer` follows;
 - `"requantize"` layers (Add, with its fused ReLU; global average pooling; Concatenate; a
   standalone ReLU) are followed by an `ActivationQuantizer` of their own; a `pairwise` one
-  with `n` inputs becomes `n - 1` two-input layers, each quantized;
+  with `n` inputs becomes `n - 1` two-input layers, each quantized; a `unified_scale` one
+  (Concatenate) shares its quantizer with the inputs computed only for it, as the converter
+  gives them its scale (other inputs are requantized to it);
 - `"fixed_range"` layers (softmax, sigmoid, tanh) get the range TFLite fixes;
 - `"same_scale"` layers (max pooling, Flatten, Reshape, padding, Dropout, `SelectFeatures`)
   keep their input's scale: no quantizer follows them; those that compute new values are put
@@ -91,6 +93,32 @@ def _only_consumer(node, consumers):
         return None
     readers = consumers.get(id(node.outputs[0]), [])
     return readers[0] if len(readers) == 1 else None
+
+
+def _unified_inputs(nodes, consumers):
+    """`{id(tensor): node}` for the tensors stored at the scale of a layer whose inputs all get
+    its output's scale (`unified_scale`: CONCATENATION): those computed only for it (through
+    layers that keep their input's scale). The converter gives their producer that scale; any
+    other input is requantized to it."""
+    unified = {}
+    for node in nodes:
+        spec = quantization_of(node.operation)
+        if spec is None or not spec.unified_scale:
+            continue
+        for tensor in node.input_tensors:
+            while len(consumers.get(id(tensor), [])) == 1:
+                operation, index, _ = tensor._keras_history
+                producer = operation._inbound_nodes[index]
+                if producer.is_input:
+                    break
+                producer_spec = quantization_of(operation)
+                if (producer_spec is not None and producer_spec.kind == SAME_SCALE
+                        and producer_spec.resnap is None and len(producer.input_tensors) == 1):
+                    tensor = producer.input_tensors[0]
+                    continue
+                unified[id(tensor)] = node
+                break
+    return unified
 
 
 def _unsupported(layer, why=""):
@@ -230,8 +258,10 @@ def build(model, *, ranges="ema", ema_decay=0.99, share=False, name=None):
     graph_model = functional_of(model)
     nodes = graph_nodes(model)
     consumers = _consumers(graph_model, nodes)
+    unified = _unified_inputs(nodes, consumers)
     names = _Names(layer.name for layer in model.layers)
     clones = []  # (new layer, old layer) pairs whose weights are copied once built
+    shared = {}  # id(node) -> the quantizer of a `unified_scale` layer and of its inputs
 
     def copy(layer, **overrides):
         if share and layer.weights:
@@ -245,6 +275,21 @@ def build(model, *, ranges="ema", ema_decay=0.99, share=False, name=None):
         if fixed is not None:
             return ActivationQuantizer("fixed", fixed_range=fixed, name=names(f"{base}_quantizer"))
         return ActivationQuantizer(ranges, ema_decay=ema_decay, name=names(f"{base}_quantizer"))
+
+    def quantize_output(last, outputs, fixed=None):
+        """`outputs` (the output of node `last`, a group's last) quantized where TFLite stores
+        it: at the scale of the layer reading it alone whose inputs take its output's scale
+        (untracked there: that layer's range covers all its inputs), else with a range of its
+        own (or `fixed`)."""
+        reader = unified.get(id(last.outputs[0]))
+        if reader is not None and fixed is None:
+            return unified_quantizer(reader)(outputs, track=False)
+        return quantizer(last.operation.name, fixed)(outputs)
+
+    def unified_quantizer(node):
+        if id(node) not in shared:
+            shared[id(node)] = quantizer(node.operation.name)
+        return shared[id(node)]
 
     def fused_activation(node, producer):
         """The relu/relu6 node reading only `node`'s output, which the converter fuses into
@@ -320,9 +365,11 @@ def build(model, *, ranges="ema", ema_decay=0.99, share=False, name=None):
                     clones.append((bn, batch_norm))
             wrapped = QuantizedLayer(inner, bn, activation=fused,
                                      name=names(f"quant_{layer.name}"))
-            outputs = quantizer(last.operation.name)(wrapped(*args, **kwargs))
+            outputs = wrapped(*args, **kwargs)
             if activation not in FUSABLE_ACTIVATIONS:
-                outputs = after_activation(layer, outputs, activation)
+                outputs = after_activation(layer, quantizer(layer.name)(outputs), activation)
+            else:
+                outputs = quantize_output(last, outputs)
         elif spec.kind == REMOVED:
             if not share:
                 raise _unsupported(layer, ": it is not part of the deployed model (strip the "
@@ -361,7 +408,10 @@ def build(model, *, ranges="ema", ema_decay=0.99, share=False, name=None):
                     outputs = copy(reader.operation)(outputs)
                     absorbed.add(id(reader))
                     last = reader
-            outputs = quantizer(last.operation.name, spec.output_range)(outputs)
+            if spec.unified_scale:
+                outputs = unified_quantizer(node)(outputs)
+            else:
+                outputs = quantize_output(last, outputs, spec.output_range)
         elif spec.kind == FOLDED:
             raise _unsupported(
                 layer,
