@@ -142,6 +142,35 @@ def test_layers_the_converter_would_not_quantize_as_simulated_are_refused(build,
         tfdynhp.quantize_aware(model)
 
 
+class Doubling(keras.layers.Layer):
+    """A user's layer whose layer type says nothing about int8."""
+
+    def call(self, x):
+        return 2.0 * x
+
+
+def test_a_layer_whose_type_says_nothing_about_int8_is_refused_with_the_fix():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(Doubling(name="twice")(inputs)))
+    with pytest.raises(ValueError, match=r"'twice'.*does not say how TFLite quantizes it.*"
+                                         r"register\(\.\.\., quantization="):
+        tfdynhp.quantize_aware(model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kind": "folded_twice"}, "Unknown quantization kind"),
+        ({"kind": "fixed_range"}, "output_range"),
+        ({"kind": "same_scale", "resnap": "floor"}, "resnap"),
+        ({"kind": "decompose"}, "decompose"),
+    ],
+)
+def test_quantization_entries_are_checked(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        tfdynhp.layer_types.Quantization(**kwargs)
+
+
 def test_calibration_sets_each_range_to_the_float_min_max():
     rng = np.random.default_rng(0)
     model = _residual_model()

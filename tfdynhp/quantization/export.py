@@ -22,12 +22,13 @@ def _clone(layer, **overrides):
 
 def _stock_layer(layer):
     """`(layer, set_weights(layer))`: the stock layer a `QuantizedLayer` exports as, with its
-    fused activation, and the function giving it the folded kernel (on its int8 grid) and
+    fused activation (its own, or an `Activation` after it for a layer without one, which the
+    converter fuses), and the function giving it the folded kernel (on its int8 grid) and
     bias once built."""
     inner, spec = layer.layer, layer.spec
     config = inner.get_config()
     overrides = {"name": inner.name}
-    if layer.activation_name != "linear":
+    if layer.activation_name != "linear" and "activation" in config:
         overrides["activation"] = layer.activation_name
     if "use_bias" in config and layer.batch_norm is not None:
         overrides["use_bias"] = True
@@ -108,6 +109,9 @@ def freeze(model):
             outputs = new(args[0])  # a FakeQuant op with the range, whatever the call did
         else:
             outputs = new(*args, **kwargs)
+        if isinstance(layer, QuantizedLayer) and layer.activation_name != "linear" and (
+                "activation" not in layer.layer.get_config()):
+            outputs = keras.layers.Activation(layer.activation_name)(outputs)
         for old, out in zip(node.outputs, keras.tree.flatten(outputs)):
             tensors[id(old)] = out
     for new, weights in made.values():
