@@ -370,6 +370,13 @@ class DynHPCallback(keras.callbacks.Callback):
             self._check_budget()
         self._controller = self._start_target(run) if self.target is not None else None
         retrace = self._data is not None
+        if run is None and getattr(self.model, "forward", None) is not None:
+            raise ConfigurationError(
+                f"Model '{self.model.name}' runs its quantization-aware simulation (the QAT "
+                "phase of an earlier DynHP run); a new pruning run trains the float graph. Call "
+                "`model.replace_forward(None)` first, or continue the run with "
+                "`fit(initial_epoch=...)`."
+            )
         if run is None and any(gate.frozen for gate in self.model.gate_layers):
             # A new pruning run: the gates an earlier target froze train again.
             for gate in self.model.gate_layers:
@@ -389,6 +396,10 @@ class DynHPCallback(keras.callbacks.Callback):
             self.model, penalty, batch_size=self._epoch_batch_size() or 32,
             scale=None if run is None else run.get("cost_scale"),
         )
+        if run is not None and self._qat is not None and self._frozen and (
+                self.model.forward is None):
+            # A resumed run past its target: the QAT phase starts again (ranges recalibrated).
+            self._start_qat()
 
     def on_train_end(self, logs=None):
         # Later fits of the same model should not pay for the estimate.

@@ -18,6 +18,7 @@ import tfdynhp
 from tfdynhp import converters
 from tfdynhp.model import fold_gates
 from tfdynhp.quantization import QATPhase, quantized_forward
+from tfdynhp.validation import ConfigurationError
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
@@ -93,7 +94,8 @@ def test_qat_phase_options_and_model_are_checked():
 
 
 @pytest.mark.slow
-def test_dynhp_prunes_to_the_target_then_fine_tunes_quantization_aware_in_the_same_fit(digits):
+def test_dynhp_prunes_to_the_target_then_fine_tunes_quantization_aware_in_the_same_fit(
+        digits, tmp_path):
     x, y, x_test, y_test = digits
     x, x_test = x.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
     dense = _cnn()
@@ -123,6 +125,19 @@ def test_dynhp_prunes_to_the_target_then_fine_tunes_quantization_aware_in_the_sa
     assert [(op.op, op.weight_shape, op.output_shape) for op in op_quantization(tflite)] == [
         (op.op, op.weight_shape, op.output_shape) for op in op_quantization(ptq)]
 
+    # A new pruning run would train the float graph: refused until the forward is reset.
+    with pytest.raises(ConfigurationError, match="replace_forward"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[DynHPCallback(target="30% params")])
+    # Saved and resumed past its target, the run goes on quantization-aware.
+    model.save(tmp_path / "qat_run.keras")
+    resumed = keras.saving.load_model(tmp_path / "qat_run.keras")
+    assert resumed.forward is None and all(gate.frozen for gate in resumed.gate_layers)
+    callback = DynHPCallback(target="40% params", target_epoch=3, final_phase="qat")
+    history = resumed.fit(x, y, batch_size=32, initial_epoch=5, epochs=6, verbose=0,
+                          callbacks=[callback])
+    assert history.history["dynhp/qat"] == [1.0] and quantized_forward(resumed) is not None
+    assert tfdynhp.parameter_count(resumed) == params[-1]
+
 
 @pytest.mark.slow
 def test_qat_phase_under_mirrored_strategy_on_two_cpus():
@@ -141,3 +156,20 @@ def test_qat_phase_under_mirrored_strategy_on_two_cpus():
     for runtime in ("litert", "tflm"):
         assert report["agreement"][runtime]["argmax_agreement"] >= 0.995, report
     assert report["test_accuracy_int8"] > 0.8
+
+
+@pytest.mark.slow
+def test_a_training_run_with_a_qat_final_phase_exports_its_own_ranges(digits, tmp_path):
+    from tfdynhp import training
+
+    x, y, x_test, y_test = digits
+    result = training.train(
+        data=((x, y), (x_test, y_test)), out_dir=tmp_path, exports=("pi",), verbose=0,
+        arch="mlp", hidden=(32,), mode="dynhp", epochs=3, batch_size=32, lr=3e-3,
+        target="60% params", target_epoch=2, final_phase="qat", validation_split=0.1,
+    )
+    assert quantized_forward(result.model) is not None
+    with open(result.summary["exports"]["pi"]["model"], "rb") as f:
+        exported = f.read()
+    assert exported == converters.to_int8_tflite(result.model)  # the QAT ranges, not PTQ
+    assert result.summary["int8_test_accuracy"] > 0.8

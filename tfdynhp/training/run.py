@@ -431,6 +431,7 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
 def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, out_dir,
            exports, verbose, keras_verbose, labels, strategy=None):
     from tfdynhp.model import DynamicBatches, gate, is_gated_model, strip
+    from tfdynhp.quantization import quantized_forward
 
     # Under a strategy, the model, its gates and optimizer are created in its scope (Keras
     # then trains with it); surgery rebuilds them in the same scope.
@@ -488,8 +489,10 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
         model.save(os.path.join(out_dir, "model.keras"))
         stripped.save(os.path.join(out_dir, "model_stripped.keras"))
     if exports:
+        # A run whose final phase was quantization-aware exports with its own ranges.
+        qat = quantized_forward(model) is not None
         tflite, summary["exports"] = export_all(
-            stripped, exports, os.path.join(out_dir, "export"), x_train, x_test, y_test,
+            model if qat else stripped, exports, os.path.join(out_dir, "export"), x_train, x_test, y_test,
             labels=labels, seed=config.seed,
         )
         summary["tflite_bytes"] = len(tflite)
