@@ -10,7 +10,7 @@ gather every row file present):
   (the paper table's target);
 - `dscnn-dense`, `dscnn-pruned`: MLPerf Tiny's DS-CNN on synthetic-kws (`--kws-size`,
   speaker-disjoint splits; test = held-out voices and accents), dense and pruned by DynHP to
-  1/4 of its MACs (the protocol of `bench/kws.py`);
+  1/4 of its MACs (the protocol of `bench/kws.py`, `--kws-epochs` epochs);
 - `mobilenet-dense`: `keras.applications.MobileNet` (alpha 0.25, 32x32x1, no pretrained
   weights) on scikit-learn's digits upscaled 4x (1,400 training images, 397 test: one image
   is 0.25 points).
@@ -26,7 +26,8 @@ Each row:
 4. control, so that QAT is not credited with what extra training does: the float model
    fine-tuned the same epochs at the same rate (`float+ft`), and its PTQ (`PTQ+ft int8`);
 5. agreement of the QAT int8 file with the QAT model's simulation (LiteRT on the whole test
-   set, TFLite Micro on the first `--tflm-samples`), for the softmax outputs and the logits;
+   set, TFLite Micro on the first `--tflm-samples`), for the softmax outputs and the logits,
+   and of the two runtimes with each other on the logits file (the floor of any simulation);
 6. dense rows, unless `--no-tfmot`: TF-MOT's QAT (`bench/qat_tfmot.py`, legacy tf_keras,
    own process) from the same float weights, same epochs, rate and batch.
 
@@ -195,6 +196,19 @@ def _tfmot(row, model, train, test, float_accuracy, lr, args, work):
     return result
 
 
+def _runtimes_agreement(tflite, x):
+    """The two runtimes against each other on the same file: how close any simulation can
+    be to both (their int8 kernels round differently)."""
+    litert, _ = converters.run_tflite(tflite, x, "litert")
+    tflm, _ = converters.run_tflite(tflite, x, "tflm")
+    steps = np.abs(litert.astype(np.int32) - tflm.astype(np.int32))
+    flat = (litert.reshape(len(x), -1), tflm.reshape(len(x), -1))
+    return {"num_samples": len(x),
+            "argmax_agreement": float(np.mean(np.argmax(flat[0], 1) == np.argmax(flat[1], 1))),
+            "within_one_step": float(np.mean(steps <= 1)), "exact": float(np.mean(steps == 0)),
+            "max_steps": int(steps.max())}
+
+
 def run_row(row, args, command):
     work = tempfile.mkdtemp(prefix=f"qat-bench-{row}-")
     model, train, validation, test, train_wall, setting = train_row(row, args)
@@ -236,6 +250,7 @@ def run_row(row, args, command):
                                                              "litert")
     out["logits_agreement_tflm"] = compare_with_simulation(logits_tflite, simulated[:n],
                                                            x_test[:n], "tflm")
+    out["logits_litert_vs_tflm"] = _runtimes_agreement(logits_tflite, x_test[:n])
 
     control = copy_model(model)
     out["float_ft_wall_s"] = _fine_tune(control, *train, lr, args)
@@ -327,6 +342,13 @@ def write_markdown(path, rows, args):
                     f"{_pct(a['argmax_agreement'])} | {_pct(a['within_one_step'])} | "
                     f"{_pct(a['exact'])} | {a['max_steps']} |"
                 )
+        a = r.get("logits_litert_vs_tflm")
+        if a is not None:
+            lines.append(
+                f"| {r['row']} | logits | LiteRT vs TFLite Micro (same file) | "
+                f"{a['num_samples']:,} | {_pct(a['argmax_agreement'])} | "
+                f"{_pct(a['within_one_step'])} | {_pct(a['exact'])} | {a['max_steps']} |"
+            )
     lines += ["", "Settings of the float training per row:", ""]
     lines += [f"- {r['row']}: {r['setting']}, {r['train_wall_s']:.0f} s" for r in rows]
     with open(path, "w") as f:
@@ -354,11 +376,11 @@ def main(argv=None):
     parser.add_argument("--lenet300-target", default="31744 params")
     parser.add_argument("--kws-size", default="small")
     parser.add_argument("--kws-difficulty", default="medium")
-    parser.add_argument("--kws-epochs", type=int, default=8)
+    parser.add_argument("--kws-epochs", type=int, default=30)
     parser.add_argument("--kws-target", default="25% macs")
     parser.add_argument("--mobilenet-epochs", type=int, default=12)
     parser.add_argument("--qat-epochs", type=int, default=2)
-    parser.add_argument("--qat-lrs", default="1e-4,1e-5")
+    parser.add_argument("--qat-lrs", default="1e-4,3e-5,1e-5")
     parser.add_argument("--qat-batch-size", type=int, default=128)
     parser.add_argument("--tflm-samples", type=int, default=1000)
     parser.add_argument("--no-tfmot", dest="tfmot", action="store_false")
