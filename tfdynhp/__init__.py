@@ -12,6 +12,7 @@ The package reads bottom to top (each layer imports only the ones below it):
 - `tfdynhp.surgery`: narrowing layers and optimizer state, all or nothing;
 - `tfdynhp.costs`: the one cost model (parameters, MACs, int8 bytes, training memory);
 - `tfdynhp.model`: `GatedModel`, `gate()` / `strip()`, `DynamicBatches`;
+- `tfdynhp.quantization`: int8 quantization-aware training (`quantize_aware`, the QAT phase);
 - `tfdynhp.policies`: which units go (criteria) and how far (targets);
 - `tfdynhp.methods`, `tfdynhp.callbacks`: pruning methods and the Keras callbacks;
 - `tfdynhp.converters`: int8 TFLite, LiteRT / TFLite Micro, pi / android / mcu bundles;
