@@ -345,8 +345,16 @@ class GatedModel(keras.Model):
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
                 gate_gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gate_gradients)
-            for gate, gradient in zip(gates, gate_gradients):
-                gate.apply_gradient(gradient)
+            # A loss-scaled step that overflowed (LossScaleOptimizer skips it and lowers the
+            # scale) gives inf / nan gradients: the gates skip it too.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gate_gradients])
+
+            def step_gates():
+                for gate, gradient in zip(gates, gate_gradients):
+                    gate.apply_gradient(gradient)
+                return tf.constant(True)
+
+            tf.cond(finite, step_gates, lambda: tf.constant(False))
         if tracking:
             # F of the batch rule: the data loss, without the L0 penalty and other additional
             # losses, so that the rule does not depend on lambda.
