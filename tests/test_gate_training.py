@@ -3,6 +3,7 @@ optimizer, learning rate and data set size."""
 
 import keras
 import numpy as np
+import pytest
 from conftest import make_mlp
 from tfdynhp.callbacks import DynHPCallback
 
@@ -84,3 +85,12 @@ def test_a_step_the_loss_scale_skips_leaves_the_gates_alone(digits):
     for gate, log_alpha in zip(model.gate_layers, before):
         assert np.all(np.isfinite(gate.log_alpha.numpy()))
         assert not np.array_equal(gate.log_alpha.numpy(), log_alpha)
+
+
+def test_fit_before_compile_gives_keras_message_and_changes_nothing(digits):
+    x, y, _, _ = digits
+    model = tfdynhp.gate(make_mlp(64, [8], 10), seed=0)
+    sizes = [gate.dataset_size for gate in model.gate_layers]
+    with pytest.raises(ValueError, match=r"call `compile\(\)`"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[DynHPCallback()])
+    assert [gate.dataset_size for gate in model.gate_layers] == sizes

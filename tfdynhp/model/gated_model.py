@@ -205,7 +205,8 @@ class GatedModel(keras.Model):
             with ignore_ran_out_of_data_warning():
                 return super().fit(x, y, batch_size, epochs, *args, callbacks=callbacks, **kwargs)
         except BaseException:
-            if self.optimizer is None or int(self.optimizer.iterations.numpy()) == 0:
+            optimizer = getattr(self, "optimizer", None)  # absent before compile()
+            if optimizer is None or int(optimizer.iterations.numpy()) == 0:
                 for gate, size in previous_sizes:  # refused before training: change nothing
                     gate.dataset_size = size
                     gate.set_penalty()
