@@ -168,13 +168,14 @@ class GatedModel(keras.Model):
         """`keras.Model.fit`, plus the checks and context the gates and DynHP need.
 
         Sets each gate's training-set size, refuses `EarlyStopping(restore_best_weights=True)`
-        next to a pruning `DynHPCallback` (weights saved before a pruning step no longer fit
-        the model), and lets the callback reach the training data (to resize
-        `DynamicBatches`), the fixed batch size and `initial_epoch`. A `DynamicBatches` input
-        is read in the order of its own seeded permutations: Keras' `shuffle` (which would
-        reorder its batches with Python's global `random`) is turned off for it.
+        next to a callback that removes units (a pruning `DynHPCallback`,
+        `ActivationDensityCallback`: weights saved before a removal no longer fit the model),
+        and lets the callback reach the training data (to resize `DynamicBatches`), the fixed
+        batch size and `initial_epoch`. A `DynamicBatches` input is read in the order of its
+        own seeded permutations: Keras' `shuffle` (which would reorder its batches with
+        Python's global `random`) is turned off for it.
         """
-        _check_callbacks(callbacks)
+        check_restoring_callbacks(callbacks)
         if _keras_compat.is_multi_worker(self.distribute_strategy):
             _keras_compat.install()  # keras-team/keras#20585; a no-op once Keras is fixed
             _check_multi_worker_data(x)
@@ -423,11 +424,23 @@ def _check_multi_worker_data(x):
         )
 
 
-def _check_callbacks(callbacks):
+def removes_units(callback):
+    """Whether `callback` physically removes units during `fit`: its `removes_units`
+    attribute (`ActivationDensityCallback`), or a pruning `DynHPCallback`."""
+    if type(callback).__name__ == "DynHPCallback":
+        return bool(getattr(callback, "prune", False))
+    return bool(getattr(callback, "removes_units", False))
+
+
+def check_restoring_callbacks(callbacks):
+    """Refuses `EarlyStopping(restore_best_weights=True)` next to a callback that removes
+    units: the weights it saves before a removal no longer fit the model at `fit`'s end.
+
+    Raises:
+        ValueError: naming both callbacks and the alternative.
+    """
     callbacks = list(callbacks or [])
-    pruning = any(
-        type(c).__name__ == "DynHPCallback" and getattr(c, "prune", False) for c in callbacks
-    )
+    pruning = [c for c in callbacks if removes_units(c)]
     restoring = [
         c
         for c in callbacks
@@ -436,7 +449,7 @@ def _check_callbacks(callbacks):
     if pruning and restoring:
         raise ValueError(
             "EarlyStopping(restore_best_weights=True) cannot restore weights saved before "
-            "DynHP removed units: they no longer fit the model. Use "
+            f"{type(pruning[0]).__name__} removed units: they no longer fit the model. Use "
             "EarlyStopping(restore_best_weights=False) together with "
             "ModelCheckpoint(path, save_best_only=True) and reload the best `.keras` file."
         )
