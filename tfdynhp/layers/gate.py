@@ -190,8 +190,12 @@ class HardConcreteGate(keras.layers.Layer):
         size, `log_alpha` moves by at most about `gate_speed` per epoch."""
         self.gate_learning_rate.assign(self.gate_speed / max(1, int(steps)))
 
-    def apply_gradient(self, gradient):
-        """One Adam step of `log_alpha` along `gradient` (already summed over replicas)."""
+    def apply_gradient(self, gradient, apply=True):
+        """One Adam step of `log_alpha` along `gradient` (already summed over replicas).
+
+        `apply` may be a boolean tensor: when it is False the step is skipped and nothing
+        changes (selected, not branched on, so it also runs inside a distribution strategy's
+        replica context)."""
         if self.frozen:
             return
         step = self.gate_steps + 1.0
@@ -199,6 +203,11 @@ class HardConcreteGate(keras.layers.Layer):
             ops.cast(gradient, "float32"), self.gate_first_moment, self.gate_second_moment,
             step, self.gate_learning_rate,
         )
+        if apply is not True:
+            delta = ops.where(apply, delta, ops.zeros_like(delta))
+            first = ops.where(apply, first, self.gate_first_moment)
+            second = ops.where(apply, second, self.gate_second_moment)
+            step = ops.where(apply, step, self.gate_steps)
         self.gate_first_moment.assign(first)
         self.gate_second_moment.assign(second)
         self.gate_steps.assign(step)
