@@ -83,7 +83,7 @@ def add_parser(commands):
     parser.add_argument("--export", default="",
                         help="comma-separated export targets among pi, android, mcu")
     common.add_verify_options(parser, "the exported mcu bundle's", "needs --export mcu")
-    parser.add_argument("--variance-every", type=int, default=None,
+    parser.add_argument("--variance-every", type=common.positive_int, default=None,
                         help="compute the gradient variance of the batch rule on one step in k "
                         "(default: DynHPCallback's, 4; 1 = every step)")
     parser.add_argument("--bn-momentum", type=common.unit_float, default=None,

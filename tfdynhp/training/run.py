@@ -39,6 +39,7 @@ from tfdynhp.costs import units as resources
 from tfdynhp.datasets import shaping as inputs
 from tfdynhp.datasets.shaping import FASHION_MNIST_LABELS, load_data, representative_subset
 from tfdynhp.math import budget as budget_lib
+from tfdynhp.validation import ConfigurationError, check_integer
 
 MODES = ("dense", "sp", "hp", "dynhp")
 EXPORT_TARGETS = ("pi", "android", "mcu")
@@ -192,6 +193,8 @@ class RunConfig:
         if self.target is not None and self.mode in ("dense", "sp"):
             raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
                              f"{self.mode!r} removes nothing.")
+        if self.variance_every is not None:
+            self.variance_every = check_integer("variance_every", self.variance_every, 1)
         if self.bn_momentum is not None:
             from tfdynhp.validation import check_real
 
@@ -237,12 +240,24 @@ def build_model(config, input_shape, num_classes):
         import tfdynhp.model  # noqa: F401  (registers GatedModel and tfdynhp's layers)
 
         return keras.saving.load_model(config.model_path, compile=False)
-    if config.arch == "mlp":
-        model = architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
-                                  seed=config.seed)
-    else:
-        model = architectures.build(config.arch, tuple(input_shape), num_classes,
-                                    seed=config.seed)
+    input_shape = tuple(int(d) for d in input_shape)
+    try:
+        if config.arch == "mlp":
+            model = architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
+                                      seed=config.seed)
+        else:
+            if len(input_shape) == 2:  # (height, width) maps, e.g. a .npz of grey images
+                input_shape = (*input_shape, 1)
+            model = architectures.build(config.arch, input_shape, num_classes,
+                                        seed=config.seed)
+    except ValueError as e:
+        # The data set's examples do not fit the architecture (e.g. LeNet-5 on digits' 64
+        # features): the user's choice of data and model, refused before training.
+        raise ConfigurationError(
+            f"Architecture {config.arch!r} cannot take the examples of {config.dataset}, of "
+            f"shape {input_shape}: {e} Choose an architecture for this data (an MLP: 'mlp' "
+            "or widths such as '300,100') or data of the architecture's input."
+        ) from e
     if config.bn_momentum is not None:  # e.g. 0.9 for small data sets (few steps per epoch)
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
