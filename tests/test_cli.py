@@ -261,3 +261,16 @@ def test_grey_images_of_a_npz_get_a_channel_for_a_convolutional_architecture(tmp
     assert "examples (16, 16))" in out.splitlines()[0]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["arch"] == "lenet5" and summary["epochs_run"] == 1
+
+
+def test_output_to_a_file_or_pipe_is_one_line_per_epoch(tmp_path, capsys):
+    # capsys's stdout is not a terminal, as in `make train > log`: no progress-bar redraws.
+    code, out, _ = run(["train", "--dataset", "digits", "--arch", "16", "--mode", "hp",
+                        "--epochs", "3", "--limit-train", "400", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert "\r" not in out and "\b" not in out
+    lines = out.splitlines()
+    steps = [line for line in lines if " - loss: " in line or "- accuracy: " in line]
+    assert len(steps) == 3, out  # one Keras line per epoch (verbose=2)
+    assert sum(line.startswith("DynHP epoch") for line in lines) == 3
+    assert len(out) < 6000, len(out)

@@ -188,7 +188,8 @@ def run(args):
     try:
         result = training.train(
             data=data, out_dir=out_dir, exports=exports, labels=labels,
-            verbose=0 if args.quiet else 1, keras_verbose=0 if args.quiet else 1, **options,
+            verbose=0 if args.quiet else 1,
+            keras_verbose=training.fit_verbosity(0 if args.quiet else 1), **options,
         )
     except ConfigurationError as e:
         # The configuration cannot work (a budget too small for the model, an unreachable
@@ -215,6 +216,7 @@ def run(args):
 
 def _load_kws(args):
     """The synthetic-kws splits (validation by speaker) and their `KWSInfo`."""
+    from tfdynhp import training
     from tfdynhp.training import kws as pipeline
 
     keywords = None
@@ -223,7 +225,7 @@ def _load_kws(args):
     size = int(args.size) if args.size.strip().isdigit() else args.size
     try:
         return pipeline.load_splits(keywords, args.difficulty, size, args.seed,
-                                    verbose=0 if args.quiet else 1)
+                                    verbose=training.fit_verbosity(0 if args.quiet else 1))
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise common.UsageError(str(e)) from e
 

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 
 import keras
@@ -365,6 +366,24 @@ def method_callbacks(config, verbose=0):
     return callbacks, recorder
 
 
+def fit_verbosity(verbose=1, stream=None):
+    """Keras' `fit` verbosity for progress output on `stream` (default `sys.stdout`): `0` when
+    `verbose` is 0; the progress bar (`1`) on a terminal; one line per epoch (`2`) otherwise.
+
+    Keras redraws its bar on any stream (it treats every POSIX process as a terminal), so a
+    run whose output goes to a file or a pipe (`make train > log`) would write megabytes of
+    redraws.
+    """
+    if not verbose:
+        return 0
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return 1 if isatty is not None and isatty() else 2
+    except ValueError:  # a closed stream
+        return 2
+
+
 def _evaluate_accuracy(model, x, y):
     probs = model.predict(x, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(probs, axis=-1) == y))
@@ -391,7 +410,8 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `summary.json`, plots and `export/<target>/`; `None` writes nothing.
         exports: targets among `"pi"`, `"android"`, `"mcu"` (needs `out_dir`).
         verbose: 1 prints DynHP's one line per epoch. Defaults to `1`.
-        keras_verbose: Keras' `fit` verbosity. Defaults to `verbose`.
+        keras_verbose: Keras' `fit` verbosity. Defaults to `fit_verbosity(verbose)`: the
+            progress bar on a terminal, one line per epoch when the output is a file or pipe.
         labels: class names for the exports. Defaults to Fashion-MNIST's names for that data
             set, else `class_0, ...`.
         **options: the fields of `RunConfig`: `dataset`, `arch` (a name of
@@ -425,7 +445,7 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
     if rank and out_dir is not None:
         # Only the chief writes the run's files; the other workers write their own folder.
         out_dir, exports = os.path.join(os.fspath(out_dir), "workers", str(rank)), ()
-    keras_verbose = verbose if keras_verbose is None else keras_verbose
+    keras_verbose = fit_verbosity(verbose) if keras_verbose is None else keras_verbose
     (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if labels is None and inputs.is_fashion_mnist(config.dataset) and num_classes == 10:
