@@ -9,7 +9,9 @@ of the README (`bench/results/lenet5`):
 - `zeros`: the dense model with each kernel's smallest weights set to zero, down to the
   non-zero count of the TF-MOT row (`bench/results/lenet5/tfmot.json`), as TF-MOT's
   unstructured pruning leaves it: the same shapes and the same compute as `dense`. It is the
-  control: its ratio to `dense` must come out near 1, or the method cannot tell 1.5x apart.
+  control: its ratio to `dense` must come out near 1, or the method cannot tell 1.5x apart;
+- `floor`: LeNet-5 cut to 2 units per group (35,284 MACs, 65x fewer than dense): what an invoke
+  costs when the layers hardly compute, the runtime's fixed cost.
 
 The weights are seeded, not trained: an int8 kernel does the same work whatever the values, so
 the latency depends on the shapes only. Each model runs in its own LiteRT interpreter (one
@@ -158,6 +160,7 @@ def main(argv=None):
         "dense": architectures.lenet5(seed=args.seed),
         "dynhp": narrowed(dynhp_row["units"], args.seed),
         "zeros": zeros_model,
+        "floor": narrowed({"conv1": 2, "conv2": 2, "ip1": 2}, args.seed),
     }
     rng = np.random.default_rng(args.seed)
     calibration = rng.uniform(0, 1, (200, 28, 28, 1)).astype("float32")
