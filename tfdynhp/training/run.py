@@ -39,6 +39,7 @@ import os
 import random
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -398,7 +399,10 @@ def _plain_record(model, batch_size):
         PAPER_MEMORY_KEY: memory.training_memory(model, batch_size, "paper")[0],
         FULL_MEMORY_KEY: memory.training_memory(model, batch_size, "full")[0],
     }
-    for group in analyze(model).groups:
+    with warnings.catch_warnings():  # what cannot be pruned was said when it mattered
+        warnings.simplefilter("ignore")
+        groups = analyze(model).groups
+    for group in groups:
         if group.prunable:
             record[f"{UNITS_PREFIX}{group.name}"] = group.units
     return record
@@ -572,9 +576,10 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
                 first_layer_drop_rate=config.first_layer_drop_rate,
                 penalty=config.penalty or "units",
             )
-        callbacks, recorder = method_callbacks(
-            config, verbose, sample=representative_subset(
-                x_train, ACTIVATION_DENSITY_SAMPLES, config.seed))
+        sample = None
+        if config.method == "activation-density":
+            sample = representative_subset(x_train, ACTIVATION_DENSITY_SAMPLES, config.seed)
+        callbacks, recorder = method_callbacks(config, verbose, sample=sample)
         if out_dir is not None:
             callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
         model.compile(optimizer=keras.optimizers.Adam(config.lr),
