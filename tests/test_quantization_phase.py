@@ -93,6 +93,19 @@ def test_qat_phase_options_and_model_are_checked():
     assert DynHPCallback(target="50% params", final_phase="qat").final_phase == "qat"
 
 
+def test_the_train_command_takes_a_qat_final_phase_with_a_target_only(tmp_path, capsys):
+    from tfdynhp.cli import train as cli_train
+    from tfdynhp.cli.main import build_parser, main
+
+    base = ["train", "--out", str(tmp_path / "run"), "--target", "25% macs"]
+    args = build_parser().parse_args(base + ["--final-phase", "qat"])
+    assert cli_train._run_options(args)[1].final_phase == "qat"
+    args = build_parser().parse_args(base + ["--final-phase", "none"])
+    assert cli_train._run_options(args)[1].final_phase is None
+    assert main(["train", "--out", str(tmp_path / "run"), "--final-phase", "qat"]) == 2
+    assert "--final-phase qat" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_dynhp_prunes_to_the_target_then_fine_tunes_quantization_aware_in_the_same_fit(
         digits, tmp_path):
