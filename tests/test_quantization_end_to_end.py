@@ -1,11 +1,11 @@
-"""QAT end to end on scikit-learn digits: a small CNN with BatchNormalization (dense, and
-pruned by DynHP to a target), fine-tuned quantization-aware, exported to int8 without
-representative data, run in LiteRT and TFLite Micro and compared with its simulation."""
+"""QAT end to end on scikit-learn digits: a small CNN with BatchNormalization, fine-tuned
+quantization-aware, exported to int8 without representative data, run in LiteRT and TFLite
+Micro and compared with its simulation, saved and reloaded (the DynHP-pruned case, in the same
+fit: tests/test_quantization_phase.py)."""
 
 import keras
 import numpy as np
 import pytest
-from tfdynhp.callbacks import DynHPCallback
 from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
 
 import tfdynhp
@@ -74,27 +74,14 @@ def _fine_tune_and_check(model, images):
     return qat, tflite
 
 
-def test_qat_of_a_cnn_with_batchnorm_matches_litert_and_tflm(images):
-    x, y, _, _ = images
+def test_qat_of_a_cnn_with_batchnorm_matches_litert_and_tflm_and_reloads(images, tmp_path):
+    # The pruned shapes through QAT: tests/test_quantization_phase.py (DynHP then QAT).
+    x, y, x_test, _ = images
     model = _cnn()
     _compile(model, 3e-3)
     model.fit(x, y, epochs=5, batch_size=32, verbose=0)
-    _fine_tune_and_check(model, images)
-
-
-def test_qat_of_a_dynhp_pruned_cnn_keeps_its_shapes_and_reloads(images, tmp_path):
-    x, y, x_test, _ = images
-    dense = _cnn()
-    gated = tfdynhp.gate(dense, seed=0)
-    _compile(gated, 3e-3)
-    gated.fit(x, y, epochs=5, batch_size=32, verbose=0,
-              callbacks=[DynHPCallback(target="40% params", target_epoch=3)])
-    pruned = tfdynhp.strip(gated)
-    assert pruned.count_params() <= 0.45 * dense.count_params()
-    qat, tflite = _fine_tune_and_check(pruned, images)
-    kernels = [w.shape for w in pruned.weights if "kernel" in w.path]
-    assert kernels == [w.shape for w in qat.weights if "kernel" in w.path]
-    path = tmp_path / "pruned_qat.keras"
+    qat, tflite = _fine_tune_and_check(model, images)
+    path = tmp_path / "qat.keras"
     qat.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x_test, verbose=0), qat.predict(x_test, verbose=0))
