@@ -43,7 +43,7 @@ from tfdynhp.math import budget as budget_lib
 MODES = ("dense", "sp", "hp", "dynhp")
 EXPORT_TARGETS = ("pi", "android", "mcu")
 LENET_300_100 = (300, 100)
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "cosine-restart")
 
 # Defaults of `tfdynhp train` (DynHP on Fashion-MNIST with LeNet-300-100); see bench/README.md
 # for how they were chosen (on a validation split). 50 epochs is the paper bar's limit; the
@@ -163,6 +163,9 @@ class RunConfig:
     bn_momentum: float = None
     variance_every: int = None
     distribute: str = None
+    teacher: object = None
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5
 
     def resolve(self):
         """Fills in the defaults and checks the options; returns `self`."""
@@ -192,6 +195,19 @@ class RunConfig:
         if self.target is not None and self.mode in ("dense", "sp"):
             raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
                              f"{self.mode!r} removes nothing.")
+        if self.lr_schedule == "cosine-restart" and self.target is None:
+            raise ValueError("lr_schedule='cosine-restart' restarts the cosine when the target "
+                             "is met; it needs a `target` (mode 'hp' or 'dynhp').")
+        if self.teacher is not None and self.mode == "dense":
+            raise ValueError("A teacher distils into a gated model (mode 'sp', 'hp' or "
+                             "'dynhp'); mode 'dense' trains a plain Keras model.")
+        if self.teacher is not None:
+            from tfdynhp.validation import check_real
+
+            check_real("distill_alpha", self.distill_alpha, 0.0, 1.0)
+            if not check_real("distill_temperature", self.distill_temperature) > 0:
+                raise ValueError("Expected `distill_temperature` > 0. Received: "
+                                 f"distill_temperature={self.distill_temperature!r}")
         if self.bn_momentum is not None:
             from tfdynhp.validation import check_real
 
@@ -204,6 +220,10 @@ class RunConfig:
         record["hidden"] = list(self.hidden) if self.hidden is not None else None
         record["budget_bytes"] = record.pop("budget")
         record["target"] = None if self.target is None else str(self.target)
+        if isinstance(self.teacher, keras.Model):
+            record["teacher"] = f"<model {self.teacher.name}>"
+        if self.teacher is None:
+            record["distill_temperature"] = record["distill_alpha"] = None
         if self.mode == "dense":
             for key in ("l0_lambda", "drop_rate_init", "first_layer_drop_rate", "penalty",
                         "threshold"):
@@ -347,7 +367,33 @@ def method_callbacks(config, verbose=0):
     if config.lr_schedule == "cosine":
         callbacks.append(keras.callbacks.LearningRateScheduler(
             cosine_epoch_schedule(config.lr, config.epochs)))
+    elif config.lr_schedule == "cosine-restart":
+        restart = config.target_epoch or max(1, round(2 * config.epochs / 3))
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            restart_cosine_schedule(config.lr, config.epochs, restart)))
     return callbacks, recorder
+
+
+def restart_cosine_schedule(lr, epochs, restart):
+    """`schedule(epoch, current) -> rate`: cosine decay from `lr` over the epochs before
+    `restart` (the target epoch), then again from `lr` over the remaining ones (learning-rate
+    rewinding for the fine-tune of the pruned model; Renda et al., 2020)."""
+    first, second = cosine_epoch_schedule(lr, restart), cosine_epoch_schedule(lr, epochs - restart)
+
+    def schedule(epoch, current_lr=None):
+        return first(epoch) if epoch < restart else second(epoch - restart)
+
+    return schedule
+
+
+def _distillation(config):
+    """The run's `Distillation` (its teacher: a Keras model or a `.keras` path)."""
+    from tfdynhp.model.distillation import Distillation
+
+    teacher = config.teacher
+    if not isinstance(teacher, keras.Model):
+        teacher = keras.saving.load_model(os.fspath(teacher), compile=False)
+    return Distillation(teacher, config.distill_temperature, config.distill_alpha)
 
 
 def _evaluate_accuracy(model, x, y):
@@ -387,7 +433,11 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`,
             `bn_momentum` (set on every BatchNormalization layer of a built architecture),
             `variance_every` (the gradient variance on one step in k; `DynHPCallback`'s
-            default when None).
+            default when None), `teacher` (a Keras model or `.keras` path distilled into the
+            gated model, `tfdynhp.model.distillation`), `distill_temperature` (4.0),
+            `distill_alpha` (0.5). `lr_schedule` is `"constant"`, `"cosine"` (over all
+            epochs) or `"cosine-restart"` (cosine to the target epoch, then again from `lr`
+            for the fine-tune).
 
     Returns:
         A `TrainResult`.
@@ -457,6 +507,8 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
             callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
         model.compile(optimizer=keras.optimizers.Adam(config.lr),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        if config.teacher is not None:
+            model.distillation = _distillation(config)
     if config.mode == "dense":
         recorder.static_record = _dense_record(model, config.batch_size)
 
