@@ -17,7 +17,10 @@ row's seed. A row is `base[+recipe...]`, run for each seed given after `@` (`den
 - recipes on a pruned row: `+kd` distillation from the `dense` row of the same seed
   (`teacher=`, temperature 4, alpha 0.5), `+ft` the target met at half the epochs (a longer
   frozen fine-tune; default two thirds), `+restart` the cosine learning rate restarted at
-  the target epoch (`lr_schedule="cosine-restart"`), `+hp` a fixed batch (mode `hp`).
+  the target epoch (`lr_schedule="cosine-restart"`), `+hp` a fixed batch (mode `hp`);
+  `+aug` (also `dense+aug`): the training clips in two renderings, the data set's own
+  augmentations drawn again (`tfdynhp.datasets.kws.load_training_renderings`), alternating
+  by epoch.
 
 Every row: accuracy on held-out voices and held-out accents in float (Keras), int8 LiteRT and
 int8 TFLite Micro (Python interpreter, every clip), parameters (non-zero values,
@@ -51,7 +54,8 @@ import numpy as np
 TFLM_DIR = os.path.realpath(os.environ.get("TFLM_DIR") or os.path.join(
     os.path.dirname(ROOT), "shared", "tflm-kit", "tflm"))  # one object cache for every worktree
 FRACTIONS = {"1/2": "50% macs", "1/4": "25% macs"}
-RECIPES = ("kd", "ft", "restart", "hp")
+RECIPES = ("kd", "ft", "restart", "hp", "aug")
+AUG_RENDERINGS = 2  # +aug: the training clips in 2 renderings, alternating by epoch
 SPLITS = ("test_voices", "test_accents")
 
 
@@ -73,15 +77,15 @@ def parse_row(name, mode="dynhp"):
     `scratch`."""
     base, *recipes = name.split("+")
     unknown = [r for r in recipes if r not in RECIPES]
-    if base == "dense" and not recipes:
-        return "dense", None, ()
+    if base == "dense" and set(recipes) <= {"aug"} and not unknown:
+        return "dense", None, tuple(recipes)
     kind, _, fraction = base.partition("-")
     if fraction not in FRACTIONS or unknown or (kind not in ("dynhp", "hp", "tfmot", "scratch")):
         raise SystemExit(f"Unknown row {name!r}: expected dense, dynhp-1/2, dynhp-1/4, hp-1/4, "
                          f"tfmot-1/4, scratch-1/4, with recipes +{'+'.join(RECIPES)} on pruned "
                          "rows.")
     if kind in ("tfmot", "scratch") and recipes:
-        raise SystemExit(f"Row {name!r}: recipes apply to dynhp/hp rows only.")
+        raise SystemExit(f"Row {name!r}: recipes apply to dynhp/hp rows (and +aug to dense).")
     return ("pruned" if kind in ("dynhp", "hp") else kind), fraction, tuple(recipes)
 
 
@@ -172,8 +176,16 @@ def train_row(name, seed, args, data, info):
             options["lr_schedule"] = "cosine-restart"
         if "kd" in recipes:
             options["teacher"] = _load_row(args, "dense", seed)["model_path"]
+    renderings = None
+    if "aug" in recipes:
+        from tfdynhp.datasets.kws.renderings import load_training_renderings
+
+        xs, _ = load_training_renderings(AUG_RENDERINGS, None, args.difficulty, args.size, 0,
+                                         verbose=0)
+        renderings = xs[1:]
     result = training.train(data=data, out_dir=out, exports=("mcu",), verbose=0,
-                            keras_verbose=0, labels=list(info.labels), **options)
+                            keras_verbose=0, labels=list(info.labels),
+                            train_renderings=renderings, **options)
     kws.finish_run(result, info, out, ("mcu",))
     s = result.summary
 

@@ -411,7 +411,7 @@ def _seeded(seed):
 
 
 def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, labels=None,
-          **options):
+          train_renderings=None, **options):
     """Trains a model in one mode and measures it like the paper's Table 3.
 
     Args:
@@ -425,6 +425,10 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
         keras_verbose: Keras' `fit` verbosity. Defaults to `verbose`.
         labels: class names for the exports. Defaults to Fashion-MNIST's names for that data
             set, else `class_0, ...`.
+        train_renderings: other renderings of `x_train` (same examples, same order, e.g.
+            `tfdynhp.datasets.kws.load_training_renderings`): epoch `e` trains on rendering
+            `e % (1 + len(train_renderings))`, `x_train` being rendering 0. Needs `data` with
+            its own validation split and no `limit_train`. Defaults to `None`.
         **options: the fields of `RunConfig`: `dataset`, `arch` (a name of
             `tfdynhp.architectures` or MLP widths such as `"300,100"`), `hidden`,
             `model_path` (a user's `.keras` model), `mode`, `epochs`, `batch_size`, `lr`,
@@ -462,6 +466,16 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
         out_dir, exports = os.path.join(os.fspath(out_dir), "workers", str(rank)), ()
     keras_verbose = verbose if keras_verbose is None else keras_verbose
     (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
+    renderings = [x_train]
+    if train_renderings:
+        if data is None or len(data) != 3 or config.limit_train is not None:
+            raise ValueError("`train_renderings` needs `data=(train, validation, test)` (the "
+                             "data set's own validation split) and no `limit_train`: the "
+                             "renderings must hold the same training examples.")
+        renderings += [np.asarray(x) for x in train_renderings]
+        if any(x.shape != x_train.shape for x in renderings):
+            raise ValueError("Every array of `train_renderings` must have the shape of x_train "
+                             f"{x_train.shape}. Received: {[x.shape for x in renderings[1:]]}")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if labels is None and inputs.is_fashion_mnist(config.dataset) and num_classes == 10:
         labels = list(FASHION_MNIST_LABELS)
@@ -471,24 +485,27 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
 
     states = _seeded(config.seed)
     try:
-        return _train(config, x_train, y_train, validation, x_test, y_test, num_classes,
+        return _train(config, renderings, y_train, validation, x_test, y_test, num_classes,
                       out_dir, exports, verbose, keras_verbose, labels, strategy)
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
 
 
-def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, out_dir,
+def _train(config, renderings, y_train, validation, x_test, y_test, num_classes, out_dir,
            exports, verbose, keras_verbose, labels, strategy=None):
     from tfdynhp.model import DynamicBatches, gate, is_gated_model, strip
+    from tfdynhp.model.rotating_batches import RotatingBatches
 
+    x_train = renderings[0]
     # Under a strategy, the model, its gates and optimizer are created in its scope (Keras
     # then trains with it); surgery rebuilds them in the same scope.
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         base = build_model(config, x_train.shape[1:], num_classes)
         shape = base.inputs[0].shape[1:]
-        x_train = inputs.shape_for(x_train, shape, "the training data")
+        renderings = [inputs.shape_for(x, shape, "the training data") for x in renderings]
+        x_train = renderings[0]
         x_test = inputs.shape_for(x_test, shape, "the test data")
         if validation is not None:
             validation = (inputs.shape_for(validation[0], shape, "the validation data"),
@@ -512,7 +529,10 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
     if config.mode == "dense":
         recorder.static_record = _dense_record(model, config.batch_size)
 
-    if config.mode == "dynhp":
+    if len(renderings) > 1:
+        fit_x, fit_kwargs = RotatingBatches(
+            renderings, y_train, batch_size=config.batch_size, seed=config.seed), {}
+    elif config.mode == "dynhp":
         fit_x, fit_kwargs = DynamicBatches(
             x_train, y_train, batch_size=config.batch_size, seed=config.seed), {}
     else:
@@ -526,6 +546,7 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
 
     summary = summarize(
         config.as_dict() | {"n_train": len(x_train), "n_test": len(x_test),
+                            "train_renderings": len(renderings),
                             "n_validation": 0 if validation is None else len(validation[0])},
         recorder.history,
         test_accuracy=_evaluate_accuracy(stripped, x_test, y_test),
