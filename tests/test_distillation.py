@@ -45,6 +45,8 @@ def test_bad_teachers_are_refused():
         student.distillation = "teacher"
     with pytest.raises(ValueError, match="gated model"):
         training.RunConfig(mode="dense", teacher="t.keras").resolve()
+    with pytest.raises(ValueError, match="gated model"):  # another method trains no gates
+        training.RunConfig(method="activation-density", teacher="t.keras").resolve()
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,9 @@ def test_student_learns_the_teacher_not_the_scrambled_labels(digits, tmp_path):
         student.fit(x, scrambled, batch_size=32, epochs=15, verbose=0)
         accuracy[alpha] = _accuracy(strip(student), xt, yt)
     assert accuracy[1.0] >= 0.85 and accuracy[0.0] <= 0.3, accuracy
+    # Evaluation reports the task loss: no distillation term (nor L0 penalty) outside training.
+    task = keras.losses.sparse_categorical_crossentropy(yt, student.predict(xt, verbose=0))
+    assert student.evaluate(xt, yt, verbose=0) == pytest.approx(float(np.mean(task)), rel=1e-4)
     for old, new in zip(before, teacher.get_weights()):
         np.testing.assert_array_equal(old, new)  # the teacher is not trained
     # The teacher is not part of the student: not in its weights, not in its file.
