@@ -31,8 +31,9 @@ TFLM), training wall time. Each row runs in its own process and is appended to
 interrupted bench keeps its rows and a re-run with the same `--name` skips them.
 
     python bench/kws.py --size ci --difficulty easy --mode hp --epochs 12 --batch-size 32
-    python bench/kws.py --size medium --difficulty medium --epochs 16 --batch-size 32 \\
-        --name kws_medium --rows dense@0:1,dynhp-1/4@0:1,dynhp-1/2@0,tfmot-1/4@0,scratch-1/4@0
+    python bench/kws.py --size medium --difficulty medium --epochs 16 --batch-size 64 \\
+        --name kws_medium --work /tmp/kws26/medium \\
+        --rows dense@0:1,dynhp-1/4@0,scratch-1/4@0,tfmot-1/4@0,dynhp-1/4+hp@0:1,dynhp-1/2@0
 """
 
 import argparse
@@ -458,8 +459,9 @@ def write_markdown(record, path):
     lines += [
         "", "## Every run", "",
         ("| row | seed | voices float | LiteRT | TFLM | accents float | LiteRT | TFLM | params "
-         "| MACs | int8 bytes | arena | flash | RAM | M4 instr./inf. | bit-exact | train s |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+         "| MACs | int8 bytes | arena | flash | RAM | M4 instr./inf. | bit-exact | train s "
+         "| load |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
         v, a = (r["held_out"][s] for s in SPLITS)
@@ -470,7 +472,8 @@ def write_markdown(record, path):
             f"{_pct(a.get('tflm'))} | {r['params']:,} | {r['macs']:,} | "
             f"{r['tflite_bytes']:,} | {r['arena_bytes']} | {_fw(r, 'flash_bytes')} | "
             f"{_fw(r, 'ram_total_bytes')} | {_fw(r, 'instructions_per_inference', '{:,.0f}')} "
-            f"| {fw.get('bit_exact', fw.get('error'))} | {r['wall_time_s']:.0f} |")
+            f"| {fw.get('bit_exact', fw.get('error'))} | {r['wall_time_s']:.0f} | "
+            f"{'/'.join(map(str, r.get('load_average', []))) or '-'} |")
     n = min((r["held_out"]["test_voices"]["n"] for r in record["rows"]), default=0)
     lines += ["", (f"{n:,} clips per held-out split: one clip is {100 / max(n, 1):.3f} points. "
                    "Params: non-zero values, BatchNormalization statistics included, as "
@@ -479,7 +482,8 @@ def write_markdown(record, path):
                    "+ data, RAM = data + bss (arena included) + measured stack and heap; "
                    "instructions counted by QEMU -icount (not cycle-accurate). LiteRT and TFLM "
                    "run the same int8 file on every held-out clip; train s is the `fit` wall "
-                   "time on the shared machine."), ""]
+                   "time on the shared machine; load is the machine's 1/5/15-minute load "
+                   "average when the row ended (2 cores)."), ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
