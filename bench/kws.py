@@ -483,7 +483,8 @@ def write_markdown(record, path):
                    "instructions counted by QEMU -icount (not cycle-accurate). LiteRT and TFLM "
                    "run the same int8 file on every held-out clip; train s is the `fit` wall "
                    "time on the shared machine; load is the machine's 1/5/15-minute load "
-                   "average when the row ended (2 cores)."), ""]
+                   "average when the row ended (2 cores). A row a command lists that is not "
+                   "in the tables did not finish (stopped or failed)."), ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
