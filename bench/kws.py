@@ -502,9 +502,9 @@ def plot(record, path):
         marker = {"dense": "s", "tfmot": "^", "scratch": "D"}.get(r.get("kind"), "o")
         for split, fill in (("test_voices", True), ("test_accents", False)):
             held = r["held_out"][split]
+            color = "C0" if pruned else "C1"
             ax.scatter(r["macs"] / 1e6, 100 * held.get("tflm", held["int8"]), marker=marker,
-                       s=50, facecolors=None if fill else "none",
-                       edgecolors="C0" if pruned else "C1")
+                       s=50, facecolors=color if fill else "none", edgecolors=color)
     ax.set_xlabel("MACs per inference (millions)")
     ax.set_ylabel("int8 accuracy in TFLite Micro (%)")
     ax.set_title("DS-CNN on synthetic-kws, int8: filled = held-out voices, hollow = held-out "
