@@ -5,36 +5,31 @@ optimizer, batch and epochs.
 Configurations (`--configs`):
 
 - `plain`: the model as given;
-- `today`: `gate(model)` + `DynHPCallback()` (the `threshold` rule);
-- `tolerance`: `gate(model)` + `DynHPCallback(tolerance=0.01)` (prune while validation
-  accuracy stays within one point of the best seen, every cut checked first; the defaults of
-  `tfdynhp.policies.tolerance.Tolerance`: the first cut waits until an epoch gains less than the
-  tolerance, a refused cut is dropped);
-- `tolerance_learnt`: `Tolerance(0.01, warmup="learnt")`: cuts start as soon as the run has
-  improved on its first epoch by more than the tolerance;
-- `tolerance_fade`: `Tolerance(0.01, fade=True)`: a refused cut is faded for an epoch and
-  tried again;
-- `tolerance_d01`: `tolerance` with `gate(model, drop_rate_init=0.01)` (less gate noise);
-- (`tolerance_frozen`, in the results: every gate frozen before `fit`; ran before the rebase
-  onto main, where `DynHPCallback` now unfreezes the gates at the start of a new run, so the
-  configuration is gone from this list);
-- `target50`: `gate(model)` + `DynHPCallback(target="50% macs")` (the target path, for
-  comparison); `target50_tol`: the same with `tolerance=0.01` (every scheduled cut checked);
-- `today_dec0.1`, `today_dec0.3`: the `threshold` rule with the decoupled penalty,
-  `gate(model, penalty_mode="decoupled", l0_lambda=0.1 or 0.3)` (prototype of a penalty
-  that is the same for a Dense unit and a conv channel).
+- `default`: `gate(model)` + `DynHPCallback()` as it is now: with validation data and no rule
+  named, the tolerance rule (`tolerance="auto"`, i.e. `Tolerance()`: within 0.01 of the
+  validation accuracy's reference, provisional cuts judged after an epoch, gates frozen);
+- `threshold`: `gate(model)` + `DynHPCallback(tolerance=None)`: the `threshold` rule, which
+  was `DynHPCallback()` before issue 29 (the `today` rows of `results/defaults/phase1.md`);
+  `threshold_d01`: the same with `gate(model, drop_rate_init=0.01)`;
+- `tol_*`: the tolerance rule with one option of `Tolerance` changed (`tol_train`: gates
+  trained, not frozen; `tol_nowarmup`; `tol_patience0`; `tol_window1`; `tol_step02`: first
+  cut 0.2, at most 0.5);
+- `target50`: `DynHPCallback(target="50% macs")` (the target path, for comparison);
+  `target50_d01` with `drop_rate_init=0.01`; `target50_tol`: with `tolerance=0.01` (every
+  scheduled cut checked).
 
 Every run: `fit(x, y, validation_data=(x_val, y_val))`, validation split from the training
 set (`bench/defaults_setups.py`); the gated models are stripped before they are measured.
 Columns: parameters and MACs (`tfdynhp.complexity.model_costs`), validation accuracy after the
 last epoch, test accuracy, training wall time.
 
-    python bench/defaults.py --problems mlp_wine,mlp_breast_cancer --epochs 40
-    python bench/defaults.py --problems cnn_fashion --epochs 8
-    python bench/defaults.py --problems mobilenet --epochs 10
+    python bench/defaults.py --problems mlp_wine,mlp_breast_cancer --configs plain,default --epochs 40
+    python bench/defaults.py --problems cnn_fashion --configs plain,default --epochs 8
+    python bench/defaults.py --problems mobilenet --configs plain,default --epochs 10
 
-Results are merged into `bench/results/defaults/defaults.json` (one entry per problem and
-configuration, each with the command that made it) and `defaults.md` is rewritten from it.
+Results are merged into `bench/results/defaults/defaults.json` (one entry per problem,
+epochs, configuration and seed, each with the command that made it; several runs of the
+script may write to it at once) and `defaults.md` is rewritten from it.
 """
 
 import argparse

@@ -200,7 +200,7 @@ def problem(name):
         return Problem(name, flat[0], y, flat[1], yv, flat[2], yt,
                        lambda seed: architectures.mlp(784, (300, 100), 10, seed=seed),
                        batch_size=64)
-    if name in ("mlp_wine", "mlp_breast_cancer"):
+    if name in ("mlp_wine", "mlp_breast_cancer", "mlp_digits"):
         x, y, xv, yv, xt, yt = _tabular(name.removeprefix("mlp_"))
         classes = int(max(y.max(), yt.max())) + 1
         return Problem(name, x, y, xv, yv, xt, yt,
@@ -210,4 +210,4 @@ def problem(name):
 
 PROBLEMS = ("mobilenet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
             "residual_digits", "ds_cnn_kws", "cnn_fashion", "lenet5_fashion",
-            "lenet300_fashion", "mlp_wine", "mlp_breast_cancer")
+            "lenet300_fashion", "mlp_wine", "mlp_breast_cancer", "mlp_digits")

@@ -44,6 +44,12 @@ class DynHPCallback(keras.callbacks.Callback):
     `b + ceil((1 - alpha_bs) ||S||_1 / F)` (paper eq. 8), never beyond what fits in `budget`
     (eqs. 9-10), and never shrinks.
 
+    With validation data in `fit` and no rule named (no `threshold`, `criterion` or
+    `target`), `DynHPCallback()` prunes by the tolerance rule instead: as far as the
+    validation accuracy stays within one point of its reference, every cut made
+    provisionally, judged after an epoch of training around it, and removed only then (see
+    `tolerance`); without validation data it warns and uses the threshold rule.
+
     With a `target` ("32k params", "2.5M macs", "40KB", "900KB memory", or a
     `tfdynhp.policies.targets.Target`) the model is brought to it by `target_epoch` (see
     `tfdynhp.policies.targets`): the amount due follows a cubic schedule, `lambda` is raised or lowered
@@ -75,8 +81,9 @@ class DynHPCallback(keras.callbacks.Callback):
     as it is, and unfreezes gates an earlier target froze, so that they train again.
 
     Args:
-        threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Defaults to
-            `0.5`.
+        threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Naming it
+            chooses this rule over the tolerance rule (see `tolerance`). Defaults to `None`
+            (`0.5` wherever the rule applies).
         min_units: units never removed from a group. Defaults to `1`.
         frequency: prune every `frequency` epochs (and, with a target, at its epoch).
             Defaults to `1`.
@@ -108,20 +115,26 @@ class DynHPCallback(keras.callbacks.Callback):
             `None` (keep training the gates). Defaults to `"freeze"`.
         penalty: the resource the gates' penalty counts (`tfdynhp.costs.units.RESOURCES`);
             `None` keeps the gates' own unless a target gives one. Defaults to `None`.
-        tolerance: prune as far as validation allows: a number (e.g. `0.01`, one point of
-            accuracy) or a `tfdynhp.policies.tolerance.Tolerance` (monitor, mode, resource, step
-            sizes). At each pruning epoch the lowest-ranked units (Taylor importance per MAC
-            saved) have their gates forced to zero and the validation data are evaluated; the
-            cut is committed only when the monitored metric stays within `tolerance` of the
-            best value the run has seen, else the model is left unchanged and a smaller cut
-            is tried. Replaces the `threshold` rule. Needs `validation_data` or
-            `validation_split` in `fit`; without them it warns and uses the `threshold` rule.
-            With a `target`, every scheduled cut is checked the same way, and pruning stops
-            at whichever binds first (`binding` says which). Logs `dynhp/tolerance/best`,
-            `.../value` (before the epoch's cuts), `.../after`, `.../cut` (fraction of the
-            resource removed), `.../trials`, `.../step`; `history` also keeps `.../state`
-            and `.../tried` (every trial: size, units, metric, committed). Defaults to
-            `None`.
+        tolerance: prune as far as validation allows (`tfdynhp.policies.tolerance`): a
+            number (e.g. `0.01`, one point of accuracy), a
+            `tfdynhp.policies.tolerance.Tolerance` (monitor, mode, resource, step sizes),
+            `"auto"` or `None`. At an epoch end the lowest-ranked units (Taylor importance
+            per MAC saved) are cut provisionally (their gates closed, nothing removed yet);
+            the network trains one epoch without them and the cut is committed (surgery,
+            after one more check on the validation data) only if the monitored validation
+            metric is within `tolerance` of its reference (the best mean of two consecutive
+            epochs), else it is undone (the units get their gates back) and the next cut is
+            smaller. The gates are frozen at their test-time values while the rule runs (no
+            sampling noise, no L0 penalty). Needs `validation_data` or `validation_split` in
+            `fit`; without them it warns and uses the `threshold` rule. With a `target`,
+            every scheduled cut is checked before surgery, and pruning stops at whichever
+            binds first (`binding` says which). `"auto"` is `Tolerance()` (0.01, MACs) when
+            no `threshold`, `criterion` or `target` is named and `prune=True`, else `None`
+            (the named rule alone). Logs `dynhp/tolerance/value`, `.../best` (the
+            reference), `.../after`, `.../cut` (fraction of the resource removed this epoch),
+            `.../pending` (of the provisional cut), `.../trials`, `.../step`; `history` also
+            keeps `.../state`, `.../tried` (every check: size, units, metric, committed)
+            and `.../provisional`. Defaults to `"auto"`.
         variance_every: with `dynamic_batch`, compute the gradient variance of the batch rule
             on one training step in `variance_every` (the rule uses its epoch mean; see
             `tfdynhp.GatedModel.enable_gradient_variance`); `1` for every step. Defaults to
