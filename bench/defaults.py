@@ -13,7 +13,8 @@ Configurations (`--configs`):
   `threshold_d01`: the same with `gate(model, drop_rate_init=0.01)`;
 - `tol_*`: the tolerance rule with one option of `Tolerance` changed (`tol_train`: gates
   trained, not frozen; `tol_nowarmup`; `tol_patience0`; `tol_window1`; `tol_step02`: first
-  cut 0.2, at most 0.5);
+  cut 0.2, at most 0.5; `tol_nomaxdrop`: a cut's immediate cost not checked, only its cost
+  after an epoch of training around it);
 - `target50`: `DynHPCallback(target="50% macs")` (the target path, for comparison);
   `target50_d01` with `drop_rate_init=0.01`; `target50_tol`: with `tolerance=0.01` (every
   scheduled cut checked).
@@ -69,6 +70,7 @@ CONFIGS = {
     "tol_patience0": ({}, {"tolerance": Tolerance(patience=0)}),
     "tol_window1": ({}, {"tolerance": Tolerance(window=1)}),
     "tol_step02": ({}, {"tolerance": Tolerance(step=0.2, max_step=0.5)}),
+    "tol_nomaxdrop": ({}, {"tolerance": Tolerance(max_drop=None)}),
     # The target path, for comparison, and with less gate noise.
     "target50": ({}, {"target": "50% macs"}),
     "target50_d01": ({"drop_rate_init": 0.01}, {"target": "50% macs"}),
