@@ -293,6 +293,7 @@ def _half_masks(model):
             if g.gate is not None}
 
 
+@pytest.mark.slow
 def test_a_trial_computes_what_the_surgery_would_and_leaves_the_model_unchanged(trained,
                                                                                  digits):
     _, _, xv, yv = digits
@@ -318,6 +319,7 @@ class WeightsAtEpochEnd(keras.callbacks.Callback):
         self.weights.append([w.copy() for w in self.model.get_weights()])
 
 
+@pytest.mark.slow
 def test_fit_does_not_commit_a_cut_that_breaks_the_tolerance(trained, digits):
     x, y, xv, yv = digits
     model = trained
@@ -351,6 +353,7 @@ def test_fit_does_not_commit_a_cut_that_breaks_the_tolerance(trained, digits):
     assert callback.binding is None
 
 
+@pytest.mark.slow
 def test_fit_commits_a_cut_within_the_tolerance_and_logs_it(trained, digits):
     x, y, xv, yv = digits
     model = trained
@@ -372,6 +375,7 @@ def test_fit_commits_a_cut_within_the_tolerance_and_logs_it(trained, digits):
     assert after == pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_default_prunes_within_tolerance_with_validation_data_and_gates_frozen(trained,
                                                                                     digits):
     x, y, xv, yv = digits
@@ -397,6 +401,7 @@ def test_the_default_prunes_within_tolerance_with_validation_data_and_gates_froz
     assert DynHPCallback(tolerance=None).tolerance is None
 
 
+@pytest.mark.slow
 def test_without_validation_data_it_warns_and_uses_the_threshold_rule(trained, digits):
     x, y, _, _ = digits
     with pytest.warns(UserWarning, match="validation_split"):
@@ -406,6 +411,7 @@ def test_without_validation_data_it_warns_and_uses_the_threshold_rule(trained, d
         trained.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[DynHPCallback()])
 
 
+@pytest.mark.slow
 def test_validation_split_is_found_and_no_warning_is_given(trained, digits):
     x, y, _, _ = digits
     callback = DynHPCallback(tolerance=tol.Tolerance(0.01, warmup=None))
@@ -416,6 +422,7 @@ def test_validation_split_is_found_and_no_warning_is_given(trained, digits):
     assert callback.history[0]["dynhp/tolerance/state"] == "cutting"
 
 
+@pytest.mark.slow
 def test_an_early_stop_never_leaves_a_cut_unjudged(trained, digits):
     x, y, xv, yv = digits
     model = trained
@@ -437,6 +444,7 @@ def test_an_early_stop_never_leaves_a_cut_unjudged(trained, digits):
                    for g in model.gate_layers)
 
 
+@pytest.mark.slow
 def test_target_plus_tolerance_stops_at_the_tolerance_when_it_binds_first(trained, digits):
     x, y, xv, yv = digits
     model = trained
