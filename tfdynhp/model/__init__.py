@@ -2,7 +2,9 @@
 `gate()` / `strip()`, and `DynamicBatches`, the feed whose batch size DynHP changes."""
 
 from tfdynhp.model.dynamic_batches import DynamicBatches
+from tfdynhp.model.folding import fold_frozen_gates
 from tfdynhp.model.gated_model import GatedModel
 from tfdynhp.model.gating import gate, is_gated_model, strip
 
-__all__ = ["DynamicBatches", "GatedModel", "gate", "is_gated_model", "strip"]
+__all__ = ["DynamicBatches", "GatedModel", "fold_frozen_gates", "gate", "is_gated_model",
+           "strip"]
