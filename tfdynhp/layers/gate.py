@@ -13,6 +13,7 @@ from tfdynhp.math import hard_concrete as gate_math
 from tfdynhp.validation import check_real
 
 SAMPLING = ("example", "batch")
+PHILOX = 1  # tf.random.Algorithm.PHILOX
 
 
 def philox_uniform(shape, seed_generator):
@@ -24,7 +25,13 @@ def philox_uniform(shape, seed_generator):
     """
     seed = seed_generator.next()
     seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-    return tf.random.stateless_uniform(shape, seed=seed, alg="philox")
+    # `tf.random.stateless_uniform(shape, seed, alg="philox")` in two ops instead of about
+    # forty: the kernel scrambles the seed into Philox's key and counter the way its Python
+    # wrapper does (the same numbers).
+    key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
+    return tf.raw_ops.StatelessRandomUniformV2(
+        shape=tf.convert_to_tensor(shape, tf.int32), key=key, counter=counter,
+        alg=PHILOX, dtype=tf.float32)
 
 
 def _handle(variable):

@@ -305,6 +305,9 @@ class GatedModel(keras.Model):
         # The variance metrics belong to training; keep `val_*` logs free of them.
         return {k: v for k, v in logs.items() if k not in (GRADIENT_VARIANCE, VARIANCE_RATIO)}
 
+    # Not converted by AutoGraph (nothing here needs it): the retrace after surgery is about
+    # twice as fast (bench/speed.py, part `surgery`).
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         """Keras' training step, plus the gates' own Adam step and, when enabled, the
         gradient-variance statistics of the batch rule."""
