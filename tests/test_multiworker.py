@@ -3,6 +3,7 @@ two-process fits under MultiWorkerMirroredStrategy on 127.0.0.1."""
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -132,7 +133,7 @@ def test_plain_keras_fit_on_two_workers_needs_the_fix(tmp_path):
     """(With the fix, a plain Keras model fits in `test_dynhp_fit_on_two_workers...`.)"""
     out = str(tmp_path / "out_{rank}.npz")
     # Without tfdynhp's fix Keras fails (keras-team/keras#20585). When this assertion fails,
-    # Keras is fixed: delete tfdynhp/_keras_compat.py and its two callers.
+    # Keras is fixed: delete tfdynhp/distribute/keras_fix.py and its two callers.
     results = multiworker.run_workers("multiworker_fit.py", ["plain", out, "--no-fix"],
                                       timeout=120, env={"MW_EPOCHS": "1"})
     assert all(rc not in (0, None) for rc, _, _ in results)
@@ -303,3 +304,27 @@ def test_a_checkpoint_killed_while_saving_is_a_consistent_pair(digits, tmp_path,
     restored, state = distribute.resume(path)
     assert state["epoch"] == (2 if kill == "after_rename" else 1)
     assert int(restored.optimizer.iterations.numpy()) == state["epoch"] * (256 // 32)
+
+
+def test_the_keras_fix_names_tests_and_files_that_exist():
+    """The fix says how to know it can go (a test) and where it lives: both must exist."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    paragraph = readme[readme.index("- **The Keras 3 fix**"):]
+    paragraph = paragraph[:paragraph.index("\n- ")]
+    with open(__file__) as f:
+        tests_here = set(re.findall(r"^def (test_\w+)", f.read(), re.MULTILINE))
+    for text in (_keras_compat.__doc__, paragraph):
+        named = re.findall(r"`(test_\w+)`", text)
+        assert named and set(named) <= tests_here, named
+    for text in (paragraph, _comment_of_the_fix_test()):
+        paths = re.findall(r"tfdynhp/[\w/]+\.py", text)
+        assert paths and all(os.path.exists(os.path.join(root, p)) for p in paths), paths
+
+
+def _comment_of_the_fix_test():
+    with open(__file__) as f:
+        source = f.read()
+    start = source.index("def test_plain_keras_fit_on_two_workers_needs_the_fix")
+    return source[start:source.index("\ndef ", start + 1)]

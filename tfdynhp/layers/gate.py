@@ -14,6 +14,7 @@ from tfdynhp.validation import check_real
 
 SAMPLING = ("example", "batch")
 PHILOX = 1  # tf.random.Algorithm.PHILOX
+PENALTY_MODES = ("loss", "decoupled")
 
 
 def philox_uniform(shape, seed_generator):
@@ -131,6 +132,14 @@ class HardConcreteGate(keras.layers.Layer):
         folded: `True` (only with `frozen`) makes the layer an identity: its test-time values
             were folded into the weights of the layers reading its channels (see `fold` and
             `tfdynhp.model.fold_frozen_gates`). Defaults to `False`.
+        penalty_mode: `"loss"` adds the expected-L0 penalty to the loss (Louizos; its
+            gradient on `log_alpha` is divided by `N` and competes with a data gradient whose
+            size depends on the layer, see `bench/defaults.md`); `"decoupled"` leaves it out
+            of the loss and pulls every `log_alpha` down by `l0_lambda * unit_cost` per step
+            after the gates' Adam step, in the Adam step's own units (as AdamW decouples weight
+            decay): the pull is the same for a Dense unit and a conv channel, whatever `N`,
+            and a gate closes when its data gradient's signal-to-noise ratio is below
+            `l0_lambda * unit_cost`. Prototype (issue 29). Defaults to `"loss"`.
 
     Example:
     >>> gate = HardConcreteGate(l0_lambda=0.1)
@@ -153,6 +162,7 @@ class HardConcreteGate(keras.layers.Layer):
         gate_speed=1.0,
         frozen=False,
         folded=False,
+        penalty_mode="loss",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -187,6 +197,10 @@ class HardConcreteGate(keras.layers.Layer):
             raise ValueError("A folded gate must be frozen. Received: folded=True, frozen=False")
         self.folded = bool(folded)
         self.gate_speed = float(check_real("gate_speed", gate_speed))
+        if penalty_mode not in PENALTY_MODES:
+            raise ValueError(f"`penalty_mode` must be one of {PENALTY_MODES}. "
+                             f"Received: penalty_mode={penalty_mode!r}")
+        self.penalty_mode = penalty_mode
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -235,6 +249,12 @@ class HardConcreteGate(keras.layers.Layer):
             initializer=keras.initializers.Constant(self._penalty_weight_value()),
             trainable=False,
         )
+        if self.penalty_mode == "decoupled":
+            self.decoupled_pull = self.add_weight(
+                name="decoupled_pull", shape=(),
+                initializer=keras.initializers.Constant(self._decoupled_pull_value()),
+                trainable=False, aggregation="only_first_replica",
+            )
 
     @property
     def units(self):
@@ -246,14 +266,20 @@ class HardConcreteGate(keras.layers.Layer):
         size, `log_alpha` moves by at most about `gate_speed` per epoch."""
         self.gate_learning_rate.assign(self.gate_speed / max(1, int(steps)))
 
-    def apply_gradient(self, gradient):
+    def apply_gradient(self, gradient, apply=True):
         """One Adam step of `log_alpha` along `gradient` (already summed over replicas).
 
         `tfdynhp.math.hard_concrete.adam_update`, in TensorFlow's fused Adam kernel (one op
         instead of about twenty): its `lr sqrt(1 - b2^t) / (1 - b1^t)` step with the epsilon
         rescaled by `sqrt(1 - b2^t)` is the same update.
-        """
+
+        `apply` may be a boolean tensor: when it is False the step is skipped and nothing
+        changes (selected, not branched on, so it also runs inside a distribution strategy's
+        replica context; this path uses the reference update, not the fused kernel)."""
         if self.frozen:
+            return
+        if apply is not True:
+            self._apply_selected(gradient, apply)
             return
         step = self.gate_steps.value + 1.0
         beta_1 = tf.constant(gate_math.ADAM_BETA_1, tf.float32)
@@ -266,12 +292,35 @@ class HardConcreteGate(keras.layers.Layer):
             beta2=beta_2, epsilon=gate_math.ADAM_EPSILON * tf.sqrt(1.0 - beta_2_power),
             grad=tf.cast(gradient, tf.float32),
         )
+        if self.penalty_mode == "decoupled":
+            self.log_alpha.assign_sub(self.gate_learning_rate * self.decoupled_pull)
         self.gate_steps.assign(step)
 
+    def _apply_selected(self, gradient, apply):
+        """`apply_gradient` with `apply` a boolean tensor (the reference Adam, selected)."""
+        step = self.gate_steps + 1.0
+        delta, first, second = gate_math.adam_update(
+            ops.cast(gradient, "float32"), self.gate_first_moment, self.gate_second_moment,
+            step, self.gate_learning_rate,
+        )
+        if self.penalty_mode == "decoupled":
+            delta = delta - self.gate_learning_rate * self.decoupled_pull
+        delta = ops.where(apply, delta, ops.zeros_like(delta))
+        first = ops.where(apply, first, self.gate_first_moment)
+        second = ops.where(apply, second, self.gate_second_moment)
+        step = ops.where(apply, step, self.gate_steps)
+        self.gate_first_moment.assign(first)
+        self.gate_second_moment.assign(second)
+        self.gate_steps.assign(step)
+        self.log_alpha.assign_add(delta)
+
     def _penalty_weight_value(self):
-        if self.frozen:
+        if self.frozen or self.penalty_mode == "decoupled":
             return 0.0
         return self.l0_lambda * self.unit_cost / (self.dataset_size or 1)
+
+    def _decoupled_pull_value(self):
+        return 0.0 if self.frozen else self.l0_lambda * self.unit_cost
 
     def freeze(self):
         """Fixes the gates at their test-time values for the rest of training (retrace the
@@ -279,6 +328,8 @@ class HardConcreteGate(keras.layers.Layer):
         self.frozen = True
         if self.built:
             self.penalty_weight.assign(0.0)
+            if self.penalty_mode == "decoupled":
+                self.decoupled_pull.assign(0.0)
 
     def unfreeze(self):
         """Lets the gates train again (noise, counting, penalty and `log_alpha` updates), from
@@ -288,6 +339,8 @@ class HardConcreteGate(keras.layers.Layer):
         self.folded = False
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
+            if self.penalty_mode == "decoupled":
+                self.decoupled_pull.assign(self._decoupled_pull_value())
 
     def fold(self):
         """Makes this frozen gate an identity, once the caller has folded its test-time values
@@ -326,6 +379,8 @@ class HardConcreteGate(keras.layers.Layer):
             self.dataset_size = int(check_real("dataset_size", dataset_size, 1.0))
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
+            if self.penalty_mode == "decoupled":
+                self.decoupled_pull.assign(self._decoupled_pull_value())
 
     def _gate_kwargs(self):
         return {"gamma": self.limit_low, "zeta": self.limit_high}
@@ -409,6 +464,7 @@ class HardConcreteGate(keras.layers.Layer):
             "gate_speed": self.gate_speed,
             "frozen": self.frozen,
             "folded": self.folded,
+            "penalty_mode": self.penalty_mode,
         }
         return {**super().get_config(), **config}
 
