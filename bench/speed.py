@@ -41,6 +41,7 @@ import tfdynhp
 from tfdynhp import architectures, datasets
 from tfdynhp.graph import gated_groups
 from tfdynhp.graph.units import UnitGraph
+from tfdynhp.layers import SelectFeatures
 from tfdynhp.math.batch_rule import variance_batch_candidate
 from tfdynhp.surgery import apply_keep_masks
 
@@ -221,15 +222,21 @@ def _frozen_dynhp(x, y, batch, epochs, target, seed):
     model.fit(data, epochs=epochs, verbose=0, callbacks=[timer, dynhp])
     assert all(gate.frozen for gate in model.gate_layers)
     widths = [group.units for group in gated_groups(model)]
-    unfolded = sum(not gate.folded for gate in model.gate_layers)
-    return timer.seconds[3:], timer.cpu_seconds[3:], widths, unfolded
+    unfolded = sum(not getattr(gate, "folded", False) for gate in model.gate_layers)
+    kept = next(layer.indices for layer in model.layers if isinstance(layer, SelectFeatures))
+    return timer.seconds[3:], timer.cpu_seconds[3:], (widths, kept), unfolded
 
 
-def _plain_widths(x, y, widths, batch, epochs, seed):
-    model = compile_model(base_model("mlp", seed, widths))
+def _plain_widths(x, y, widths, batch, epochs, seed, kept=None):
+    """A plain model of the final widths fed the kept input features; with `kept`, fed all
+    784 and gathering the kept ones itself, as the DynHP model does (`SelectFeatures`)."""
+    model = base_model("mlp", seed, widths)
+    if kept is not None:
+        model = keras.Sequential([keras.Input((x.shape[1],)), SelectFeatures(kept), model])
+    model = compile_model(model)
     timer = EpochTimer()
-    model.fit(x[:, : widths[0]], y, batch_size=batch, epochs=epochs, verbose=0,
-              callbacks=[timer])
+    model.fit(x if kept is not None else x[:, : widths[0]], y, batch_size=batch, epochs=epochs,
+              verbose=0, callbacks=[timer])
     return timer.seconds[1:], timer.cpu_seconds[1:]
 
 
@@ -241,19 +248,22 @@ def frozen_ratios(n_train, batches, rounds, epochs=6, target="25% params"):
     x, y, _, _ = load(n_train, 1)
     rows = []
     for batch in batches:
-        times = {"dynhp": ([], []), "plain": ([], [])}
-        widths = unfolded = None
+        sides = ("dynhp", "plain", "plain_gather")
+        times = {side: ([], []) for side in sides}
+        final = unfolded = None
         for r in range(rounds):
-            for side in ("dynhp", "plain") if r % 2 == 0 else ("plain", "dynhp"):
+            for side in sides if r % 2 == 0 else reversed(sides):
                 if side == "dynhp":
-                    wall, cpu, widths, unfolded = _frozen_dynhp(x, y, batch, epochs, target, 0)
+                    wall, cpu, final, unfolded = _frozen_dynhp(x, y, batch, epochs, target, 0)
                 else:
-                    if widths is None:  # the first round's plain fit needs the widths
-                        _, _, widths, unfolded = _frozen_dynhp(x, y, batch, 3, target, 0)
-                    wall, cpu = _plain_widths(x, y, widths, batch, epochs - 2, 0)
+                    if final is None:  # the first round's plain fits need the widths
+                        _, _, final, unfolded = _frozen_dynhp(x, y, batch, 3, target, 0)
+                    wall, cpu = _plain_widths(x, y, final[0], batch, epochs - 2, 0,
+                                              final[1] if side == "plain_gather" else None)
                 times[side][0].extend(wall)
                 times[side][1].extend(cpu)
-        d, p = times["dynhp"], times["plain"]
+        widths = final[0]
+        d, p, g = times["dynhp"], times["plain"], times["plain_gather"]
         row = {"batch_size": batch, "n_train": n_train, "target": target, "final_units": widths,
                "gates_left_unfolded": unfolded, "epochs_timed": len(d[0]),
                "dynhp_frozen_epoch_s": statistics.median(d[0]),
@@ -262,10 +272,17 @@ def frozen_ratios(n_train, batches, rounds, epochs=6, target="25% params"):
                "plain_final_epoch_cpu_s": statistics.median(p[1])}
         row["ratio"] = row["dynhp_frozen_epoch_s"] / row["plain_final_epoch_s"]
         row["ratio_cpu"] = row["dynhp_frozen_epoch_cpu_s"] / row["plain_final_epoch_cpu_s"]
+        row["plain_gather_epoch_s"] = statistics.median(g[0])
+        row["plain_gather_epoch_cpu_s"] = statistics.median(g[1])
+        row["ratio_vs_plain_gather"] = row["dynhp_frozen_epoch_s"] / row["plain_gather_epoch_s"]
+        row["ratio_cpu_vs_plain_gather"] = (row["dynhp_frozen_epoch_cpu_s"]
+                                            / row["plain_gather_epoch_cpu_s"])
         rows.append(row)
         print(f"  frozen batch {batch}: units {widths}, DynHP frozen "
               f"{row['dynhp_frozen_epoch_s']:.3f} s vs plain {row['plain_final_epoch_s']:.3f} s"
-              f": {row['ratio']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU", flush=True)
+              f": {row['ratio']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU; vs the plain model "
+              f"gathering its inputs {row['ratio_vs_plain_gather']:.2f}x wall, "
+              f"{row['ratio_cpu_vs_plain_gather']:.2f}x CPU", flush=True)
     return rows
 
 
@@ -388,13 +405,18 @@ def markdown(result):
         lines += [("## Frozen-phase epochs, DynHP / plain model of the final widths "
                    "(LeNet-300-100, same batch)\n"),
                   ("| batch | target | final units | gates unfolded | DynHP frozen s/epoch | "
-                   "plain s/epoch | ratio | ratio, CPU time |"),
-                  "|---|---|---|---|---|---|---|---|"]
+                   "plain s/epoch | ratio | ratio, CPU time | ratio vs plain + input gather, "
+                   "wall / CPU |"),
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['batch_size']} | {r['target']} | {r['final_units']} | "
                   f"{r['gates_left_unfolded']} | {r['dynhp_frozen_epoch_s']:.3f} | "
-                  f"{r['plain_final_epoch_s']:.3f} | {r['ratio']:.2f}x | {r['ratio_cpu']:.2f}x |"
+                  f"{r['plain_final_epoch_s']:.3f} | {r['ratio']:.2f}x | {r['ratio_cpu']:.2f}x | "
+                  + (f"{r['ratio_vs_plain_gather']:.2f}x / {r['ratio_cpu_vs_plain_gather']:.2f}x"
+                     if "ratio_vs_plain_gather" in r else "-") + " |"
                   for r in result["frozen"]]
-        lines.append("")
+        lines.append("\nThe plain model is fed the kept input features; \"plain + input gather\" "
+                     "takes all of them and gathers the kept ones (`SelectFeatures`), as the "
+                     "DynHP model does.\n")
     if "surgery" in result:
         s = result["surgery"]
         text = (f"## Surgery + retrace (LeNet-300-100, half of every group)\n\n"
