@@ -512,13 +512,20 @@ class DynamicBatches(keras.utils.PyDataset, keras_data_adapter.DataAdapter):
         """
         with self._lock:
             if self._pipeline is None:
-                self._pipeline = _Pipeline(self._structure())
+                self._pipeline = _Pipeline(self._pipeline_structure())
                 # Keep one copy of the examples: numpy views of the pipeline's tensors.
-                self._x, self._y, self._sample_weight = (
-                    self._pipeline.numpy_views() + (None, None))[:3]
+                self._adopt_views(self._pipeline.numpy_views())
             self._pipeline.start_epoch(*self._snapshot)
         return self._pipeline.dataset(self._gather, self._running_class_weight(),
                                       self._parallel_gathers)
+
+    def _pipeline_structure(self):
+        """The examples the pipeline holds as tensors (a hook for subclasses)."""
+        return self._structure()
+
+    def _adopt_views(self, views):
+        """Takes numpy views of the pipeline's tensors as the examples (one copy kept)."""
+        self._x, self._y, self._sample_weight = (views + (None, None))[:3]
 
     # Gathers run in a parallel map (its output keeps the order); a subclass recording what
     # `_gather` reads, in order, sets None (one gather at a time).
