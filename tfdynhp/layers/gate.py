@@ -14,7 +14,6 @@ from tfdynhp.validation import check_real
 
 SAMPLING = ("example", "batch")
 PHILOX = 1  # tf.random.Algorithm.PHILOX
-PENALTY_MODES = ("loss", "decoupled")
 
 
 def philox_uniform(shape, seed_generator):
@@ -132,14 +131,6 @@ class HardConcreteGate(keras.layers.Layer):
         folded: `True` (only with `frozen`) makes the layer an identity: its test-time values
             were folded into the weights of the layers reading its channels (see `fold` and
             `tfdynhp.model.fold_frozen_gates`). Defaults to `False`.
-        penalty_mode: `"loss"` adds the expected-L0 penalty to the loss (Louizos; its
-            gradient on `log_alpha` is divided by `N` and competes with a data gradient whose
-            size depends on the layer, see `bench/defaults.md`); `"decoupled"` leaves it out
-            of the loss and pulls every `log_alpha` down by `l0_lambda * unit_cost` per step
-            after the gates' Adam step, in the Adam step's own units (as AdamW decouples weight
-            decay): the pull is the same for a Dense unit and a conv channel, whatever `N`,
-            and a gate closes when its data gradient's signal-to-noise ratio is below
-            `l0_lambda * unit_cost`. Prototype (issue 29). Defaults to `"loss"`.
 
     Example:
     >>> gate = HardConcreteGate(l0_lambda=0.1)
@@ -162,7 +153,6 @@ class HardConcreteGate(keras.layers.Layer):
         gate_speed=1.0,
         frozen=False,
         folded=False,
-        penalty_mode="loss",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -197,10 +187,6 @@ class HardConcreteGate(keras.layers.Layer):
             raise ValueError("A folded gate must be frozen. Received: folded=True, frozen=False")
         self.folded = bool(folded)
         self.gate_speed = float(check_real("gate_speed", gate_speed))
-        if penalty_mode not in PENALTY_MODES:
-            raise ValueError(f"`penalty_mode` must be one of {PENALTY_MODES}. "
-                             f"Received: penalty_mode={penalty_mode!r}")
-        self.penalty_mode = penalty_mode
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -249,12 +235,6 @@ class HardConcreteGate(keras.layers.Layer):
             initializer=keras.initializers.Constant(self._penalty_weight_value()),
             trainable=False,
         )
-        if self.penalty_mode == "decoupled":
-            self.decoupled_pull = self.add_weight(
-                name="decoupled_pull", shape=(),
-                initializer=keras.initializers.Constant(self._decoupled_pull_value()),
-                trainable=False, aggregation="only_first_replica",
-            )
 
     @property
     def units(self):
@@ -292,8 +272,6 @@ class HardConcreteGate(keras.layers.Layer):
             beta2=beta_2, epsilon=gate_math.ADAM_EPSILON * tf.sqrt(1.0 - beta_2_power),
             grad=tf.cast(gradient, tf.float32),
         )
-        if self.penalty_mode == "decoupled":
-            self.log_alpha.assign_sub(self.gate_learning_rate * self.decoupled_pull)
         self.gate_steps.assign(step)
 
     def _apply_selected(self, gradient, apply):
@@ -303,8 +281,6 @@ class HardConcreteGate(keras.layers.Layer):
             ops.cast(gradient, "float32"), self.gate_first_moment, self.gate_second_moment,
             step, self.gate_learning_rate,
         )
-        if self.penalty_mode == "decoupled":
-            delta = delta - self.gate_learning_rate * self.decoupled_pull
         delta = ops.where(apply, delta, ops.zeros_like(delta))
         first = ops.where(apply, first, self.gate_first_moment)
         second = ops.where(apply, second, self.gate_second_moment)
@@ -315,12 +291,9 @@ class HardConcreteGate(keras.layers.Layer):
         self.log_alpha.assign_add(delta)
 
     def _penalty_weight_value(self):
-        if self.frozen or self.penalty_mode == "decoupled":
+        if self.frozen:
             return 0.0
         return self.l0_lambda * self.unit_cost / (self.dataset_size or 1)
-
-    def _decoupled_pull_value(self):
-        return 0.0 if self.frozen else self.l0_lambda * self.unit_cost
 
     def freeze(self):
         """Fixes the gates at their test-time values for the rest of training (retrace the
@@ -328,8 +301,6 @@ class HardConcreteGate(keras.layers.Layer):
         self.frozen = True
         if self.built:
             self.penalty_weight.assign(0.0)
-            if self.penalty_mode == "decoupled":
-                self.decoupled_pull.assign(0.0)
 
     def unfreeze(self):
         """Lets the gates train again (noise, counting, penalty and `log_alpha` updates), from
@@ -339,8 +310,6 @@ class HardConcreteGate(keras.layers.Layer):
         self.folded = False
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
-            if self.penalty_mode == "decoupled":
-                self.decoupled_pull.assign(self._decoupled_pull_value())
 
     def fold(self):
         """Makes this frozen gate an identity, once the caller has folded its test-time values
@@ -379,8 +348,6 @@ class HardConcreteGate(keras.layers.Layer):
             self.dataset_size = int(check_real("dataset_size", dataset_size, 1.0))
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
-            if self.penalty_mode == "decoupled":
-                self.decoupled_pull.assign(self._decoupled_pull_value())
 
     def _gate_kwargs(self):
         return {"gamma": self.limit_low, "zeta": self.limit_high}
@@ -464,7 +431,6 @@ class HardConcreteGate(keras.layers.Layer):
             "gate_speed": self.gate_speed,
             "frozen": self.frozen,
             "folded": self.folded,
-            "penalty_mode": self.penalty_mode,
         }
         return {**super().get_config(), **config}
 
