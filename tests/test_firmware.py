@@ -25,7 +25,9 @@ import tfdynhp
 from tfdynhp import cli, converters
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TFLM_DIR = os.environ.get("TFLM_DIR") or str(REPO.parent / "shared" / "tflm-kit" / "tflm")
+KIT_TREES = [p / "shared" / "tflm-kit" / "tflm" for p in REPO.parents]  # next to a checkout
+TFLM_DIR = os.environ.get("TFLM_DIR") or str(next((p for p in KIT_TREES if p.is_dir()),
+                                                  KIT_TREES[0]))
 CACHE_DIR = os.environ.get("TFLM_CACHE")  # None: the Makefile's default cache
 
 

@@ -215,9 +215,10 @@ def run(args):
     try:
         if kws:
             _, firmware = pipeline.finish_run(result, info, out_dir, exports, verify,
-                                              args.tflm_dir)
+                                              args.tflm_dir, kernels=args.kernels)
         else:
-            firmware = training.verify_exports(out_dir, verify, args.tflm_dir)
+            firmware = training.verify_exports(out_dir, verify, args.tflm_dir,
+                                               kernels=args.kernels)
             if firmware:
                 result.summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
                 training.write_summary(result.summary, out_dir)

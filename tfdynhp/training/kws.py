@@ -77,7 +77,7 @@ def held_out_accuracies(model, tflite, info, tflm_samples=None):
 
 
 def finish_run(result, info, out_dir, exports, verify=(), tflm_dir=None, cache_dir=None,
-               tflm_samples=None):
+               tflm_samples=None, kernels=None):
     """After `training.train`: ships the features in each bundle, verifies the firmware, adds
     the held-out accuracies, the data set and the firmware figures to the summary (rewritten
     in `out_dir/summary.json`). Returns `(summary, {target: FirmwareResult})`."""
@@ -92,7 +92,7 @@ def finish_run(result, info, out_dir, exports, verify=(), tflm_dir=None, cache_d
                                               tflm_samples)
     firmware = {}
     if verify:
-        firmware = training.verify_exports(out_dir, verify, tflm_dir, cache_dir)
+        firmware = training.verify_exports(out_dir, verify, tflm_dir, cache_dir, kernels)
         summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
     if out_dir is not None:
         training.write_summary(summary, out_dir)
