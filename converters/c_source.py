@@ -79,6 +79,16 @@ TFLM_OPS = {
     "TRANSPOSE_CONV": "AddTransposeConv",
     "UNPACK": "AddUnpack",
     "ZEROS_LIKE": "AddZerosLike",
+    # TFLM's audio front-end ("signal") custom operators.
+    "CUSTOM:SignalWindow": "AddWindow",
+    "CUSTOM:SignalFftAutoScale": "AddFftAutoScale",
+    "CUSTOM:SignalRfft": "AddRfft",
+    "CUSTOM:SignalEnergy": "AddEnergy",
+    "CUSTOM:SignalFilterBank": "AddFilterBank",
+    "CUSTOM:SignalFilterBankSquareRoot": "AddFilterBankSquareRoot",
+    "CUSTOM:SignalFilterBankSpectralSubtraction": "AddFilterBankSpectralSubtraction",
+    "CUSTOM:SignalPCAN": "AddPCAN",
+    "CUSTOM:SignalFilterBankLog": "AddFilterBankLog",
 }
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -72,6 +72,9 @@ class FirmwareResult:
         tflm_sources_compiled: TFLM sources compiled by this build (0: all from the cache).
         firmware_path: The built firmware.
         run_command: The command that ran it.
+        frontend_instructions_per_clip: Raw-audio bundles: guest instructions of the front end
+            alone over one clip (`instructions_per_inference` is front end + classifier).
+        frontend_frames: Raw-audio bundles: front-end invocations (windows) per clip.
     """
 
     target: str
@@ -100,6 +103,8 @@ class FirmwareResult:
     tflm_sources_compiled: int
     firmware_path: str
     run_command: str
+    frontend_instructions_per_clip: object = None
+    frontend_frames: object = None
 
     def to_dict(self):
         """JSON-serializable dict (arrays as nested lists)."""
@@ -277,16 +282,19 @@ def parse_sections(text):
 def parse_run_output(text):
     """Parses what `main.cc` prints: `{"outputs": {i: [...]}, key: int, ...}`.
 
-    Lines `output <i> <v>...` go to `outputs`; `<key> <int>` lines become integer entries;
-    `error <words>` lines are collected in `errors`.
+    Lines `output <i> <v>...` go to `outputs`, `eval <i> <class> <v>...` (raw-audio bundles
+    classifying extra clips) to `eval` as `(class, [v...])`; `<key> <int>` lines become integer
+    entries; `error <words>` lines are collected in `errors`.
     """
-    record = {"outputs": {}, "errors": []}
+    record = {"outputs": {}, "errors": [], "eval": {}}
     for line in text.splitlines():
         fields = line.split()
         if not fields:
             continue
         if fields[0] == "output" and len(fields) >= 2:
             record["outputs"][int(fields[1])] = [int(v) for v in fields[2:]]
+        elif fields[0] == "eval" and len(fields) >= 3:
+            record["eval"][int(fields[1])] = (int(fields[2]), [int(v) for v in fields[3:]])
         elif fields[0] == "error":
             record["errors"].append(" ".join(fields[1:]))
         elif len(fields) == 2 and re.fullmatch(r"-?\d+", fields[1]):
@@ -364,9 +372,18 @@ def run_firmware(bundle_dir, target="cortex-m4", *, kernels=None, make_args=None
 def reference_outputs(bundle_dir):
     """Runs the bundle's test vectors in TFLite Micro's Python interpreter, now.
 
+    For a raw-audio bundle (`audio_mcu`), the inputs are its clips and the outputs those of its
+    front end then classifier (`audio_mcu.bundle_pipeline_outputs`).
+
     Returns:
         `(inputs, outputs)`: quantized inputs and raw outputs, one row per vector.
     """
+    from tfdynhp.converters import audio_mcu
+
+    if audio_mcu.is_audio_bundle(bundle_dir):
+        with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
+            clips = np.asarray(json.load(f)["inputs"], np.int16)
+        return clips, audio_mcu.bundle_pipeline_outputs(bundle_dir)[1]
     with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
         vectors = json.load(f)
     with open(os.path.join(bundle_dir, "model.tflite"), "rb") as f:
@@ -446,6 +463,11 @@ def _result(bundle_dir, target, kernels, record, build, run_seconds, command):
         tflm_sources_compiled=compiled,
         firmware_path=firmware,
         run_command=command,
+        frontend_instructions_per_clip=(
+            record["frontend_bench_ticks"] * record["instructions_per_tick"]
+            / record["bench_inferences"]
+            if on_device and "frontend_bench_ticks" in record else None),
+        frontend_frames=record.get("frontend_frames"),
     )
 
 

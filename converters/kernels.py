@@ -103,6 +103,41 @@ KERNEL_SOURCES = {
 }
 
 
+# TFLM's audio front-end ("signal" library) operators, custom ops: the sources of each (paths
+# relative to the tree). rfft.cc registers float, int16 and int32 variants, hence all three.
+_SIGNAL = "signal/micro/kernels"
+_SIGNAL_SRC = "signal/src"
+SIGNAL_SOURCES = {
+    "CUSTOM:SignalWindow": (f"{_SIGNAL}/window.cc", f"{_SIGNAL_SRC}/window.cc"),
+    "CUSTOM:SignalFftAutoScale": (
+        f"{_SIGNAL}/fft_auto_scale_kernel.cc", f"{_SIGNAL}/fft_auto_scale_common.cc",
+        f"{_SIGNAL_SRC}/fft_auto_scale.cc", f"{_SIGNAL_SRC}/max_abs.cc", f"{_SIGNAL_SRC}/msb_32.cc",
+    ),
+    "CUSTOM:SignalRfft": (
+        f"{_SIGNAL}/rfft.cc", f"{_SIGNAL_SRC}/rfft_float.cc", f"{_SIGNAL_SRC}/rfft_int16.cc",
+        f"{_SIGNAL_SRC}/rfft_int32.cc", f"{_SIGNAL_SRC}/kiss_fft_wrappers/kiss_fft_float.cc",
+        f"{_SIGNAL_SRC}/kiss_fft_wrappers/kiss_fft_int16.cc",
+        f"{_SIGNAL_SRC}/kiss_fft_wrappers/kiss_fft_int32.cc",
+    ),
+    "CUSTOM:SignalEnergy": (f"{_SIGNAL}/energy.cc", f"{_SIGNAL_SRC}/energy.cc"),
+    "CUSTOM:SignalFilterBank": (f"{_SIGNAL}/filter_bank.cc", f"{_SIGNAL_SRC}/filter_bank.cc"),
+    "CUSTOM:SignalFilterBankSquareRoot": (
+        f"{_SIGNAL}/filter_bank_square_root.cc", f"{_SIGNAL}/filter_bank_square_root_common.cc",
+        f"{_SIGNAL_SRC}/filter_bank_square_root.cc", f"{_SIGNAL_SRC}/square_root_32.cc",
+        f"{_SIGNAL_SRC}/square_root_64.cc", f"{_SIGNAL_SRC}/msb_32.cc",
+        f"{_SIGNAL_SRC}/msb_64.cc",
+    ),
+    "CUSTOM:SignalFilterBankSpectralSubtraction": (
+        f"{_SIGNAL}/filter_bank_spectral_subtraction.cc",
+        f"{_SIGNAL_SRC}/filter_bank_spectral_subtraction.cc",
+    ),
+    "CUSTOM:SignalPCAN": (f"{_SIGNAL}/pcan.cc", f"{_SIGNAL_SRC}/pcan_argc_fixed.cc",
+                          f"{_SIGNAL_SRC}/msb_32.cc"),
+    "CUSTOM:SignalFilterBankLog": (f"{_SIGNAL}/filter_bank_log.cc",
+                                   f"{_SIGNAL_SRC}/filter_bank_log.cc", f"{_SIGNAL_SRC}/log.cc",
+                                   f"{_SIGNAL_SRC}/msb_32.cc"),
+}
+
 # Operators TFLM's CMSIS-NN build runs with a wrapper: kernels/cmsis_nn/<stem>.cc replaces
 # kernels/<stem>.cc (the first source of KERNEL_SOURCES[op]).
 CMSIS_NN_KERNELS = {
@@ -353,9 +388,10 @@ def kernel_sources(ops, kernels="reference"):
         ValueError: If an operator has no TFLM reference kernel, or an unknown kernel set.
     """
     kernels = check_kernels(kernels)
-    c_source.check_tflm_ops(ops)  # same keys as KERNEL_SOURCES
-    stems = {stem for op in ops for stem in KERNEL_SOURCES[op]}
+    c_source.check_tflm_ops(ops)  # same keys as KERNEL_SOURCES and SIGNAL_SOURCES
+    stems = {stem for op in ops if op in KERNEL_SOURCES for stem in KERNEL_SOURCES[op]}
     paths = {f"{KERNEL_DIR}/{stem}.cc" for stem in stems}
+    paths.update(path for op in ops for path in SIGNAL_SOURCES.get(op, ()))
     if kernels == "cmsis-nn":
         for op in ops:
             if op in CMSIS_NN_KERNELS:
@@ -379,7 +415,7 @@ def cmsis_nn_sources(ops):
     return sorted({path for stem in stems for path in CMSIS_NN_SOURCES[stem]})
 
 
-def int8_registrations(tflite_bytes):
+def int8_registrations(*tflite_models):
     """`{op: "Register_<OP>_INT8"}` for the operators whose every instance is int8 (pure).
 
     An instance is int8 when its non-constant tensors (activations) are all int8 and its
@@ -389,10 +425,12 @@ def int8_registrations(tflite_bytes):
     the generic registration for that operator.
 
     Args:
-        tflite_bytes: The `.tflite` model.
+        *tflite_models: The `.tflite` model(s) one op resolver serves (e.g. a front end and a
+            classifier): an operator qualifies if its instances in all of them are int8.
     """
     usable = {}
-    for op, tensors in tflite_model.op_tensor_types(tflite_bytes):
+    instances = [i for m in tflite_models for i in tflite_model.op_tensor_types(m)]
+    for op, tensors in instances:
         if op not in INT8_REGISTRATIONS:
             continue
         ok = all(dtype == "int8" or (constant and dtype == "int32")
