@@ -1,7 +1,8 @@
 """Real microcontroller firmware of int8 models: flash, RAM and instructions per inference.
 
 For each model, exports the `mcu` bundle and runs `tfdynhp.converters.verify_mcu`: the firmware
-is built against TensorFlow Lite Micro (reference kernels) for each target, run (Cortex-M under
+is built against TensorFlow Lite Micro for each target and kernel set (`--kernels`: TFLM's
+reference kernels and/or Arm's CMSIS-NN; the host always builds reference), run (Cortex-M under
 `qemu-system-arm -icount shift=0`), checked bit for bit against TFLM's Python interpreter on
 4 test vectors, and measured: flash = text + data, RAM = data + bss (arena included) from
 `arm-none-eabi-size`, plus the stack high-water mark and heap measured at run time, and guest
@@ -15,15 +16,22 @@ Models (rows):
   `runs/fashion-mnist-dynhp/model_stripped.keras`, or a `.tflite`), or with `--train-dynhp` a
   stand-in trained with `training.train(mode="dynhp", epochs=--dynhp-epochs,
   limit_train=--dynhp-limit-train)`;
-- `--tflite PATH` (repeatable): any int8 model, named after its file.
+- `--tflite PATH` (repeatable): any int8 model, named after its file;
+- `--ds-cnn`: MLPerf Tiny's DS-CNN (`tfdynhp.architectures.build("ds-cnn")`) on the synthetic
+  keyword-spotting set (`--kws-size`, `--kws-difficulty`; MFCC 49x10 input), dense and pruned by
+  DynHP to 1/2 and 1/4 of its MACs in one fit each (`--dscnn-epochs`); the trained models are
+  kept in `--work` and reused by the next run (`--retrain` to train again).
 
     python bench/firmware.py --train-dynhp                       # dense + DynHP stand-in
     python bench/firmware.py --dynhp-model runs/x/model_stripped.keras --no-dense
     python bench/firmware.py --tflite model.tflite --targets cortex-m4,cortex-m3
+    python bench/firmware.py --ds-cnn --kernels reference,cmsis-nn   # -> firmware_dscnn.json/.md
 
-Writes `bench/results/firmware.json` (`--out`) and prints a Markdown table. Needs TFLM
-(`--tflm-dir`, default `$TFLM_DIR` or `../shared/tflm-kit/tflm`), `gcc-arm-none-eabi
-libnewlib-arm-none-eabi qemu-system-arm` and Debian's `dataset-fashion-mnist`.
+Writes `bench/results/firmware.json` (`firmware_dscnn.json` and `.md` with `--ds-cnn`; `--out`)
+and prints a Markdown table. Needs TFLM (`--tflm-dir`, default `$TFLM_DIR` or
+`../shared/tflm-kit/tflm`; with CMSIS-NN for `--kernels cmsis-nn`), `gcc-arm-none-eabi
+libnewlib-arm-none-eabi qemu-system-arm`, Debian's `dataset-fashion-mnist` (Fashion-MNIST rows)
+or espeak-ng (`--ds-cnn`).
 """
 
 import argparse
@@ -84,8 +92,53 @@ def _model_row(name, path):
     return {"row": name, "source": path, "model": model, "params": model.count_params()}
 
 
-def measure(row, data, targets, tflm_dir, work_dir, cache_dir):
-    """Converts (if needed), exports the mcu bundle and verifies it on every target."""
+def _dscnn_rows(args):
+    """DS-CNN dense, 1/2 and 1/4 MACs (DynHP), trained on synthetic-kws or reused from --work."""
+    import keras
+
+    from tfdynhp import costs, training
+    from tfdynhp.training import kws as kws_training
+
+    data, info = kws_training.load_splits(None, args.kws_difficulty, args.kws_size, args.seed,
+                                          verbose=0)
+    rows = []
+    for name, mode, target in (("ds-cnn dense", "dense", None),
+                               ("ds-cnn 1/2 MACs", "dynhp", "50% macs"),
+                               ("ds-cnn 1/4 MACs", "dynhp", "25% macs")):
+        folder = os.path.join(args.work, "dscnn", name.split()[-2] if target else "dense")
+        path = os.path.join(folder, "model_stripped.keras")
+        options = {"arch": "ds-cnn", "mode": mode, "target": target, "epochs": args.dscnn_epochs,
+                   "batch_size": 32, "lr": 3e-3, "bn_momentum": kws_training.BN_MOMENTUM,
+                   "seed": args.seed, "dataset": "synthetic-kws"}
+        if mode == "dense":
+            options["budget"] = None
+        start = time.perf_counter()
+        if args.retrain or not os.path.isfile(path):
+            result = training.train(data=data, out_dir=folder, verbose=0, keras_verbose=0,
+                                    labels=list(info.labels), **options)
+            model, test_accuracy = result.stripped, result.summary["test_accuracy"]
+            with open(os.path.join(folder, "bench_summary.json"), "w") as f:
+                json.dump({"test_accuracy": test_accuracy, "options": options}, f)
+        else:
+            model = keras.saving.load_model(path)
+            with open(os.path.join(folder, "bench_summary.json")) as f:
+                test_accuracy = json.load(f)["test_accuracy"]
+        rows.append({
+            "row": name,
+            "source": (f"tfdynhp.training.train({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+                       f" on synthetic-kws ({args.kws_size}, {args.kws_difficulty}, MFCC 49x10)"),
+            "model": model,
+            "params": model.count_params(),
+            "macs": int(costs.model_costs(model).macs),
+            "test_accuracy": test_accuracy,
+            "train_seconds": time.perf_counter() - start,
+        })
+    return rows, ((data[0][0], data[0][1]), (data[-1][0], data[-1][1]))
+
+
+def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cmsis-nn",)):
+    """Converts (if needed), exports the mcu bundle and verifies it on every target and kernel
+    set (`firmware["<target> <kernels>"]`; the host builds the reference kernels only)."""
     from tfdynhp import converters
     from tfdynhp.datasets import shaping as inputs
 
@@ -112,12 +165,14 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir):
         firmware={},
     )
     for target in targets:
-        result = converters.verify_mcu(bundle, tflm_dir, target, cache_dir=cache_dir)
-        row["firmware"][target] = converters.firmware.report_figures(result)
-        print(f"  {row['row']} {target}: bit_exact={result.bit_exact} flash="
-              f"{result.flash_bytes} ram={result.ram_total_bytes} instructions="
-              f"{result.instructions_per_inference} build {result.build_seconds:.1f} s "
-              f"({result.tflm_sources_compiled} TFLM sources compiled)", flush=True)
+        for kernels in (("reference",) if target == "host" else kernel_sets):
+            result = converters.verify_mcu(bundle, tflm_dir, target, kernels=kernels,
+                                           cache_dir=cache_dir)
+            row["firmware"][f"{target} {kernels}"] = converters.firmware.report_figures(result)
+            print(f"  {row['row']} {target} {kernels}: bit_exact={result.bit_exact} flash="
+                  f"{result.flash_bytes} ram={result.ram_total_bytes} instructions="
+                  f"{result.instructions_per_inference} build {result.build_seconds:.1f} s "
+                  f"({result.tflm_sources_compiled} TFLM sources compiled)", flush=True)
     return row
 
 
@@ -125,21 +180,23 @@ def _count(value):
     return "-" if value is None else f"{value:,}"
 
 
-def table_markdown(rows, targets):
+def table_markdown(rows, targets=None):
     lines = [
         (
-            "| model | params | int8 .tflite B | target | flash B (text+data) | "
+            "| model | params | int8 .tflite B | target | kernels | flash B (text+data) | "
             "RAM B (data+bss) | stack B | heap B | RAM total B | arena B (used) | "
             "instructions / inference | bit-exact |"
         ),
-        "|" + " --- |" * 12,
+        "|" + " --- |" * 13,
     ]
     for r in rows:
-        for target in targets:
-            f = r["firmware"][target]
+        for key, f in r["firmware"].items():
+            target, _, kernels = key.partition(" ")
+            kernels = f.get("kernels", kernels or "reference")
             instructions = f["instructions_per_inference"]
             lines.append(
                 f"| {r['row']} | {_count(r.get('params'))} | {r['tflite_bytes']:,} | {target} | "
+                f"{kernels} | "
                 f"{f['flash_bytes']:,} | {f['ram_static_bytes']:,} | "
                 f"{f['stack_used_bytes'] if f['stack_used_bytes'] is not None else '-'} | "
                 f"{f['heap_used_bytes'] if f['heap_used_bytes'] is not None else '-'} | "
@@ -148,6 +205,49 @@ def table_markdown(rows, targets):
                 f"{'yes' if f['bit_exact'] else 'NO'} ({f['num_vectors']}) |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _ratio(rows, name, key, other_name, other_key, field="instructions_per_inference"):
+    a = next(r for r in rows if r["row"] == name)["firmware"].get(key)
+    b = next(r for r in rows if r["row"] == other_name)["firmware"].get(other_key)
+    return None if not a or not b else b[field] / a[field]
+
+
+def write_dscnn_markdown(result, table, path):
+    """The DS-CNN table with the issue's goals checked."""
+    rows = result["rows"]
+    lines = [
+        "# DS-CNN firmware: TFLM reference kernels vs CMSIS-NN (Cortex-M4, QEMU)", "",
+        f"Command: `{result['command']}` ({result['seconds'] / 60:.1f} min; {result['machine']}).",
+        "", result["notes"], "",
+        "| model | MACs | held-out test accuracy (float) | source |", "| --- | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r.get('macs', 0):,} | "
+                     f"{100 * r.get('test_accuracy', float('nan')):.1f} % | {r['source']} |")
+    lines += ["", table]
+    m4 = "cortex-m4 reference", "cortex-m4 cmsis-nn"
+    dense, quarter = "ds-cnn dense", "ds-cnn 1/4 MACs"
+    speedup = _ratio(rows, dense, m4[1], dense, m4[0])
+    quarter_gain = _ratio(rows, quarter, m4[1], dense, m4[1])
+    flash = [r["firmware"][m4[1]]["flash_bytes"] - r["firmware"][m4[0]]["flash_bytes"]
+             for r in rows if m4[0] in r["firmware"] and m4[1] in r["firmware"]]
+    exact = all(f["bit_exact"] for r in rows for f in r["firmware"].values())
+    lines += [
+        "Goals (issue 28):", "",
+        f"- CMSIS-NN vs reference on the dense DS-CNN: **{speedup:.1f}x** fewer instructions "
+        f"(goal >= 10x): {'met' if speedup and speedup >= 10 else 'NOT met'}."
+        if speedup else "- CMSIS-NN speed-up: not measured (run with both kernel sets).",
+        f"- 1/4-MACs model vs dense, both CMSIS-NN: **{quarter_gain:.2f}x** fewer instructions "
+        f"(goal >= 3x): {'met' if quarter_gain >= 3 else 'NOT met'}."
+        if quarter_gain else "- 1/4 MACs vs dense: not measured.",
+        f"- CMSIS-NN flash minus reference flash: {', '.join(f'{d:+,} B' for d in flash)} "
+        f"(goal <= +15,360 B): {'met' if flash and max(flash) <= 15 * 1024 else 'NOT met'}."
+        if flash else "- Flash difference: not measured.",
+        f"- Bit-exact against Python TFLM on every build: {'yes' if exact else 'NO'}.", "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
 
 
 def main(argv=None):
@@ -162,20 +262,37 @@ def main(argv=None):
     parser.add_argument("--dense-epochs", type=int, default=2)
     parser.add_argument("--targets", default="cortex-m4",
                         help="comma-separated among host, cortex-m4, cortex-m3")
+    parser.add_argument("--kernels", default="cmsis-nn",
+                        help="Cortex-M kernel sets, comma-separated among cmsis-nn, reference")
+    parser.add_argument("--ds-cnn", action="store_true",
+                        help="DS-CNN rows (dense, 1/2 and 1/4 MACs) on synthetic-kws")
+    parser.add_argument("--dscnn-epochs", type=int, default=8)
+    parser.add_argument("--kws-size", default="ci")
+    parser.add_argument("--kws-difficulty", default="easy")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the DS-CNN models again instead of reusing --work's")
     parser.add_argument("--tflm-dir", default=DEFAULT_TFLM)
     parser.add_argument("--cache-dir", default=None, help="TFLM object cache (default ~/.cache)")
     parser.add_argument("--work", default=os.path.join(REPO, "runs", "bench-firmware"),
                         help="folder for the exported bundles")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "firmware.json"))
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: bench/results/firmware.json, "
+                        "firmware_dscnn.json with --ds-cnn)")
     args = parser.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
+    kernel_sets = [k for k in args.kernels.split(",") if k]
+    args.out = args.out or os.path.join(
+        HERE, "results", "firmware_dscnn.json" if args.ds_cnn else "firmware.json")
 
     from tfdynhp.datasets.shaping import load_data
 
-    data = load_data("fashion-mnist")
     rows = []
-    if not args.no_dense:
+    if args.ds_cnn:
+        rows, data = _dscnn_rows(args)
+    else:
+        data = load_data("fashion-mnist")
+    if not args.no_dense and not args.ds_cnn:
         rows.append(_trained_row("dense LeNet-300-100",
                                  {"mode": "dense", "epochs": args.dense_epochs}, data, args.seed))
     if args.dynhp_model:
@@ -194,7 +311,8 @@ def main(argv=None):
     measured = []
     for row in rows:
         print(f"== {row['row']} ({row['source']})", flush=True)
-        measured.append(measure(row, data, targets, args.tflm_dir, args.work, args.cache_dir))
+        measured.append(measure(row, data, targets, args.tflm_dir, args.work, args.cache_dir,
+                                kernel_sets))
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -208,8 +326,10 @@ def main(argv=None):
         "notes": (
             "flash = text + data, RAM = data + bss (tensor arena included) from (arm-none-eabi-)"
             "size; stack and heap measured in the running firmware (painted stack, newlib "
-            "break). Firmware = TFLM reference kernels + model + 4 test vectors + newlib-nano + "
-            "semihosting; instructions per inference are guest instructions counted by QEMU "
+            "break). Firmware = TFLM (reference or CMSIS-NN kernels; CMSIS-NN with the int8-only "
+            "registrations of a full-int8 model) + model + 4 test vectors + newlib-nano + "
+            "semihosting; the bundle's default -O levels (core -Os, kernels and CMSIS-NN -O2); "
+            "instructions per inference are guest instructions counted by QEMU "
             "-icount shift=0 (QEMU is not cycle-accurate: no pipeline, caches or wait states)."
         ),
         "seconds": time.perf_counter() - start,
@@ -219,7 +339,10 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print(table_markdown(measured, targets))
+    table = table_markdown(measured)
+    print(table)
+    if args.ds_cnn:
+        write_dscnn_markdown(result, table, args.out[:-len(".json")] + ".md")
     print(f"wrote {args.out}")
     return 0
 

@@ -171,6 +171,9 @@ def firmware_text(r):
         if r.instructions_per_inference is not None
         else f"{r.host_ns_per_inference / 1e3:.1f} us per inference on this host"
     )
+    if r.frontend_instructions_per_clip:  # raw-audio bundle: front end + classifier per clip
+        speed += (f", of which the front end {r.frontend_instructions_per_clip:,.0f} "
+                  f"({r.frontend_instructions_per_clip / r.frontend_frames:,.0f} per window)")
     extra = (
         f" + stack {r.stack_used_bytes:,} + heap {r.heap_used_bytes:,}"
         if r.stack_used_bytes is not None
