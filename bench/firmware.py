@@ -92,6 +92,10 @@ def _model_row(name, path):
     return {"row": name, "source": path, "model": model, "params": model.count_params()}
 
 
+def _slug(name):
+    return name.replace(" ", "_").replace("/", "-")
+
+
 def _dscnn_rows(args):
     """DS-CNN dense, 1/2 and 1/4 MACs (DynHP), trained on synthetic-kws or reused from --work."""
     import keras
@@ -105,7 +109,7 @@ def _dscnn_rows(args):
     for name, mode, target in (("ds-cnn dense", "dense", None),
                                ("ds-cnn 1/2 MACs", "dynhp", "50% macs"),
                                ("ds-cnn 1/4 MACs", "dynhp", "25% macs")):
-        folder = os.path.join(args.work, "dscnn", name.split()[-2] if target else "dense")
+        folder = os.path.join(args.work, "dscnn", _slug(name))
         path = os.path.join(folder, "model_stripped.keras")
         options = {"arch": "ds-cnn", "mode": mode, "target": target, "epochs": args.dscnn_epochs,
                    "batch_size": 32, "lr": 3e-3, "bn_momentum": kws_training.BN_MOMENTUM,
@@ -136,7 +140,8 @@ def _dscnn_rows(args):
     return rows, ((data[0][0], data[0][1]), (data[-1][0], data[-1][1]))
 
 
-def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cmsis-nn",)):
+def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cmsis-nn",),
+            profile=False):
     """Converts (if needed), exports the mcu bundle and verifies it on every target and kernel
     set (`firmware["<target> <kernels>"]`; the host builds the reference kernels only)."""
     from tfdynhp import converters
@@ -151,7 +156,7 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cms
     representative = inputs.representative_subset(x_train)
     if tflite is None:
         tflite = converters.to_int8_tflite(model, representative)
-    bundle = os.path.join(work_dir, row["row"])
+    bundle = os.path.join(work_dir, _slug(row["row"]))
     converters.export(tflite, "mcu", bundle, representative)
     litert = converters.evaluate(tflite, x_test, y_test, "litert")
     row.update(
@@ -169,6 +174,10 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cms
             result = converters.verify_mcu(bundle, tflm_dir, target, kernels=kernels,
                                            cache_dir=cache_dir)
             row["firmware"][f"{target} {kernels}"] = converters.firmware.report_figures(result)
+            if profile and target != "host":
+                row["firmware"][f"{target} {kernels}"]["op_instructions"] = (
+                    converters.firmware.profile_ops(bundle, tflm_dir, target, kernels=kernels,
+                                                    cache_dir=cache_dir)["model"])
             print(f"  {row['row']} {target} {kernels}: bit_exact={result.bit_exact} flash="
                   f"{result.flash_bytes} ram={result.ram_total_bytes} instructions="
                   f"{result.instructions_per_inference} build {result.build_seconds:.1f} s "
@@ -226,6 +235,19 @@ def write_dscnn_markdown(result, table, path):
         lines.append(f"| {r['row']} | {r.get('macs', 0):,} | "
                      f"{100 * r.get('test_accuracy', float('nan')):.1f} % | {r['source']} |")
     lines += ["", table]
+    profiled = [(r["row"], k, f["op_instructions"]) for r in rows
+                for k, f in r["firmware"].items() if f.get("op_instructions")]
+    if profiled:
+        ops = list(dict.fromkeys(op for _, _, p in profiled for op in p))
+        lines += [
+            ("Instructions per operator type over one inference (a profiling build: "
+             "`--profile`, `converters.firmware.profile_ops`; each hook adds a few "
+             "instructions):"),
+            "", "| model | build | " + " | ".join(ops) + " |", "|---|---|" + "---:|" * len(ops)]
+        for name, key, p in profiled:
+            lines.append(f"| {name} | {key} | "
+                         + " | ".join(f"{p.get(op, 0):,}" for op in ops) + " |")
+        lines.append("")
     m4 = "cortex-m4 reference", "cortex-m4 cmsis-nn"
     dense, quarter = "ds-cnn dense", "ds-cnn 1/4 MACs"
     speedup = _ratio(rows, dense, m4[1], dense, m4[0])
@@ -269,6 +291,8 @@ def main(argv=None):
     parser.add_argument("--dscnn-epochs", type=int, default=8)
     parser.add_argument("--kws-size", default="ci")
     parser.add_argument("--kws-difficulty", default="easy")
+    parser.add_argument("--profile", action="store_true",
+                        help="also count instructions per operator type (a profiling build)")
     parser.add_argument("--retrain", action="store_true",
                         help="train the DS-CNN models again instead of reusing --work's")
     parser.add_argument("--tflm-dir", default=DEFAULT_TFLM)
@@ -312,7 +336,7 @@ def main(argv=None):
     for row in rows:
         print(f"== {row['row']} ({row['source']})", flush=True)
         measured.append(measure(row, data, targets, args.tflm_dir, args.work, args.cache_dir,
-                                kernel_sets))
+                                kernel_sets, args.profile))
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

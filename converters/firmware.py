@@ -293,6 +293,8 @@ def parse_run_output(text):
             continue
         if fields[0] == "output" and len(fields) >= 2:
             record["outputs"][int(fields[1])] = [int(v) for v in fields[2:]]
+        elif fields[0] == "op_ticks" and len(fields) == 4:
+            record.setdefault("op_ticks", {})[(fields[1], fields[2])] = int(fields[3])
         elif fields[0] == "eval" and len(fields) >= 3:
             record["eval"][int(fields[1])] = (int(fields[2]), [int(v) for v in fields[3:]])
         elif fields[0] == "error":
@@ -469,6 +471,32 @@ def _result(bundle_dir, target, kernels, record, build, run_seconds, command):
             if on_device and "frontend_bench_ticks" in record else None),
         frontend_frames=record.get("frontend_frames"),
     )
+
+
+def profile_ops(bundle_dir, tflm_dir=None, target="cortex-m4", *, kernels=None, cache_dir=None,
+                timeout=1800):
+    """Instructions per operator type over one inference, from a profiling build.
+
+    Builds the bundle with `PROFILE=1` (into `build/profile/`, a `MicroProfilerInterface` that
+    reads SysTick around every operator) and runs it under QEMU. The profiled build is not the
+    one `verify_mcu` measures: its per-operator hooks cost a few instructions each.
+
+    Returns:
+        `{"model": {op: instructions}}` (raw-audio bundles also `"frontend"`, summed over the
+        clip's windows).
+    """
+    if target == "host":
+        raise ValueError("Profiling counts QEMU instructions: use a Cortex-M target.")
+    make_args = {"PROFILE": 1, "BUILD_DIR": "build/profile"}
+    build_firmware(bundle_dir, tflm_dir, target, kernels=kernels, cache_dir=cache_dir,
+                   make_args=make_args, timeout=timeout)
+    record, _, _ = run_firmware(bundle_dir, target, kernels=kernels, make_args=make_args,
+                                timeout=timeout)
+    per_tick = record["instructions_per_tick"]
+    result = {}
+    for (model, op), ticks in record.get("op_ticks", {}).items():
+        result.setdefault(model, {})[op] = ticks * per_tick
+    return result
 
 
 def report_figures(result):

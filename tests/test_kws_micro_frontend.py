@@ -219,3 +219,34 @@ def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
     assert agreement["class_agreement"] >= 0.99 and agreement["bit_exact_fraction"] >= 0.99
     _, python = audio_mcu.bundle_pipeline_outputs(bundle, clips)
     assert agreement["python_classes"] == np.argmax(python, axis=1).tolist()
+
+
+@pytest.mark.slow
+def test_the_one_command_with_raw_audio(tmp_path, capsys):
+    """`tfdynhp train --dataset synthetic-kws ... --front-end micro --export mcu --verify
+    cortex-m4`: a DS-CNN pruned to a quarter of its MACs, a raw-audio bundle with CMSIS-NN
+    kernels, verified, and every held-out clip classified on the device like in Python."""
+    from tfdynhp import cli
+
+    reason = _missing_firmware() or (None if shutil.which("espeak-ng") else "no espeak-ng")
+    if reason:
+        pytest.skip(reason)
+    code = cli.main([
+        "train", "--dataset", "synthetic-kws", "--arch", "ds-cnn", "--target", "25% macs",
+        "--keywords", "yes,no", "--difficulty", "easy", "--size", "240", "--epochs", "2",
+        "--front-end", "micro", "--export", "mcu", "--verify", "cortex-m4",
+        "--tflm-dir", TFLM_DIR, "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 0
+    import json
+
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["data"]["frontend"]["name"] == "micro" and s["macs"] <= 0.25 * 2_656_768 * 1.02
+    fw = s["firmware"]["cortex-m4"]
+    assert fw["kernels"] == "cmsis-nn" and fw["bit_exact"] is True
+    assert fw["frontend_frames"] == 49 and fw["frontend_instructions_per_clip"] > 0
+    agreement = s["firmware_agreement"]["cortex-m4"]
+    assert agreement["n"] == s["data"]["split_sizes"]["test"]
+    assert agreement["class_agreement"] >= 0.99
+    bundle = tmp_path / "run" / "export" / "mcu"
+    assert audio_mcu.is_audio_bundle(bundle)
+    assert "int16_t kTestClips" in (bundle / "test_vectors.cc").read_text()

@@ -14,6 +14,7 @@
 //   bench_inferences, bench_ticks            front end + classifier, per 1 s clip
 //   frontend_bench_ticks, frontend_frames    the front end alone (kNumFrames per clip)
 //   ticks_per_second, instructions_per_tick, calibration_*, arena_*, stack/heap_used_bytes
+//   op_ticks <model|frontend> <OP> <t>   with PROFILE=1: ticks per operator type, one clip
 //   eval <i> <c> <v0> ...         with -DEVAL_CLIPS_FILE="path": clips read from that file
 //                                 (int16 little-endian, kClipSamples each) via semihosting
 // Exit status: 0 all outputs as expected, 3 some differ, 1 error.
@@ -55,6 +56,54 @@ void print_u64(const char* key, uint64_t value) {
 int raw_output(const TfLiteTensor* tensor, int i) {
   return tensor->type == kTfLiteUInt8 ? tensor->data.uint8[i] : tensor->data.int8[i];
 }
+
+#ifdef TFDYNHP_PROFILE
+// Built with `make ... PROFILE=1`: ticks per operator type, summed over one classification.
+#include <string.h>
+
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+
+class OpProfiler : public tflite::MicroProfilerInterface {
+ public:
+  uint32_t BeginEvent(const char* tag) override {
+    if (!enabled_ || depth_ >= kMaxDepth) return kMaxDepth;
+    tags_[depth_] = tag;
+    starts_[depth_] = platform_ticks();
+    return depth_++;
+  }
+  void EndEvent(uint32_t handle) override {
+    if (handle >= kMaxDepth) return;
+    const uint64_t ticks = platform_ticks() - starts_[handle];
+    depth_ = handle;
+    int i = 0;
+    while (i < count_ && strcmp(names_[i], tags_[handle]) != 0) ++i;
+    if (i == count_ && count_ < kMaxTags) names_[count_++] = tags_[handle];
+    if (i < kMaxTags) totals_[i] += ticks;
+  }
+  void Start() { enabled_ = true; }
+  void Print(const char* model) {
+    enabled_ = false;
+    for (int i = 0; i < count_; ++i) {
+      printf("op_ticks %s %s ", model, names_[i]);
+      print_u64("", totals_[i]);
+    }
+  }
+
+ private:
+  static constexpr uint32_t kMaxDepth = 8;
+  static constexpr int kMaxTags = 32;
+  bool enabled_ = false;
+  uint32_t depth_ = 0;
+  const char* tags_[kMaxDepth] = {};
+  uint64_t starts_[kMaxDepth] = {};
+  int count_ = 0;
+  const char* names_[kMaxTags] = {};
+  uint64_t totals_[kMaxTags] = {};
+};
+#define TFDYNHP_PROFILER(name) static OpProfiler name; OpProfiler* name##_ptr = &name
+#else
+#define TFDYNHP_PROFILER(name) tflite::MicroProfilerInterface* name##_ptr = nullptr
+#endif
 
 // Runs the front end over one clip into the classifier's input tensor.
 bool RunFrontend(tflite::MicroInterpreter& frontend, const int16_t* clip, int8_t* features) {
@@ -108,9 +157,12 @@ int main() {
     printf("error RegisterModelOps failed\n");
     return 1;
   }
+  TFDYNHP_PROFILER(frontend_profiler);
+  TFDYNHP_PROFILER(classifier_profiler);
   static tflite::MicroInterpreter frontend(frontend_model, resolver, g_frontend_arena,
-                                           kFrontendArenaSize);
-  static tflite::MicroInterpreter classifier(model, resolver, g_tensor_arena, kTensorArenaSize);
+                                           kFrontendArenaSize, nullptr, frontend_profiler_ptr);
+  static tflite::MicroInterpreter classifier(model, resolver, g_tensor_arena, kTensorArenaSize,
+                                             nullptr, classifier_profiler_ptr);
   if (frontend.AllocateTensors() != kTfLiteOk) {
     printf("error arena_too_small %d (front end)\n", kFrontendArenaSize);
     return 1;
@@ -186,6 +238,13 @@ int main() {
     }
   }
   const uint64_t frontend_ticks = platform_ticks() - start;
+#ifdef TFDYNHP_PROFILE
+  frontend_profiler.Start();
+  classifier_profiler.Start();
+  if (!Classify(frontend, classifier, kTestClips[0])) return 1;
+  frontend_profiler.Print("frontend");
+  classifier_profiler.Print("model");
+#endif
   printf("bench_inferences %d\n", BENCH_REPEATS);
   print_u64("bench_ticks", ticks);
   print_u64("frontend_bench_ticks", frontend_ticks);
