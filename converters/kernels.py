@@ -339,6 +339,13 @@ INT8_REGISTRATIONS = {
 }
 
 
+# The audio front end's FFT registers float, int16 and int32 code; a model whose FFTs all take
+# one type registers only that variant (the others' kissfft code then stays out of flash).
+RFFT_REGISTRATIONS = {"int16": "tflm_signal::Register_RFFT_INT16",
+                      "int32": "tflm_signal::Register_RFFT_INT32",
+                      "float32": "tflm_signal::Register_RFFT_FLOAT"}
+
+
 def check_kernels(kernels, target=None):
     """Returns the canonical name of a kernel set (`"reference"` or `"cmsis-nn"`).
 
@@ -418,6 +425,9 @@ def cmsis_nn_sources(ops):
 def int8_registrations(*tflite_models):
     """`{op: "Register_<OP>_INT8"}` for the operators whose every instance is int8 (pure).
 
+    Also the front end's FFT: `"tflm_signal::Register_RFFT_INT16"` when every `SignalRfft` takes
+    int16.
+
     An instance is int8 when its non-constant tensors (activations) are all int8 and its
     constant tensors (weights, bias, shapes) are int8 or int32: what TFLM's int8-only kernel
     variants accept. A full-int8 model (`to_int8_tflite`) gets them for all its operators in
@@ -428,15 +438,20 @@ def int8_registrations(*tflite_models):
         *tflite_models: The `.tflite` model(s) one op resolver serves (e.g. a front end and a
             classifier): an operator qualifies if its instances in all of them are int8.
     """
-    usable = {}
+    usable, fft_types = {}, set()
     instances = [i for m in tflite_models for i in tflite_model.op_tensor_types(m)]
     for op, tensors in instances:
+        if op == "CUSTOM:SignalRfft":
+            fft_types.add(tensors[0][0])
         if op not in INT8_REGISTRATIONS:
             continue
         ok = all(dtype == "int8" or (constant and dtype == "int32")
                  for dtype, constant in tensors)
         usable[op] = usable.get(op, True) and ok
-    return {op: INT8_REGISTRATIONS[op] for op, ok in usable.items() if ok}
+    found = {op: INT8_REGISTRATIONS[op] for op, ok in usable.items() if ok}
+    if len(fft_types) == 1 and next(iter(fft_types)) in RFFT_REGISTRATIONS:
+        found["CUSTOM:SignalRfft"] = RFFT_REGISTRATIONS[next(iter(fft_types))]
+    return found
 
 
 def _make_list(name, paths):

@@ -69,6 +69,24 @@ def test_filterbank_model_is_micro_speechs():
     assert features[0].std() > 10  # the chirp moves through the channels
 
 
+def test_device_front_end_stages():
+    """The device front end drops micro_speech's zeroing of the energy bins outside the filter
+    bank (the zero weights make it a no-op: the int16 log is the same) and quantizes the log to
+    int8 with one QUANTIZE (within one step of micro_speech's int32 arithmetic)."""
+    pcm = _test_signal()
+    reference = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(), pcm)
+    log = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(stage="log"), pcm)
+    assert log.dtype == np.int16 and log.max() > 300
+    mapped = np.clip((log.astype(np.int64) * 256 + 333) // 666 - 128, -128, 127)
+    assert np.array_equal(mapped, reference)
+    lean = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(stage="int8"), pcm)
+    assert np.abs(lean.astype(int) - reference).max() <= 1
+    ops = converters.read_model_info(micro_frontend.filterbank_tflite(stage="int8")).ops
+    assert "QUANTIZE" in ops and not {"STRIDED_SLICE", "DIV", "CAST"} & set(ops)
+    with pytest.raises(ValueError, match="Unknown stage 'mfcc'"):
+        micro_frontend.filterbank_tflite(stage="mfcc")
+
+
 def test_each_clip_starts_from_a_reset_front_end():
     tflite = micro_frontend.filterbank_tflite()
     pcm = _test_signal()
@@ -100,7 +118,7 @@ def test_signal_constants():
 
 def test_cepstral_front_end_matches_float_math():
     pcm = _test_signal()
-    fb = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(), pcm)
+    fb = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(stage="int8"), pcm)
     norm = micro_frontend.measure_normalization(fb)
     tflite = micro_frontend.frontend_tflite(norm)
     q = micro_frontend.run_frontend(tflite, pcm)
@@ -199,7 +217,8 @@ def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
                               info.frontend, labels=list(info.labels))
     assert audio_mcu.is_audio_bundle(bundle)
     ops = (bundle / "model_ops.h").read_text()
-    assert "AddRfft()" in ops and "Register_CONV_2D_INT8()" in ops
+    assert "AddRfft(tflite::tflm_signal::Register_RFFT_INT16())" in ops
+    assert "Register_CONV_2D_INT8()" in ops
     assert "Register_FULLY_CONNECTED_INT8()" in ops  # front end's FC is int8 too
 
     result = converters.verify_mcu(bundle, TFLM_DIR, "cortex-m4")

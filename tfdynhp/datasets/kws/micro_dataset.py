@@ -18,7 +18,7 @@ from tfdynhp.datasets.kws.cache import Entry, resolve_cache_dir
 from tfdynhp.datasets.kws.dataset import KWSInfo, load_synthetic_kws
 from tfdynhp.datasets.kws.features import FeatureNormalization
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the device front end quantizes the log with one QUANTIZE
 DEFAULT_FRONTEND = micro_frontend.MicroFrontEnd()
 
 
@@ -48,8 +48,8 @@ def _features(pcm, fe, cache_entry, verbose):
         norm = FeatureNormalization(tuple(arrays["mean"].tolist()), tuple(arrays["std"].tolist()))
         return ({s: arrays[f"q_{s}"] for s in splits.SPLITS}, norm,
                 arrays["frontend"].tobytes())
-    filterbank = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe), pcm["train"],
-                                             fe)
+    filterbank = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe, "int8"),
+                                             pcm["train"], fe)
     norm = micro_frontend.measure_normalization(filterbank, fe)
     tflite = micro_frontend.frontend_tflite(norm, fe)
     q = {s: micro_frontend.run_frontend(tflite, pcm[s], fe) for s in splits.SPLITS}

@@ -12,7 +12,7 @@ from tfdynhp.datasets.kws import micro_frontend
 
 FEATURES_JSON = "features.json"
 FRONTEND_FILE = "frontend.tflite"
-SCHEMA = "tfdynhp.datasets.kws-micro-features/1"
+SCHEMA = "tfdynhp.kws-micro-features/1"
 
 
 def feature_spec(info, input_tensor):

@@ -101,8 +101,22 @@ class MicroFrontEnd:
         return {"name": NAME, **dataclasses.asdict(self), "num_frames": self.num_frames}
 
 
-def _filterbank_graph(fe):
-    """Graph of micro_speech's int8 audio preprocessor; returns `(graph, output index)`."""
+STAGES = ("micro_speech", "log", "int8")
+
+
+def _filterbank_graph(fe, stage="int8"):
+    """The filter-bank graph; returns `(graph, output index)`.
+
+    Stages: `"micro_speech"`: micro_speech's int8 audio preprocessor op for op (the energy
+    bins outside the filter bank zeroed, the int16 log mapped to int8 with int32 MUL, ADD, DIV,
+    MINIMUM, MAXIMUM and CASTs). `"log"`: the same computation up to the int16 log filter bank
+    (scale 1/64: natural log), without the zeroing, which the filter bank's zero weights make a
+    no-op (tested). `"int8"`: the log quantized to int8 by one QUANTIZE with micro_speech's
+    int8 scale (it rounds differently: within one step of micro_speech's mapping): what the
+    device front end uses, 8 small operators and 50 kB of kernel code fewer.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}. Expected one of {STAGES}.")
     fft_length, fft_bits = fe.fft
     bank = sc.filter_bank(fft_length // 2 + 1, fe.sample_rate, fe.num_channels,
                           fe.lower_band_limit_hz, fe.upper_band_limit_hz,
@@ -127,8 +141,33 @@ def _filterbank_graph(fe):
     g.custom("SignalRfft", [scaled], [spectrum], {"T": 7, "fft_length": fft_length})  # 7: int16
     energy = g.tensor("signal_energy", "uint32", (bins,))
     g.custom("SignalEnergy", [spectrum], [energy], {"end_index": end, "start_index": start})
-    # The energy op leaves the bins outside [start, end) as they were: zero them (as
-    # micro_speech does, with int32 ops TFLM has).
+    energy_masked = (energy if stage != "micro_speech"
+                     else _zero_outside(g, energy, start, end, bins))
+    logged = _log_filterbank(g, fe, energy_masked, shift, bank, correction_bits)
+    if stage == "log":
+        return g, logged
+    features = g.tensor("filterbank_int8", "int8", (channels,), scale=FILTERBANK_SCALE,
+                        zero_point=FILTERBANK_ZERO_POINT)
+    if stage == "int8":
+        g.builtin("QUANTIZE", [logged], [features])
+        return g, features
+    # int16 log -> int8: q = trunc((256 f + 333) / 666) - 128, clamped (micro_speech's ops).
+    x = g.tensor("log_int32", "int32", (channels,))
+    g.builtin("CAST", [logged], [x])
+    steps = [("MUL", 256, "MulOptions"), ("ADD", 333, "AddOptions"), ("DIV", 666, "DivOptions"),
+             ("ADD", -128, "AddOptions"), ("MINIMUM", 127, None), ("MAXIMUM", -128, None)]
+    for i, (op, value, options_type) in enumerate(steps):
+        y = g.tensor(f"scale_{i}_{op.lower()}", "int32", (channels,))
+        options = getattr(g._schema, f"{options_type}T")() if options_type else None
+        g.builtin(op, [x, g.constant(f"scale_{i}_value", np.array(value, np.int32))], [y],
+                  options, options_type)
+        x = y
+    g.builtin("CAST", [x], [features])
+    return g, features
+
+
+def _zero_outside(g, energy, start, end, bins):
+    """micro_speech's zeroing of the energy bins outside [start, end) (int32 ops)."""
     as_int = g.tensor("energy_int32", "int32", (bins,))
     g.builtin("CAST", [energy], [as_int])
     band = g.tensor("energy_band", "int32", (end - start,))
@@ -145,9 +184,15 @@ def _filterbank_graph(fe):
               [padded], concat, "ConcatenationOptions")
     energy_masked = g.tensor("energy_masked", "uint32", (bins,))
     g.builtin("CAST", [padded], [energy_masked])
+    return energy_masked
+
+
+def _log_filterbank(g, fe, energy, shift, bank, correction_bits):
+    """Filter bank, square root, noise reduction, PCAN, log: int16 (natural log x 64)."""
+    channels = fe.num_channels
     filtered = g.tensor("signal_filter_bank", "uint64", (channels,))
     g.custom("SignalFilterBank", [
-        energy_masked, g.constant("fb_weights", bank["weights"]),
+        energy, g.constant("fb_weights", bank["weights"]),
         g.constant("fb_unweights", bank["unweights"]),
         g.constant("fb_channel_frequency_starts", bank["channel_frequency_starts"]),
         g.constant("fb_channel_weight_starts", bank["channel_weight_starts"]),
@@ -169,31 +214,21 @@ def _filterbank_graph(fe):
     gained = g.tensor("signal_pcan", "uint32", (channels,))
     g.custom("SignalPCAN", [denoised, noise, g.constant("pcan_lut", lut)], [gained],
              {"snr_shift": 6})  # micro_speech's pcan_op fixes it to 6
-    logged = g.tensor("signal_filter_bank_log", "int16", (channels,))
+    logged = g.tensor("signal_filter_bank_log", "int16", (channels,),
+                      scale=1.0 / (1 << fe.filter_bank_post_scaling_bits), zero_point=0)
     g.custom("SignalFilterBankLog", [gained], [logged], {
         "input_correction_bits": correction_bits,
         "output_scale": 1 << fe.filter_bank_post_scaling_bits})
-    # int16 log -> int8: q = trunc((256 f + 333) / 666) - 128, clamped (micro_speech's ops).
-    x = g.tensor("log_int32", "int32", (channels,))
-    g.builtin("CAST", [logged], [x])
-    steps = [("MUL", 256, "MulOptions"), ("ADD", 333, "AddOptions"), ("DIV", 666, "DivOptions"),
-             ("ADD", -128, "AddOptions"), ("MINIMUM", 127, None), ("MAXIMUM", -128, None)]
-    for i, (op, value, options_type) in enumerate(steps):
-        y = g.tensor(f"scale_{i}_{op.lower()}", "int32", (channels,))
-        options = getattr(g._schema, f"{options_type}T")() if options_type else None
-        g.builtin(op, [x, g.constant(f"scale_{i}_value", np.array(value, np.int32))], [y],
-                  options, options_type)
-        x = y
-    features = g.tensor("filterbank_int8", "int8", (channels,), scale=FILTERBANK_SCALE,
-                        zero_point=FILTERBANK_ZERO_POINT)
-    g.builtin("CAST", [x], [features])
-    return g, features
+    return logged
 
 
-def filterbank_tflite(fe=MicroFrontEnd()):
-    """micro_speech's int8 audio preprocessor: one 480-sample int16 window -> 40 int8 log
-    filter-bank channels (`(q + 128) * FILTERBANK_SCALE` ~ natural log of the energy)."""
-    g, features = _filterbank_graph(fe)
+def filterbank_tflite(fe=MicroFrontEnd(), stage="micro_speech"):
+    """The filter-bank front end alone: one 480-sample int16 window -> 40 log filter-bank
+    channels. `stage` (see `_filterbank_graph`): `"micro_speech"` (default) is micro_speech's
+    int8 audio preprocessor op for op, int8 (`(q + 128) * FILTERBANK_SCALE` ~ natural log of
+    the energy); `"int8"` the same features as the device front end computes them; `"log"` the
+    int16 log (`f / 64`)."""
+    g, features = _filterbank_graph(fe, stage)
     g.output(features)
     return g.to_bytes()
 
@@ -219,7 +254,7 @@ def frontend_tflite(normalization, fe=MicroFrontEnd()):
     if len(normalization.mean) != fe.num_coefficients:
         raise ValueError(f"`normalization` has {len(normalization.mean)} coefficients; the front "
                          f"end computes {fe.num_coefficients}.")
-    g, features = _filterbank_graph(fe)
+    g, features = _filterbank_graph(fe, "int8")
     weights, bias = cepstral_weights(fe, normalization)
     w_scale = np.maximum(np.abs(weights).max(axis=1), 1e-12) / 127.0
     w_q = np.clip(np.round(weights / w_scale[:, None]), -127, 127).astype(np.int8)
@@ -262,14 +297,15 @@ def run_frontend(tflite_bytes, pcm, fe=MicroFrontEnd()):
         fe: The `MicroFrontEnd`.
 
     Returns:
-        int8 array `(n, num_frames, outputs)`.
+        Array `(n, num_frames, outputs)` of the model's output type (int8 for the front ends).
     """
     from tflite_micro.python.tflite_micro import runtime
 
     frames = _frames(pcm, fe)
     interpreter = runtime.Interpreter.from_bytes(tflite_bytes, arena_size=ARENA_BYTES)
-    width = int(np.prod(interpreter.get_output_details(0)["shape"]))
-    out = np.zeros((len(frames), fe.num_frames, width), np.int8)
+    details = interpreter.get_output_details(0)
+    width = int(np.prod(details["shape"]))
+    out = np.zeros((len(frames), fe.num_frames, width), details["dtype"])
     for i, clip in enumerate(frames):
         interpreter.reset()
         for f in range(fe.num_frames):
