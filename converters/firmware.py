@@ -293,6 +293,8 @@ def parse_run_output(text):
             continue
         if fields[0] == "output" and len(fields) >= 2:
             record["outputs"][int(fields[1])] = [int(v) for v in fields[2:]]
+        elif fields[0] == "detect" and len(fields) == 4:
+            record.setdefault("detect", []).append(tuple(int(v) for v in fields[1:]))
         elif fields[0] == "op_ticks" and len(fields) == 4:
             record.setdefault("op_ticks", {})[(fields[1], fields[2])] = int(fields[3])
         elif fields[0] == "eval" and len(fields) >= 3:

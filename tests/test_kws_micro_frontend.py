@@ -9,6 +9,7 @@ constant buffers of the model (window, filter bank, PCAN table, ...) and its int
 `_test_signal()`, computed with that file in the same `tflite_micro` interpreter.
 """
 
+import dataclasses
 import hashlib
 import os
 import pathlib
@@ -269,3 +270,69 @@ def test_the_one_command_with_raw_audio(tmp_path, capsys):
     bundle = tmp_path / "run" / "export" / "mcu"
     assert audio_mcu.is_audio_bundle(bundle)
     assert "int16_t kTestClips" in (bundle / "test_vectors.cc").read_text()
+
+
+# ---- streaming (stretch): the same detections on the device as in Python --------------------
+
+
+def test_recognizer_rule():
+    from tfdynhp.datasets.kws import streaming
+
+    rule = streaming.Recognizer(classify_every=1, average_window=2, threshold=150,
+                                suppression_frames=3, ignore=(2,))
+    scores = np.array([[200, 10, 0], [100, 10, 0], [200, 10, 0], [0, 0, 255], [0, 0, 255],
+                       [0, 250, 0], [0, 250, 0], [0, 250, 0], [0, 250, 0]])
+    frames = list(range(48, 57))
+    # Averages of the last two: [200] -> 0 at 48; [150] -> 0 at 49 (suppressed: 1 < 3 frames);
+    # 0 again at 50 (suppressed); class 2 is ignored; class 1 at 54 (6 frames after 48) once,
+    # then suppressed until 57.
+    assert streaming.recognize(scores, frames, rule) == [(48, 0, 200), (54, 1, 250)]
+    assert streaming.recognize(scores, frames, dataclasses.replace(rule, threshold=251)) == []
+
+
+@pytest.mark.slow
+def test_streaming_firmware_reports_what_python_reports(micro_ci, tmp_path):
+    """A 3.5 s stream (silence, "yes", silence, "no", silence) through the firmware's streaming
+    mode: the detections it prints equal `kws.streaming.detect` in Python TFLM."""
+    from tfdynhp.datasets.kws import streaming
+
+    reason = _missing_firmware()
+    if reason:
+        pytest.skip(reason)
+    (x_train, y_train), _ = micro_ci[0]
+    info = micro_ci[1]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((49, 10, 1)),
+        keras.layers.Conv2D(16, (10, 4), strides=2, padding="same", activation="relu"),
+        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+        keras.layers.Conv2D(16, 1, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(len(info.labels), activation="softmax"),
+    ])
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=20, batch_size=16, verbose=0)
+    tflite = converters.to_int8_tflite(model, x_train[:200])
+    bundle = tmp_path / "mcu"
+    audio_mcu.write_audio_mcu(tflite, info.frontend_tflite, bundle, info.pcm["test"][:1],
+                              info.frontend, labels=list(info.labels))
+    assert "constexpr bool kIgnoreClass[4] = {false, false, true, true};" in \
+        (bundle / "audio_settings.h").read_text()
+    y = info.splits["test"][1]
+    _, clip_outputs = audio_mcu.bundle_pipeline_outputs(bundle, info.pcm["test"])
+    best = {c: max((i for i in range(len(y)) if y[i] == c), key=lambda i: clip_outputs[i, c])
+            for c in (0, 1)}  # the most confident "yes" and "no" clips
+    silence = [i for i in range(len(y)) if y[i] == 2]
+    pcm = info.pcm["test"]
+    stream = np.concatenate([pcm[silence[0]][:8000], pcm[best[0]], pcm[silence[1]],
+                             pcm[best[1]], pcm[silence[2]][:8000]])
+    python = audio_mcu.stream_python(bundle, stream)
+    device = audio_mcu.stream_on_device(bundle, stream, TFLM_DIR, "cortex-m4")
+    assert device["detections"] == python
+    assert device["frames"] == 1 + (len(stream) - 480) // 320
+    rule = streaming.Recognizer(ignore=(2, 3))
+    table = audio_mcu.feature_map(converters.read_model_info(info.frontend_tflite).outputs[0],
+                                  converters.read_model_info(tflite).inputs[0])
+    assert device["classifications"] == len(streaming.stream_scores(
+        info.frontend_tflite, tflite, stream, rule, table)[0])
+    assert 0 in [c for _, c, _ in python]  # "yes" is found
+    assert device["instructions_per_frame"] > 50_000  # front end every 20 ms + classifier

@@ -15,6 +15,8 @@
 //   frontend_bench_ticks, frontend_frames    the front end alone (kNumFrames per clip)
 //   ticks_per_second, instructions_per_tick, calibration_*, arena_*, stack/heap_used_bytes
 //   op_ticks <model|frontend> <OP> <t>   with PROFILE=1: ticks per operator type, one clip
+//   detect <frame> <class> <score>, stream_frames/_classifications/_detections/_ticks
+//                                 with -DSTREAM_FILE="path": streaming over that int16 file
 //   eval <i> <c> <v0> ...         with -DEVAL_CLIPS_FILE="path": clips read from that file
 //                                 (int16 little-endian, kClipSamples each) via semihosting
 // Exit status: 0 all outputs as expected, 3 some differ, 1 error.
@@ -134,6 +136,87 @@ int ArgMax(const TfLiteTensor* output) {
   return best;
 }
 
+#ifdef STREAM_FILE
+// Streaming keyword spotting over a long int16 file read through semihosting (QEMU): the front
+// end runs on every window without a reset, the last kNumFrames frames are kept in a ring,
+// the classifier runs every kClassifyEvery frames, and a keyword is reported when the average
+// of the last kAverageWindow classifications passes kDetectionThreshold, outside the
+// suppression time after the previous report (tfdynhp.datasets.kws.streaming does the same in Python).
+bool Stream(tflite::MicroInterpreter& frontend, tflite::MicroInterpreter& classifier) {
+  static int16_t window[kWindowSamples];
+  static int8_t ring[kNumFrames][kNumFeatures];
+  static int32_t history[kAverageWindow][kNumClasses];
+  FILE* file = fopen(STREAM_FILE, "rb");
+  if (file == nullptr) {
+    printf("error cannot open %s\n", STREAM_FILE);
+    return false;
+  }
+  bool ok = fread(window, sizeof(int16_t), kWindowSamples, file) == kWindowSamples &&
+            frontend.Reset() == kTfLiteOk;
+  int count = 0, head = 0, classifications = 0, last = 0, detections = 0;
+  bool reported = false;
+  TfLiteTensor* in = frontend.input(0);
+  const TfLiteTensor* features = frontend.output(0);
+  int8_t* input = classifier.input(0)->data.int8;
+  const TfLiteTensor* output = classifier.output(0);
+  const uint64_t start = platform_ticks();
+  while (ok) {
+    memcpy(in->data.i16, window, kWindowSamples * sizeof(int16_t));
+    if (frontend.Invoke() != kTfLiteOk) {
+      ok = false;
+      break;
+    }
+    for (int c = 0; c < kNumFeatures; ++c) {
+      ring[head][c] = kFeatureToInput[features->data.int8[c] + 128];
+    }
+    head = (head + 1) % kNumFrames;
+    const int frame = count++;
+    if (count >= kNumFrames && (count - kNumFrames) % kClassifyEvery == 0) {
+      for (int i = 0; i < kNumFrames; ++i) {
+        memcpy(input + i * kNumFeatures, ring[(head + i) % kNumFrames], kNumFeatures);
+      }
+      if (classifier.Invoke() != kTfLiteOk) {
+        ok = false;
+        break;
+      }
+      for (int c = 0; c < kNumClasses; ++c) {
+        history[classifications % kAverageWindow][c] = raw_output(output, c) + 128;
+      }
+      ++classifications;
+      const int n = classifications < kAverageWindow ? classifications : kAverageWindow;
+      int best = 0, best_score = -1;
+      for (int c = 0; c < kNumClasses; ++c) {
+        int32_t sum = 0;
+        for (int j = 0; j < n; ++j) sum += history[j][c];
+        if (sum / n > best_score) {
+          best_score = sum / n;
+          best = c;
+        }
+      }
+      if (!kIgnoreClass[best] && best_score >= kDetectionThreshold &&
+          (!reported || frame - last >= kSuppressionFrames)) {
+        printf("detect %d %d %d\n", frame, best, best_score);
+        last = frame;
+        reported = true;
+        ++detections;
+      }
+    }
+    memmove(window, window + kStrideSamples, (kWindowSamples - kStrideSamples) * sizeof(int16_t));
+    if (fread(window + kWindowSamples - kStrideSamples, sizeof(int16_t), kStrideSamples, file) !=
+        static_cast<size_t>(kStrideSamples)) {
+      break;
+    }
+  }
+  const uint64_t ticks = platform_ticks() - start;
+  fclose(file);
+  printf("stream_frames %d\n", count);
+  printf("stream_classifications %d\n", classifications);
+  printf("stream_detections %d\n", detections);
+  print_u64("stream_ticks", ticks);
+  return ok;
+}
+#endif
+
 void PrintOutputs(const char* key, int index, const TfLiteTensor* output, bool with_class) {
   printf("%s %d", key, index);
   if (with_class) printf(" %d", ArgMax(output));
@@ -220,6 +303,13 @@ int main() {
     PrintOutputs("eval", n, output, true);
   }
   fclose(file);
+#endif
+
+#ifdef STREAM_FILE
+  if (!Stream(frontend, classifier)) {
+    printf("error streaming %s failed\n", STREAM_FILE);
+    return 1;
+  }
 #endif
 
   uint64_t start = platform_ticks();
