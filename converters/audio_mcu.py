@@ -2,7 +2,7 @@
 
 `write_audio_mcu` writes the bundle of `mcu.write_mcu` for the classifier and turns it into a
 keyword spotter that takes 1 s of 16 kHz int16 PCM: `frontend.tflite` / `frontend_data.cc` (a
-TFLite Micro front end such as `tfdynhp.datasets.kws.micro_frontend`, one window per invocation),
+TFLite Micro front end such as `tfdynhp.datasets.kws.micro_frontend`, one window per call),
 `audio_settings.h` (window, stride, frames, the front end's arena, and `kFeatureToInput`, the
 256-entry map from the front end's int8 output to the classifier's int8 input), one op resolver
 for both models (`model_ops.h`, `model.mk`: the signal ops' sources too), `main.cc` from
@@ -23,69 +23,40 @@ import time
 from importlib import resources
 
 import numpy as np
-from tfdynhp.converters import arena, boards, c_source, firmware, mcu, tflite_model
+from tfdynhp.converters import (
+    arena,
+    audio_pipeline,
+    boards,
+    c_source,
+    firmware,
+    mcu,
+    tflite_model,
+)
 from tfdynhp.converters import kernels as kernel_sets
+from tfdynhp.converters.audio_pipeline import (  # re-exported: the bundle's Python side
+    FRONTEND_FILE,
+    KIND,
+    bundle_pipeline_outputs,
+    feature_map,
+    features_of,
+    is_audio_bundle,
+    pipeline_outputs,
+    stream_python,
+)
 
-FRONTEND_FILE = "frontend.tflite"
-KIND = "audio"
-
-
-def _frontend_module():
-    from tfdynhp.datasets.kws import micro_frontend  # the per-window runner (lazy: no TF import here)
-
-    return micro_frontend
-
-
-def feature_map(frontend_info, classifier_info):
-    """`kFeatureToInput`: int8 front-end output q -> classifier input (pure), 256 values."""
-    q = np.arange(-128, 128)
-    x = tflite_model.dequantize(q, frontend_info)
-    return tflite_model.quantize(x, classifier_info).astype(np.int8)
-
-
-def features_of(frontend_tflite, pcm, settings):
-    """Float classifier inputs of int16 clips: front end in Python TFLM, dequantized."""
-    mf = _frontend_module()
-    fe = mf.MicroFrontEnd(**settings) if isinstance(settings, dict) else settings
-    q = mf.run_frontend(frontend_tflite, pcm, fe)
-    info = tflite_model.read_model_info(frontend_tflite).outputs[0]
-    return tflite_model.dequantize(q, info)[..., None], q
-
-
-def pipeline_outputs(frontend_tflite, classifier_tflite, pcm, settings):
-    """Raw classifier outputs for int16 clips, as the firmware computes them (Python TFLM).
-
-    Returns:
-        `(quantized classifier inputs, raw outputs)`, one row per clip.
-    """
-    from tfdynhp.converters import runtimes
-
-    _, q = features_of(frontend_tflite, pcm, settings)
-    front = tflite_model.read_model_info(frontend_tflite).outputs[0]
-    info = tflite_model.read_model_info(classifier_tflite)
-    table = feature_map(front, info.inputs[0])
-    inputs = table[q.astype(np.int64) + 128].reshape((len(q),) + tuple(info.inputs[0].shape[1:]))
-    runner = runtimes.make_runner(classifier_tflite, "tflm")
-    outputs = np.stack([np.asarray(runner(x[None])).reshape(-1) for x in inputs])
-    return inputs, outputs
-
-
-def _recognizer(recognizer, labels, num_classes):
-    """The streaming decision rule: `recognizer` (a `kws.streaming.Recognizer` or its dict), or
-    the default one ignoring the classes labelled silence and unknown."""
-    from tfdynhp.datasets.kws import streaming
-
-    if recognizer is None:
-        ignore = tuple(i for i, label in enumerate(labels or ())
-                       if str(label).lower() in ("silence", "unknown", "_silence_", "_unknown_"))
-        return streaming.Recognizer(ignore=ignore)
-    if isinstance(recognizer, dict):
-        recognizer = streaming.Recognizer(**{**recognizer,
-                                             "ignore": tuple(recognizer.get("ignore", ()))})
-    if any(not 0 <= i < num_classes for i in recognizer.ignore):
-        raise ValueError(f"`recognizer.ignore` {recognizer.ignore} names classes outside "
-                         f"0..{num_classes - 1}.")
-    return recognizer
+__all__ = [
+    "FRONTEND_FILE",
+    "KIND",
+    "bundle_pipeline_outputs",
+    "evaluate_clips",
+    "feature_map",
+    "features_of",
+    "is_audio_bundle",
+    "pipeline_outputs",
+    "stream_on_device",
+    "stream_python",
+    "write_audio_mcu",
+]
 
 
 def _audio_settings_header(settings, frontend_arena, table, num_features, recognizer,
@@ -174,7 +145,7 @@ def write_audio_mcu(classifier_tflite, frontend_tflite, out_dir, test_pcm, front
     Raises:
         ValueError: If the clips, front end and classifier do not fit together.
     """
-    mf = _frontend_module()
+    mf = audio_pipeline.frontend_module()
     fe = (frontend_settings if isinstance(frontend_settings, mf.MicroFrontEnd)
           else mf.MicroFrontEnd(**{k: v for k, v in frontend_settings.items()
                                    if k not in ("name", "num_frames")}))
@@ -207,7 +178,7 @@ def write_audio_mcu(classifier_tflite, frontend_tflite, out_dir, test_pcm, front
     cortex_m = kernel_sets.check_kernels(kernels, "cortex-m4")
     registrations = kernel_sets.int8_registrations(classifier_tflite, frontend_tflite)
     num_classes = int(np.prod(info.outputs[0].shape))
-    recognizer = _recognizer(recognizer, labels, num_classes)
+    recognizer = audio_pipeline.recognizer_for(recognizer, labels, num_classes)
     header, source = _clips_sources(pcm, expected, num_classes, fe.clip_samples)
     texts = {
         "model_ops_h": ("model_ops.h", c_source.op_resolver_header(ops,
@@ -266,30 +237,6 @@ def write_audio_mcu(classifier_tflite, frontend_tflite, out_dir, test_pcm, front
     return paths
 
 
-def is_audio_bundle(bundle_dir):
-    """Whether `bundle_dir` is a raw-audio bundle (its test vectors are clips)."""
-    path = os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON)
-    if not os.path.isfile(os.path.join(bundle_dir, FRONTEND_FILE)) or not os.path.isfile(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        head = f.read(64)
-    return f'"kind": "{KIND}"' in head
-
-
-def bundle_pipeline_outputs(bundle_dir, pcm=None):
-    """`pipeline_outputs` of a raw-audio bundle on its own test clips (or on `pcm`)."""
-    with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
-        vectors = json.load(f)
-    with open(os.path.join(bundle_dir, FRONTEND_FILE), "rb") as f:
-        frontend_tflite = f.read()
-    with open(os.path.join(bundle_dir, "model.tflite"), "rb") as f:
-        classifier_tflite = f.read()
-    settings = {k: v for k, v in vectors["frontend"].items() if k != "num_frames"}
-    if pcm is None:
-        pcm = np.asarray(vectors["inputs"], np.int16)
-    return pipeline_outputs(frontend_tflite, classifier_tflite, pcm, settings)
-
-
 def evaluate_clips(bundle_dir, pcm, tflm_dir=None, target="cortex-m4", *, kernels=None,
                    cache_dir=None, timeout=3600):
     """Classifies many clips on the device and compares with the Python pipeline.
@@ -337,32 +284,6 @@ def evaluate_clips(bundle_dir, pcm, tflm_dir=None, target="cortex-m4", *, kernel
         "mismatched": [int(i) for i in np.flatnonzero(~exact)],
         "seconds": time.perf_counter() - start,
     }
-
-
-
-def _bundle_models(bundle_dir):
-    with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
-        vectors = json.load(f)
-    with open(os.path.join(bundle_dir, FRONTEND_FILE), "rb") as f:
-        frontend_tflite = f.read()
-    with open(os.path.join(bundle_dir, "model.tflite"), "rb") as f:
-        classifier_tflite = f.read()
-    return vectors, frontend_tflite, classifier_tflite
-
-
-def stream_python(bundle_dir, pcm):
-    """Keywords the bundle's streaming firmware should report on int16 stream `pcm`:
-    `[(frame, class, score), ...]` (`tfdynhp.datasets.kws.streaming.detect`, Python TFLM)."""
-    from tfdynhp.datasets.kws import micro_frontend, streaming
-
-    vectors, frontend_tflite, classifier_tflite = _bundle_models(bundle_dir)
-    fe = micro_frontend.MicroFrontEnd(**{k: v for k, v in vectors["frontend"].items()
-                                         if k != "num_frames"})
-    recognizer = _recognizer(vectors["recognizer"], None, len(vectors["expected_outputs"][0]))
-    table = feature_map(tflite_model.read_model_info(frontend_tflite).outputs[0],
-                        tflite_model.read_model_info(classifier_tflite).inputs[0])
-    return streaming.detect(frontend_tflite, classifier_tflite, np.asarray(pcm, np.int16),
-                            recognizer, table, fe)
 
 
 def stream_on_device(bundle_dir, pcm, tflm_dir=None, target="cortex-m4", *, kernels=None,

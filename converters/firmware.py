@@ -24,8 +24,8 @@ import subprocess
 import time
 
 import numpy as np
+from tfdynhp.converters import audio_pipeline, mcu, runtimes, tflite_model
 from tfdynhp.converters import kernels as kernel_sets
-from tfdynhp.converters import mcu, runtimes, tflite_model
 
 TARGETS = ("host", "cortex-m4", "cortex-m3")
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m3": "mps2-an385"}
@@ -377,17 +377,15 @@ def reference_outputs(bundle_dir):
     """Runs the bundle's test vectors in TFLite Micro's Python interpreter, now.
 
     For a raw-audio bundle (`audio_mcu`), the inputs are its clips and the outputs those of its
-    front end then classifier (`audio_mcu.bundle_pipeline_outputs`).
+    front end then classifier (`audio_pipeline.bundle_pipeline_outputs`).
 
     Returns:
         `(inputs, outputs)`: quantized inputs and raw outputs, one row per vector.
     """
-    from tfdynhp.converters import audio_mcu
-
-    if audio_mcu.is_audio_bundle(bundle_dir):
+    if audio_pipeline.is_audio_bundle(bundle_dir):
         with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
             clips = np.asarray(json.load(f)["inputs"], np.int16)
-        return clips, audio_mcu.bundle_pipeline_outputs(bundle_dir)[1]
+        return clips, audio_pipeline.bundle_pipeline_outputs(bundle_dir)[1]
     with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
         vectors = json.load(f)
     with open(os.path.join(bundle_dir, "model.tflite"), "rb") as f:
