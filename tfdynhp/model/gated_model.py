@@ -105,6 +105,7 @@ class GatedModel(keras.Model):
         object.__setattr__(self, "_dynhp_fit_data", None)
         object.__setattr__(self, "_dynhp_fit_batch_size", None)
         object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
+        object.__setattr__(self, "_dynhp_fit_args", None)
         object.__setattr__(self, "_dynhp_run", None if dynhp_run is None else dict(dynhp_run))
 
     @property
@@ -136,6 +137,13 @@ class GatedModel(keras.Model):
         """The training input of the running `fit` (`None` outside `fit`): how callbacks such
         as `DynHPCallback` reach a `DynamicBatches` to resize it."""
         return self._dynhp_fit_data
+
+    @property
+    def fit_args(self):
+        """`{"x", "y", "validation_data", "validation_split"}` of the running `fit` (`None`
+        outside `fit`): how a tolerance (`tfdynhp.policies.tolerance`) finds the validation
+        data."""
+        return self._dynhp_fit_args
 
     @property
     def fit_batch_size(self):
@@ -200,6 +208,9 @@ class GatedModel(keras.Model):
         object.__setattr__(self, "_dynhp_fit_data", x)
         object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size))
         object.__setattr__(self, "_dynhp_fit_initial_epoch", int(kwargs.get("initial_epoch", 0)))
+        object.__setattr__(self, "_dynhp_fit_args", {
+            "x": x, "y": y, "validation_data": kwargs.get("validation_data"),
+            "validation_split": kwargs.get("validation_split", 0.0)})
         try:
             # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted when
             # fit started; Keras then warns, wrongly, that training is interrupted.
@@ -216,6 +227,7 @@ class GatedModel(keras.Model):
             object.__setattr__(self, "_dynhp_fit_data", None)
             object.__setattr__(self, "_dynhp_fit_batch_size", None)
             object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
+            object.__setattr__(self, "_dynhp_fit_args", None)
 
     def _set_dataset_size(self, x, validation_split):
         """Sets `N` on the gates that take it from the data; returns their previous values."""

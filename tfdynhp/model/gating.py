@@ -24,6 +24,7 @@ GATE_OPTIONS = (
     "temperature",
     "limit_low",
     "limit_high",
+    "penalty_mode",
 )
 def is_gated_model(model):
     """Whether `model` contains any `HardConcreteGate` layer."""
@@ -162,7 +163,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
             `drop_rate_init`.
         **gate_options: `HardConcreteGate` options: `l0_lambda`, `drop_rate_init`,
             `dataset_size` (found at `fit` when not given), `gate_speed`, `sampling`,
-            `temperature`, `limit_low`, `limit_high`.
+            `temperature`, `limit_low`, `limit_high`, `penalty_mode`.
 
     Returns:
         A `tfdynhp.GatedModel`, not compiled.
