@@ -43,6 +43,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,6 +162,7 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cms
     converters.export(tflite, "mcu", bundle, representative)
     litert = converters.evaluate(tflite, x_test, y_test, "litert")
     row.update(
+        layers=layer_work(tflite),
         tflite_bytes=len(tflite),
         ops=list(converters.read_model_info(tflite).ops),
         int8_test_error_pct=100.0 * (1.0 - litert["accuracy"]),
@@ -175,14 +178,36 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cms
                                            cache_dir=cache_dir)
             row["firmware"][f"{target} {kernels}"] = converters.firmware.report_figures(result)
             if profile and target != "host":
-                row["firmware"][f"{target} {kernels}"]["op_instructions"] = (
-                    converters.firmware.profile_ops(bundle, tflm_dir, target, kernels=kernels,
-                                                    cache_dir=cache_dir)["model"])
+                profiled = converters.firmware.profile_ops(bundle, tflm_dir, target,
+                                                           kernels=kernels, cache_dir=cache_dir,
+                                                           per_layer=True)
+                row["firmware"][f"{target} {kernels}"]["op_instructions"] = profiled["model"]
+                row["firmware"][f"{target} {kernels}"]["layer_instructions"] = profiled["layers"]
             print(f"  {row['row']} {target} {kernels}: bit_exact={result.bit_exact} flash="
                   f"{result.flash_bytes} ram={result.ram_total_bytes} instructions="
                   f"{result.instructions_per_inference} build {result.build_seconds:.1f} s "
                   f"({result.tflm_sources_compiled} TFLM sources compiled)", flush=True)
     return row
+
+
+def layer_work(tflite):
+    """Channels, MACs and output values of every operator of an int8 `.tflite`, in order."""
+    from tfdynhp.converters import tflite_model
+
+    layers = []
+    for op, inputs, outputs in tflite_model.op_shapes(tflite):
+        outputs_n = int(np.prod(outputs[0])) if outputs else 0
+        per_output = {"CONV_2D": lambda w: int(np.prod(w[1:])),
+                      "DEPTHWISE_CONV_2D": lambda w: int(np.prod(w[1:3])),
+                      "FULLY_CONNECTED": lambda w: int(w[1])}.get(op)
+        layers.append({
+            "op": op, "in_channels": inputs[0][-1] if inputs and inputs[0] else None,
+            "out_channels": outputs[0][-1] if outputs and outputs[0] else None,
+            "kernel": list(inputs[1][1:-1]) if op in ("CONV_2D", "DEPTHWISE_CONV_2D") else None,
+            "outputs": outputs_n,
+            "macs": outputs_n * per_output(inputs[1]) if per_output else 0,
+        })
+    return layers
 
 
 def _count(value):
@@ -222,6 +247,69 @@ def _ratio(rows, name, key, other_name, other_key, field="instructions_per_infer
     return None if not a or not b else b[field] / a[field]
 
 
+def _layer_class(index, layer):
+    if layer["op"] == "CONV_2D":
+        return "first conv" if index == 0 else "pointwise conv"
+    return {"DEPTHWISE_CONV_2D": "depthwise conv"}.get(layer["op"], "pool, FC, softmax")
+
+
+def layer_markdown(rows, name, other_name, key):
+    """Per-operator instructions of two models' profiled builds side by side, and where the
+    smaller model's instruction ratio falls short of its MAC ratio."""
+    a = next((r for r in rows if r["row"] == name), None)
+    b = next((r for r in rows if r["row"] == other_name), None)
+    if not a or not b or "layer_instructions" not in a["firmware"].get(key, {}) \
+            or "layer_instructions" not in b["firmware"].get(key, {}):
+        return []
+    la, lb = a["layers"], b["layers"]
+    ia = [n for _, n in a["firmware"][key]["layer_instructions"]]
+    ib = [n for _, n in b["firmware"][key]["layer_instructions"]]
+    if [x["op"] for x in la] != [x["op"] for x in lb] or len(ia) != len(la) or len(ib) != len(lb):
+        return ["(per-operator tables skipped: the two models' operators differ)", ""]
+
+    def per(n, m):
+        return f"{n / m:.2f}" if m else "-"
+
+    lines = [
+        (f"Instructions of every operator, {key} (`profile_ops(per_layer=True)`), {name} vs "
+         f"{other_name}:"), "",
+        ("| # | op | channels in -> out | MACs | instructions | per MAC | channels in -> out | "
+         "MACs | instructions | per MAC | instructions ratio |"),
+        "|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for i, (x, y) in enumerate(zip(la, lb)):
+        lines.append(
+            f"| {i} | {x['op']} | {x['in_channels']} -> {x['out_channels']} | {x['macs']:,} | "
+            f"{ia[i]:,} | {per(ia[i], x['macs'])} | {y['in_channels']} -> {y['out_channels']} | "
+            f"{y['macs']:,} | {ib[i]:,} | {per(ib[i], y['macs'])} | {ia[i] / ib[i]:.2f}x |")
+    lines += ["", f"By operator class ({name} / {other_name}):", "",
+              ("| class | MACs ratio | instructions ratio | share of MACs | share of "
+               "instructions | per MAC |"), "|---|---:|---:|---|---|---|"]
+    classes = list(dict.fromkeys(_layer_class(i, x) for i, x in enumerate(la)))
+    total = {"ma": sum(x["macs"] for x in la), "mb": sum(y["macs"] for y in lb),
+             "ia": sum(ia), "ib": sum(ib)}
+    for c in classes:
+        idx = [i for i, x in enumerate(la) if _layer_class(i, x) == c]
+        ma, mb = sum(la[i]["macs"] for i in idx), sum(lb[i]["macs"] for i in idx)
+        sa, sb = sum(ia[i] for i in idx), sum(ib[i] for i in idx)
+        lines.append(
+            f"| {c} | {f'{ma / mb:.2f}x' if mb else '-'} | {sa / sb:.2f}x | "
+            f"{100 * ma / total['ma']:.0f} % -> {100 * mb / total['mb']:.0f} % | "
+            f"{100 * sa / total['ia']:.0f} % -> {100 * sb / total['ib']:.0f} % | "
+            f"{per(sa, ma)} -> {per(sb, mb)} |")
+    same_rate = sum(ib[i] if not x["macs"] else lb[i]["macs"] * ia[i] / x["macs"]
+                    for i, x in enumerate(la))
+    lines += [
+        "",
+        (f"All operators: {total['ma'] / total['mb']:.2f}x fewer MACs, "
+         f"{total['ia'] / total['ib']:.2f}x fewer profiled instructions. At the {name}'s "
+         f"instructions per MAC, layer by layer, {other_name} would take {same_rate:,.0f} "
+         f"({total['ia'] / same_rate:.2f}x fewer): the rest of the gap is each layer's cost "
+         "per MAC growing as its channels shrink."), "",
+    ]
+    return lines
+
+
 def write_dscnn_markdown(result, table, path):
     """The DS-CNN table with the issue's goals checked."""
     rows = result["rows"]
@@ -250,6 +338,7 @@ def write_dscnn_markdown(result, table, path):
         lines.append("")
     m4 = "cortex-m4 reference", "cortex-m4 cmsis-nn"
     dense, quarter = "ds-cnn dense", "ds-cnn 1/4 MACs"
+    lines += layer_markdown(rows, dense, quarter, m4[1])
     speedup = _ratio(rows, dense, m4[1], dense, m4[0])
     quarter_gain = _ratio(rows, quarter, m4[1], dense, m4[1])
     flash = [r["firmware"][m4[1]]["flash_bytes"] - r["firmware"][m4[0]]["flash_bytes"]

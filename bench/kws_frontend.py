@@ -72,12 +72,14 @@ def run_row(name, front_end, mode, target, args, work):
     start = time.perf_counter()
     result, firmware = pipeline.train_kws(
         out, difficulty=args.difficulty, size=args.size, data_seed=args.seed,
-        exports=("mcu",), verify=("cortex-m4",), tflm_dir=TFLM_DIR, front_end=front_end,
-        kernels="cmsis-nn", data_verbose=0, verbose=0, keras_verbose=0, **options)
+        exports=("mcu",), verify=("cortex-m4",), tflm_dir=args.tflm_dir, front_end=front_end,
+        kernels="cmsis-nn", tflm_cache_dir=args.cache_dir, data_verbose=0, verbose=0,
+        keras_verbose=0, **options)
     seconds = time.perf_counter() - start
     summary = result.summary
     bundle = os.path.join(out, "export", "mcu")
-    reference = converters.verify_mcu(bundle, TFLM_DIR, "cortex-m4", kernels="reference")
+    reference = converters.verify_mcu(bundle, args.tflm_dir, "cortex-m4", kernels="reference",
+                                      cache_dir=args.cache_dir)
     row = {
         "row": name, "front_end": front_end, "options": options,
         "held_out": summary["held_out"], "params": summary["params"], "macs": summary["macs"],
@@ -160,6 +162,10 @@ def main(argv=None):
     parser.add_argument("--target", default="25% macs", help="the pruned micro row's target")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--work", default=os.path.join(ROOT, "runs", "bench-kws-frontend"))
+    parser.add_argument("--tflm-dir", default=TFLM_DIR,
+                        help="TFLM tree with CMSIS-NN (default: $TFLM_DIR or ../shared/tflm-kit/tflm)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="cache of compiled TFLM objects (default: ~/.cache/tfdynhp/tflm)")
     args = parser.parse_args(argv)
     command = "python bench/kws_frontend.py " + " ".join(argv if argv is not None
                                                          else sys.argv[1:])

@@ -297,6 +297,9 @@ def parse_run_output(text):
             record.setdefault("detect", []).append(tuple(int(v) for v in fields[1:]))
         elif fields[0] == "op_ticks" and len(fields) == 4:
             record.setdefault("op_ticks", {})[(fields[1], fields[2])] = int(fields[3])
+        elif fields[0] == "op_layer" and len(fields) == 5:
+            record.setdefault("op_layers", {}).setdefault(fields[1], []).append(
+                (int(fields[2]), fields[3], int(fields[4])))
         elif fields[0] == "eval" and len(fields) >= 3:
             record["eval"][int(fields[1])] = (int(fields[2]), [int(v) for v in fields[3:]])
         elif fields[0] == "error":
@@ -474,16 +477,20 @@ def _result(bundle_dir, target, kernels, record, build, run_seconds, command):
 
 
 def profile_ops(bundle_dir, tflm_dir=None, target="cortex-m4", *, kernels=None, cache_dir=None,
-                timeout=1800):
+                timeout=1800, per_layer=False):
     """Instructions per operator type over one inference, from a profiling build.
 
     Builds the bundle with `PROFILE=1` (into `build/profile/`, a `MicroProfilerInterface` that
     reads SysTick around every operator) and runs it under QEMU. The profiled build is not the
     one `verify_mcu` measures: its per-operator hooks cost a few instructions each.
 
+    Args:
+        per_layer: Also return every operator instance of the classifier, in execution order.
+
     Returns:
         `{"model": {op: instructions}}` (raw-audio bundles also `"frontend"`, summed over the
-        clip's windows).
+        clip's windows); with `per_layer`, also `"layers": [(op, instructions), ...]`, one entry
+        per operator of the classifier's graph (mcu bundles with a feature input only).
     """
     if target == "host":
         raise ValueError("Profiling counts QEMU instructions: use a Cortex-M target.")
@@ -496,6 +503,14 @@ def profile_ops(bundle_dir, tflm_dir=None, target="cortex-m4", *, kernels=None, 
     result = {}
     for (model, op), ticks in record.get("op_ticks", {}).items():
         result.setdefault(model, {})[op] = ticks * per_tick
+    if per_layer:
+        layers = sorted(record.get("op_layers", {}).get("model", []))
+        if not layers:
+            raise RuntimeError(
+                f"The profiling firmware of {bundle_dir} printed no per-operator records "
+                "('op_layer'); per_layer=True needs a bundle exported by this version of "
+                "tfdynhp with a feature input (not a raw-audio bundle). Re-export the bundle.")
+        result["layers"] = [(op, ticks * per_tick) for _, op, ticks in layers]
     return result
 
 

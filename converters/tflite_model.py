@@ -224,6 +224,34 @@ def op_tensor_types(tflite_bytes):
     return result
 
 
+def op_shapes(tflite_bytes):
+    """Every operator instance with the shapes of its tensors, in execution order.
+
+    Args:
+        tflite_bytes: The model bytes.
+
+    Returns:
+        A list of `(op_name, input_shapes, output_shapes)`, one entry per operator instance of
+        the main subgraph; shapes are tuples (optional inputs left out).
+
+    Raises:
+        ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
+    """
+    tflite_bytes = check_tflite_bytes(tflite_bytes)
+    schema = _schema()
+    model = _unpack(tflite_bytes)
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    main = model.subgraphs[0]
+    tensors = main.tensors or []
+
+    def shape(i):
+        return () if tensors[i].shape is None else tuple(int(d) for d in tensors[i].shape)
+
+    return [(_op_name(model.operatorCodes[op.opcodeIndex], builtin_names),
+             [shape(i) for i in op.inputs if i >= 0], [shape(i) for i in op.outputs if i >= 0])
+            for op in main.operators or []]
+
+
 def quantize(x, info):
     """Quantizes float values for a tensor: `q = clip(round(x / scale) + zero_point)`.
 

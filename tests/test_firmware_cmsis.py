@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import pytest
 from tfdynhp.callbacks import DynHPCallback
-from tfdynhp.converters import c_source, firmware, kernel_deps, kernels, mcu
+from tfdynhp.converters import c_source, firmware, kernel_deps, kernels, mcu, tflite_model
 
 import tfdynhp
 from tfdynhp import cli, converters
@@ -149,6 +149,18 @@ def test_small_cnn_cmsis_nn_bit_exact_and_faster(small_cnn, tmp_path_factory):
     again = tmp_path_factory.mktemp("cmsis-cnn-again")
     shutil.copytree(bundle, again, dirs_exist_ok=True, ignore=shutil.ignore_patterns("build"))
     assert verify(again).tflm_sources_compiled == 0
+
+    # Per-operator profile (PROFILE=1: only the application is rebuilt): one entry per
+    # operator of the graph in order, summing to the per-type totals.
+    profile = firmware.profile_ops(again, TFLM_DIR, "cortex-m4", cache_dir=CACHE_DIR,
+                                   per_layer=True)
+    graph = [op for op, _, _ in tflite_model.op_shapes(tflite)]
+    assert [op for op, _ in profile["layers"]] == graph
+    assert all(n > 0 for op, n in profile["layers"] if op != "RESHAPE")
+    for op, total in profile["model"].items():
+        assert total == sum(n for o, n in profile["layers"] if o == op)
+    conv = sum(n for op, n in profile["layers"] if op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    assert conv < cmsis.instructions_per_inference * 1.1  # a part of one inference
 
 
 @pytest.mark.slow
@@ -298,6 +310,21 @@ def test_int8_registrations_only_for_int8_instances(small_cnn, digits):
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
     float_tflite = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     assert kernels.int8_registrations(float_tflite) == {}
+
+
+def test_op_shapes_and_profile_records(small_cnn):
+    tflite, _ = small_cnn
+    shapes = tflite_model.op_shapes(tflite)
+    assert [op for op, _, _ in shapes][:3] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
+    _, inputs, outputs = shapes[0]
+    assert inputs[0] == (1, 8, 8, 1) and inputs[1] == (12, 3, 3, 1) and outputs == [(1, 8, 8, 12)]
+    assert shapes[1][1][1] == (1, 3, 3, 12)  # depthwise filter: 1 x kh x kw x channels
+    record = firmware.parse_run_output(
+        "op_ticks model CONV_2D  50\nop_layer model 1 DEPTHWISE_CONV_2D  7\n"
+        "op_layer model 0 CONV_2D  30\nop_layer model 2 CONV_2D  20\ndone\n")
+    assert record["op_ticks"] == {("model", "CONV_2D"): 50}
+    assert sorted(record["op_layers"]["model"]) == [
+        (0, "CONV_2D", 30), (1, "DEPTHWISE_CONV_2D", 7), (2, "CONV_2D", 20)]
 
 
 def test_report_keeps_both_kernel_sets():

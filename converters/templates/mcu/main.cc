@@ -10,6 +10,7 @@
 //   calibration_instructions <n>, calibration_ticks <t>   (a loop of known length)
 //   arena_bytes, arena_used_bytes, stack_used_bytes, heap_used_bytes
 //   op_ticks model <OP> <t>      with PROFILE=1: ticks per operator type, one inference
+//   op_layer model <i> <OP> <t>  with PROFILE=1: ticks of the i-th operator, one inference
 // Exit status: 0 all outputs as expected, 3 some differ, 1 error.
 #include <stdio.h>
 #include <string.h>
@@ -48,7 +49,8 @@ int raw_output(const TfLiteTensor* tensor, int i) {
 }
 
 #ifdef TFDYNHP_PROFILE
-// Built with `make ... PROFILE=1`: ticks per operator type, summed over one classification.
+// Built with `make ... PROFILE=1`: ticks per operator type, summed over one classification,
+// and of every operator in execution order.
 #include <string.h>
 
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
@@ -69,6 +71,10 @@ class OpProfiler : public tflite::MicroProfilerInterface {
     while (i < count_ && strcmp(names_[i], tags_[handle]) != 0) ++i;
     if (i == count_ && count_ < kMaxTags) names_[count_++] = tags_[handle];
     if (i < kMaxTags) totals_[i] += ticks;
+    if (handle == 0 && layers_ < kMaxLayers) {
+      layer_names_[layers_] = tags_[handle];
+      layer_ticks_[layers_++] = ticks;
+    }
   }
   void Start() { enabled_ = true; }
   void Print(const char* model) {
@@ -76,6 +82,10 @@ class OpProfiler : public tflite::MicroProfilerInterface {
     for (int i = 0; i < count_; ++i) {
       printf("op_ticks %s %s ", model, names_[i]);
       print_u64("", totals_[i]);
+    }
+    for (int i = 0; i < layers_; ++i) {
+      printf("op_layer %s %d %s ", model, i, layer_names_[i]);
+      print_u64("", layer_ticks_[i]);
     }
   }
 
@@ -89,6 +99,10 @@ class OpProfiler : public tflite::MicroProfilerInterface {
   int count_ = 0;
   const char* names_[kMaxTags] = {};
   uint64_t totals_[kMaxTags] = {};
+  static constexpr int kMaxLayers = 128;
+  int layers_ = 0;
+  const char* layer_names_[kMaxLayers] = {};
+  uint64_t layer_ticks_[kMaxLayers] = {};
 };
 #define TFDYNHP_PROFILER(name) static OpProfiler name; OpProfiler* name##_ptr = &name
 #else
