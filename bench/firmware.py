@@ -296,9 +296,27 @@ def layer_markdown(rows, name, other_name, key):
             f"| {c} | {f'{ma / mb:.2f}x' if mb else '-'} | {sa / sb:.2f}x | "
             f"{100 * ma / total['ma']:.0f} % -> {100 * mb / total['mb']:.0f} % | "
             f"{100 * sa / total['ia']:.0f} % -> {100 * sb / total['ib']:.0f} % | "
-            f"{per(sa, ma)} -> {per(sb, mb)} |")
+            + (f"{per(sa, ma)} -> {per(sb, mb)} |" if all(la[i]["macs"] for i in idx)
+               else "- |"))
     same_rate = sum(ib[i] if not x["macs"] else lb[i]["macs"] * ia[i] / x["macs"]
                     for i, x in enumerate(la))
+    # Pointwise convolutions of every profiled model: instructions ~ a * MACs + b * outputs.
+    points = [(layer["macs"], layer["outputs"], n) for r in rows
+              if "layer_instructions" in r["firmware"].get(key, {})
+              for i, (layer, (_, n)) in enumerate(zip(r["layers"],
+                                                      r["firmware"][key]["layer_instructions"]))
+              if _layer_class(i, layer) == "pointwise conv"]
+    fit = []
+    if len(points) >= 3:
+        design = np.array([[m, o] for m, o, _ in points], dtype=float)
+        measured = np.array([n for _, _, n in points], dtype=float)
+        (a_mac, b_out), *_ = np.linalg.lstsq(design, measured, rcond=None)
+        worst = np.max(np.abs(design @ [a_mac, b_out] - measured) / measured)
+        fit = [(f"Pointwise convolutions ({len(points)} layers of {len(rows)} models, {key}): "
+                f"instructions = {a_mac:.2f} x MACs + {b_out:.1f} x output values "
+                f"(least squares, worst layer off by {100 * worst:.0f} %): a fixed cost per "
+                "output value (requantization, clamping, the kernel's loop set-up) that a "
+                "layer with fewer input channels spreads over fewer MACs."), ""]
     lines += [
         "",
         (f"All operators: {total['ma'] / total['mb']:.2f}x fewer MACs, "
@@ -306,7 +324,7 @@ def layer_markdown(rows, name, other_name, key):
          f"instructions per MAC, layer by layer, {other_name} would take {same_rate:,.0f} "
          f"({total['ia'] / same_rate:.2f}x fewer): the rest of the gap is each layer's cost "
          "per MAC growing as its channels shrink."), "",
-    ]
+    ] + fit
     return lines
 
 
@@ -429,7 +447,8 @@ def main(argv=None):
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+                    f"{os.getloadavg()[0]:.0f} at the end"),
         "tools": {
             "arm-none-eabi-g++": _tool_version(["arm-none-eabi-g++", "--version"]),
             "qemu-system-arm": _tool_version(["qemu-system-arm", "--version"]),
