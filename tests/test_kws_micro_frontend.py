@@ -231,14 +231,8 @@ def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
     per_window = result.frontend_instructions_per_clip / 49
     assert 10_000 < per_window < 500_000
     assert result.instructions_per_inference > result.frontend_instructions_per_clip
-
-    # Held-out clips classified on the device like the Python pipeline (read via semihosting).
-    clips = info.pcm["test"]
-    agreement = audio_mcu.evaluate_clips(bundle, clips, TFLM_DIR, "cortex-m4")
-    assert agreement["n"] == len(clips)
-    assert agreement["class_agreement"] >= 0.99 and agreement["bit_exact_fraction"] >= 0.99
-    _, python = audio_mcu.bundle_pipeline_outputs(bundle, clips)
-    assert agreement["python_classes"] == np.argmax(python, axis=1).tolist()
+    # Every held-out clip on the device (`evaluate_clips`, one more build): in
+    # test_the_one_command_with_raw_audio, through train_kws.
 
 
 @pytest.mark.slow
@@ -266,7 +260,7 @@ def test_the_one_command_with_raw_audio(tmp_path, capsys):
     assert fw["frontend_frames"] == 49 and fw["frontend_instructions_per_clip"] > 0
     agreement = s["firmware_agreement"]["cortex-m4"]
     assert agreement["n"] == s["data"]["split_sizes"]["test"]
-    assert agreement["class_agreement"] >= 0.99
+    assert agreement["class_agreement"] >= 0.99 and agreement["bit_exact_fraction"] >= 0.99
     bundle = tmp_path / "run" / "export" / "mcu"
     assert audio_mcu.is_audio_bundle(bundle)
     assert "int16_t kTestClips" in (bundle / "test_vectors.cc").read_text()
