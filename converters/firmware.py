@@ -200,10 +200,12 @@ def _kernel_arg(kernels):
     return "KERNELS=" + kernels.replace("-", "_")
 
 
-def build_dir(bundle_dir, target, kernels):
-    """The folder the bundle's Makefile builds `target` with `kernels` into (asks make)."""
-    proc = _make(bundle_dir, ["-s", f"TARGET={target}", _kernel_arg(kernels), "build-dir"], 60,
-                 None)
+def build_dir(bundle_dir, target, kernels, make_args=None):
+    """The folder the bundle's Makefile builds `target` with `kernels` into (asks make;
+    `make_args` as for `build_firmware`, e.g. a `BUILD_DIR`)."""
+    variables = [f"{k}={v}" for k, v in (make_args or {}).items()]
+    proc = _make(bundle_dir, ["-s", f"TARGET={target}", _kernel_arg(kernels), "build-dir",
+                              *variables], 60, None)
     if proc.returncode != 0:
         raise FirmwareError(_make_error(proc.stdout + proc.stderr, target, "(make build-dir)"))
     return os.path.join(bundle_dir, proc.stdout.strip())
@@ -246,7 +248,7 @@ def build_firmware(
     proc = _make(bundle_dir, [f"-j{int(jobs)}", f"TARGET={target}", _kernel_arg(kernels),
                               "firmware", *variables], timeout, nice)
     seconds = time.perf_counter() - start
-    out_dir = build_dir(bundle_dir, target, kernels)
+    out_dir = build_dir(bundle_dir, target, kernels, make_args)
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "build.log")
     log = proc.stdout + proc.stderr
@@ -364,7 +366,7 @@ def run_firmware(bundle_dir, target="cortex-m4", *, kernels=None, make_args=None
     except subprocess.TimeoutExpired as e:
         raise FirmwareError(f"The {target} firmware did not finish within {timeout} s.") from e
     seconds = time.perf_counter() - start
-    log_path = os.path.join(build_dir(bundle_dir, target, kernels), "run.log")
+    log_path = os.path.join(build_dir(bundle_dir, target, kernels, make_args), "run.log")
     with open(log_path, "w", encoding="utf-8") as f:
         f.write(f"$ {command}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     record = parse_run_output(proc.stdout)
