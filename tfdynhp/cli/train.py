@@ -62,9 +62,18 @@ def add_parser(commands):
                         f"dynhp, {training.FIXED_BATCH_DEFAULT} otherwise)")
     parser.add_argument("--lr", type=common.positive_float, default=None,
                         help=f"Adam learning rate (default: {defaults['lr']})")
-    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
-                        help="per-epoch learning-rate schedule (default: "
+    parser.add_argument("--lr-schedule", choices=training.LR_SCHEDULES, default=None,
+                        help="per-epoch learning-rate schedule; cosine-restart starts the "
+                        "cosine again when the target is met (default: "
                         f"{defaults['lr_schedule']})")
+    parser.add_argument("--teacher", default=None,
+                        help="a trained .keras model (e.g. the dense one) distilled into the "
+                        "gated model during the fit (modes sp, hp, dynhp; default: none)")
+    parser.add_argument("--distill-temperature", type=common.positive_float, default=4.0,
+                        help="softening temperature of --teacher (default: %(default)s)")
+    parser.add_argument("--distill-alpha", type=common.unit_float, default=0.5,
+                        help="weight of the distillation loss; 1 - alpha weights the labels' "
+                        "loss (default: %(default)s)")
     parser.add_argument("--l0-lambda", type=common.non_negative_float, default=None,
                         help="lambda of the L0 penalty, divided by the training-set size "
                         f"(default: {defaults['l0_lambda']})")
@@ -125,6 +134,8 @@ def _run_options(args):
 
     if args.model is not None:
         common.check_model_file(args.model)
+    if args.teacher is not None:
+        common.check_model_file(args.teacher)
     if args.budget is not None:
         from tfdynhp.math import budget as budget_lib
 
@@ -162,6 +173,9 @@ def _run_options(args):
         "bn_momentum": args.bn_momentum,
         "variance_every": args.variance_every,
         "distribute": args.distribute,
+        "teacher": args.teacher,
+        "distill_temperature": args.distill_temperature,
+        "distill_alpha": args.distill_alpha,
     }
     try:
         config = training.RunConfig(**options).resolve()

@@ -1,8 +1,10 @@
 """The gated model: `GatedModel` (its training step: gates, L0 penalty, gradient variance),
-`gate()` / `strip()`, and `DynamicBatches`, the feed whose batch size DynHP changes."""
+`gate()` / `strip()`, `DynamicBatches`, the feed whose batch size DynHP changes, and
+`Distillation`, a teacher for the training loss."""
 
+from tfdynhp.model.distillation import Distillation
 from tfdynhp.model.dynamic_batches import DynamicBatches
 from tfdynhp.model.gated_model import GatedModel
 from tfdynhp.model.gating import gate, is_gated_model, strip
 
-__all__ = ["DynamicBatches", "GatedModel", "gate", "is_gated_model", "strip"]
+__all__ = ["Distillation", "DynamicBatches", "GatedModel", "gate", "is_gated_model", "strip"]

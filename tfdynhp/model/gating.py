@@ -24,7 +24,6 @@ GATE_OPTIONS = (
     "temperature",
     "limit_low",
     "limit_high",
-    "penalty_mode",
 )
 def is_gated_model(model):
     """Whether `model` contains any `HardConcreteGate` layer."""
@@ -163,7 +162,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
             `drop_rate_init`.
         **gate_options: `HardConcreteGate` options: `l0_lambda`, `drop_rate_init`,
             `dataset_size` (found at `fit` when not given), `gate_speed`, `sampling`,
-            `temperature`, `limit_low`, `limit_high`, `penalty_mode`.
+            `temperature`, `limit_low`, `limit_high`.
 
     Returns:
         A `tfdynhp.GatedModel`, not compiled.
