@@ -16,6 +16,7 @@ from tfdynhp.math import batch_rule as batch_rules
 from tfdynhp.math import budget as budget_lib
 from tfdynhp.math.selection import keep_mask
 from tfdynhp.model.dynamic_batches import DynamicBatches
+from tfdynhp.model.folding import fold_frozen_gates
 from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
 from tfdynhp.policies import criteria as criteria_lib
 from tfdynhp.policies import targets
@@ -432,6 +433,8 @@ class DynHPCallback(keras.callbacks.Callback):
                 gate.unfreeze()
             retrace = True
         self._frozen = all(gate.frozen for gate in self.model.gate_layers)
+        if self._frozen and fold_frozen_gates(self.model, optimizer_slots=self.optimizer_slots):
+            retrace = True  # a continued run's frozen phase, saved before gates were folded
         retrace = self._freeze_for_tolerance() or retrace
         penalty = self.penalty
         if penalty is None and self._controller is not None and all(
@@ -532,6 +535,8 @@ class DynHPCallback(keras.callbacks.Callback):
         ):
             for gate in model.gate_layers:
                 gate.freeze()
+            # The frozen phase trains the stripped layers: no gate work left in the step.
+            fold_frozen_gates(model, optimizer_slots=self.optimizer_slots)
             model.make_train_function(force=True)
             self._frozen = True
             if self._qat is not None:

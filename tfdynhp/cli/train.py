@@ -120,6 +120,10 @@ def add_parser(commands):
                      "(default: Speech Commands' ten)")
     kws.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium",
                      help="noise and channel effects (default: %(default)s)")
+    kws.add_argument("--front-end", choices=("mfcc", "micro"), default="mfcc",
+                     help="features: mfcc (TensorFlow's MFCCs, as MLPerf Tiny) or micro "
+                     "(TFLite Micro's signal ops, the same model in training and on the device: "
+                     "the mcu bundle then takes 1 s of raw 16 kHz audio) (default: %(default)s)")
     kws.add_argument("--size", default="small",
                      help="total clips (train/val/test) or ci, small, medium, large "
                      "(default: %(default)s)")
@@ -239,9 +243,10 @@ def run(args):
     try:
         if kws:
             _, firmware = pipeline.finish_run(result, info, out_dir, exports, verify,
-                                              args.tflm_dir)
+                                              args.tflm_dir, kernels=args.kernels)
         else:
-            firmware = training.verify_exports(out_dir, verify, args.tflm_dir)
+            firmware = training.verify_exports(out_dir, verify, args.tflm_dir,
+                                               kernels=args.kernels)
             if firmware:
                 result.summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
                 training.write_summary(result.summary, out_dir)
@@ -250,6 +255,10 @@ def run(args):
     common.say(_train_report(result.summary, out_dir), args.quiet)
     for r in firmware.values():
         common.say(common.firmware_text(r), args.quiet)
+    for target, a in result.summary.get("firmware_agreement", {}).items():
+        common.say(f"raw-audio firmware {target}: same keyword as the Python pipeline on "
+                   f"{a['class_agreement']:.1%} of {a['n']} held-out clips (raw outputs "
+                   f"bit-exact on {a['bit_exact_fraction']:.1%})", args.quiet)
     return 0 if all(r.bit_exact for r in firmware.values()) else 1
 
 
@@ -264,6 +273,7 @@ def _load_kws(args):
     size = int(args.size) if args.size.strip().isdigit() else args.size
     try:
         return pipeline.load_splits(keywords, args.difficulty, size, args.seed,
+                                    args.front_end,
                                     verbose=training.fit_verbosity(0 if args.quiet else 1))
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise common.UsageError(str(e)) from e

@@ -297,6 +297,12 @@ class LayerType:
 
 
 _TYPES = {}
+_GENERATION = [0]  # bumped by every register(): analyses made before are stale
+
+
+def generation():
+    """How many times `register` has been called (keys the cached `UnitGraph`s)."""
+    return _GENERATION[0]
 
 
 def register(
@@ -381,6 +387,7 @@ def register(
         bool(fuses_activation), quantization,
     )
     _TYPES[layer_class] = entry
+    _GENERATION[0] += 1
     return entry
 
 

@@ -385,6 +385,9 @@ class GatedModel(keras.Model):
         # `evaluate()`) free of them.
         return {k: v for k, v in logs.items() if k not in TRAINING_ONLY_METRICS}
 
+    # Not converted by AutoGraph (nothing here needs it): the retrace after surgery is about
+    # twice as fast (bench/speed.py, part `surgery`).
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         """Keras' training step, plus the gates' own Adam step and, when enabled, the
         gradient-variance statistics of the batch rule."""
@@ -430,8 +433,12 @@ class GatedModel(keras.Model):
             if context is not None and context.num_replicas_in_sync > 1:
                 gate_gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gate_gradients)
             # A loss-scaled step that overflowed (LossScaleOptimizer skips it and lowers the
-            # scale) gives inf / nan gradients: the gates skip it too.
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gate_gradients])
+            # scale) gives inf / nan gradients: the gates skip it too. Without a loss scale
+            # no step is skipped, and the gates' Adam runs in its fused kernel.
+            finite = True
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                finite = tf.reduce_all(
+                    [tf.reduce_all(tf.math.is_finite(g)) for g in gate_gradients])
             for gate, gradient in zip(gates, gate_gradients):
                 gate.apply_gradient(gradient, apply=finite)
         if tracking:

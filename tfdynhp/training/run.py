@@ -746,8 +746,11 @@ def export_all(model, targets, export_dir, x_train, x_test, y_test, labels=None,
     return tflite, results
 
 
-def verify_exports(out_dir, targets, tflm_dir, cache_dir=None):
+def verify_exports(out_dir, targets, tflm_dir, cache_dir=None, kernels=None):
     """Builds, runs and checks the `mcu` bundle of `out_dir` for each firmware target.
+
+    `kernels` (`"cmsis-nn"`, `"reference"`, `None`: the bundle's) applies to the Cortex-M
+    targets; the host builds the reference kernels.
 
     Returns:
         `{target: converters.FirmwareResult}` (`converters.verify_mcu`).
@@ -755,7 +758,9 @@ def verify_exports(out_dir, targets, tflm_dir, cache_dir=None):
     from tfdynhp import converters
 
     bundle = os.path.join(out_dir, "export", "mcu")
-    return {t: converters.verify_mcu(bundle, tflm_dir, t, cache_dir=cache_dir) for t in targets}
+    return {t: converters.verify_mcu(bundle, tflm_dir, t, cache_dir=cache_dir,
+                                     kernels=None if t == "host" else kernels)
+            for t in targets}
 
 
 def _runtime_result(result):
