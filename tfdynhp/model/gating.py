@@ -33,7 +33,11 @@ def is_gated_model(model):
 
 
 def _clone(layer, **overrides):
-    return layer.__class__.from_config({**layer.get_config(), **overrides})
+    """A new, uncalled copy of a layer or operation node (its layer type's `clone`: config
+    round trip for most layers, a copy for `keras.ops` nodes, the function for `Lambda`)."""
+    if overrides:
+        return layer.__class__.from_config({**layer.get_config(), **overrides})
+    return registry.clone_of(layer)
 
 
 def _unique_name(base, taken):
@@ -69,7 +73,8 @@ def _rebuild(model, make_outputs, model_class=keras.Model, name=None):
 
 def _copy_weights(pairs):
     for new, old in pairs:
-        new.set_weights(old.get_weights())
+        if not registry.is_operation(old) and old.weights:
+            new.set_weights(old.get_weights())
 
 
 def _feature_selection_points(model):
@@ -246,9 +251,20 @@ def _warn_barriers(unit_graph):
 
 
 def copy_model(model):
-    """A new model with `model`'s architecture and weights (no optimizer)."""
-    copy = model.__class__.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    """A new model with `model`'s architecture and weights (no optimizer), cloned node by node
+    (a `Lambda` or a `keras.ops` node does not round-trip through the model's config)."""
+    clones, pairs = {}, []
+
+    def make(node, args, kwargs, tensors):
+        layer = node.operation
+        if id(layer) not in clones:
+            clones[id(layer)] = _clone(layer)
+            pairs.append((clones[id(layer)], layer))
+        return clones[id(layer)](*args, **kwargs)
+
+    copy = _rebuild(model, make,
+                    model_class=GatedModel if isinstance(model, GatedModel) else keras.Model)
+    _copy_weights(pairs)
     return copy
 
 
@@ -323,7 +339,7 @@ def strip(model, remove_closed_gates=True):
     name = model.name.removesuffix("_gated")
     plain = _rebuild(model, make, name=f"{name}_stripped")
     for clone, layer, scale in scaled:
-        clone.set_weights(layer.get_weights())
+        _copy_weights([(clone, layer)])
         if scale is not None and not np.all(scale == 1.0):
             _scale_input_channels(clone, scale)
     return plain
