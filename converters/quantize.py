@@ -17,14 +17,16 @@ _QUANT_WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
 
 
 def _maybe_strip(model):
-    """Strips tfdynhp gates (if the gating module exists and the model is gated)."""
+    """Strips tfdynhp gates (if the model is gated), and rebuilds a model that computes in
+    float16 (a `mixed_float16` policy) under float32: TFLite's int8 conversion takes float32
+    graphs, and mixed precision keeps its variables in float32 anyway."""
     try:
-        from tfdynhp.model.gating import is_gated_model, strip
+        from tfdynhp.model.gating import float32_model, is_gated_model, strip
     except ImportError:
         return model
     if is_gated_model(model):
-        return strip(model)
-    return model
+        model = strip(model)
+    return float32_model(model)
 
 
 def model_io_shape(model):
@@ -131,7 +133,8 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500)
 
     Weights and activations are int8 (biases int32), every op uses a TFLite builtin int8
     kernel, and the model input and output are `io_dtype`. A tfdynhp gated model is stripped
-    of its gates first (`tfdynhp.model.gating.strip`). The model is exported with a batch size of 1,
+    of its gates first (`tfdynhp.model.gating.strip`), and a model trained under a
+    `mixed_float16` policy is rebuilt in float32 with its weights (`float32_model`). The model is exported with a batch size of 1,
     as microcontrollers and the demo apps run it.
 
     Args:

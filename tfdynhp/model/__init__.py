@@ -3,6 +3,6 @@
 
 from tfdynhp.model.dynamic_batches import DynamicBatches
 from tfdynhp.model.gated_model import GatedModel
-from tfdynhp.model.gating import gate, is_gated_model, strip
+from tfdynhp.model.gating import float32_model, gate, is_gated_model, strip
 
-__all__ = ["DynamicBatches", "GatedModel", "gate", "is_gated_model", "strip"]
+__all__ = ["DynamicBatches", "GatedModel", "float32_model", "gate", "is_gated_model", "strip"]
