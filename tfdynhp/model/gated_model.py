@@ -2,8 +2,8 @@
 penalty to the loss, finds the training-set size the penalty is divided by, and can measure the
 variance of the per-example gradients (the signal DynHP grows the batch with)."""
 
-import dataclasses
 import math
+import typing
 
 import keras
 import tensorflow as tf
@@ -21,8 +21,7 @@ GRADIENT_VARIANCE = "grad_variance_l1"
 VARIANCE_RATIO = "grad_variance_ratio"
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetExtent:
+class DatasetExtent(typing.NamedTuple):
     """How much a finite `tf.data` dataset of batches holds: `batches` per pass, `examples`,
     and `batch_size`, its (largest) batch."""
 
