@@ -25,10 +25,14 @@ def _maybe_strip(model):
     """Strips tfdynhp gates (if the model is gated), and rebuilds a model that computes in
     float16 (a `mixed_float16` policy) under float32: TFLite's int8 conversion takes float32
     graphs, and mixed precision keeps its variables in float32 anyway."""
+    import keras
+
     try:
         from tfdynhp.model.gating import float32_model, is_gated_model, strip
     except ImportError:
         return model
+    if not isinstance(model, keras.Model):
+        return model  # refused with a clear message by `model_io_shape`
     if is_gated_model(model):
         model = strip(model)
     return float32_model(model)
@@ -299,9 +303,9 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500,
     if not any(isolate is option for option in ISOLATE_OPTIONS) and isolate != "auto":
         raise ValueError(f"`isolate` must be one of {ISOLATE_OPTIONS}. Received: {isolate!r}")
     model = _maybe_strip(model)
+    input_shape = model_io_shape(model)
     if isolate == "auto":
         isolate = bool(_recurrent_layers(model))
-    input_shape = model_io_shape(model)
     data = check_representative_data(representative_data, input_shape)[:max_samples]
     signature = [tf.TensorSpec((1,) + tuple(input_shape[1:]), tf.float32)]
     with tempfile.TemporaryDirectory(prefix="tfdynhp-export-") as work:

@@ -74,6 +74,7 @@ class ScaledDense(keras.layers.Layer):
     def __init__(self, units, activation=None, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.use_bias = True  # read by `dense_cost`
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
@@ -180,7 +181,7 @@ def _every_weighted_layer():
     x = layers.LayerNormalization()(x)
     x = layers.MultiHeadAttention(2, 4)(x, x)
     x = layers.GroupQueryAttention(head_dim=4, num_query_heads=2, num_key_value_heads=1)(x, x)
-    x = layers.EinsumDense("abc,cd->abd", output_shape=(None, 8), bias_axes="d")(x)
+    x = layers.EinsumDense("abc,cd->abd", output_shape=(6, 8), bias_axes="d")(x)
     x = layers.GroupNormalization(groups=2)(x)
     x = layers.RMSNormalization()(x)
     x = layers.Attention(use_scale=True)([x, x])

@@ -232,7 +232,8 @@ def test_a_missed_target_says_by_how_much():
     assert controller.missed(model).startswith(
         f"The target of {0.5 * controller.initial:,.0f} params was due by epoch 2 but the "
         f"model has {controller.initial:,.0f} params (100.0% of")
-    apply_keep_masks(model, {"dense": np.arange(48) < 4, "dense_1": np.arange(24) < 4})
+    masks = {g.name: np.arange(g.units) < 4 for g in analyze(model).groups if g.gate is not None}
+    apply_keep_masks(model, masks)
     assert controller.missed(model) is None
 
 
@@ -249,6 +250,7 @@ def test_the_minimum_counts_only_the_groups_the_gates_can_prune():
     unit_graph = analyze(gated)
     ungated = [g for g in unit_graph.groups if g.prunable and g.gate is None]
     assert {g.name for g in ungated} == {"a", "b"}
-    # The gated model can only lose units of 'c': its minimum keeps 'a' and 'b' whole.
+    # The gated model can only lose units of 'c' and input features (SelectFeatures before
+    # 'a' and 'b'): its minimum keeps 'a' and 'b' whole.
     minimum = targets.minimum_amount(gated, "params", unit_graph)
-    assert minimum == tfdynhp.model_costs(gated).params - 6 * (12 + 2)
+    assert minimum == tfdynhp.model_costs(gated).params - 6 * (11 + 1 + 2) - 7 * (6 + 5)
