@@ -8,14 +8,17 @@ per-sample latency and the agreement of the int8 model with the float one (class
 predicted class; the autoencoder: the reconstruction error). `tests/test_architectures.py`
 runs the same `measure()` on the same recipes.
 
-Data: Fashion-MNIST (Debian's IDX files) for the MLP and LeNet-5 when installed, otherwise,
-and for the other models, seeded synthetic data of the model's input shape: one fixed random
-pattern per class plus unit Gaussian noise (classifiers), a rank-8 signal plus noise (the
-autoencoder). The runs are short; they check the export path, not the models' accuracy on
-their real tasks.
+Data, named in every row (`"data"`): by default each model's recipe, Fashion-MNIST (Debian's
+IDX files) for the MLP and LeNet-5 and seeded synthetic data of the model's input shape for the
+others: one fixed random pattern per class plus unit Gaussian noise (classifiers), a rank-8
+signal plus noise (the autoencoder). Without Fashion-MNIST the MLP and LeNet-5 rows stop with
+the fix (install it, or ask for `--data synthetic`, which gives every model synthetic data):
+the source never changes behind the table's back. The runs are short; they check the export
+path, not the models' accuracy on their real tasks.
 
     python bench/arch_table.py                      # every model at its default shape (~4 min)
     python bench/arch_table.py --arch ds-cnn,resnet8
+    python bench/arch_table.py --data synthetic     # no Fashion-MNIST needed
 """
 
 import argparse
@@ -79,25 +82,50 @@ def synthetic_low_rank(input_dim, n, rank=8, noise=0.1, seed=0):
     return (z @ basis + noise * rng.normal(size=(n, input_dim))).astype("float32")
 
 
-def training_data(name, model, recipe, seed=0):
-    """`(x_train, y_train, x_held_out, y_held_out, source)` for `model` (`y` None: autoencoder)."""
+DATA_SOURCES = ("recipe", "synthetic")
+
+
+def data_source(name, data="recipe"):
+    """The data a model trains on: `"fashion-mnist"` or `"synthetic"`.
+
+    Args:
+        name: a canonical architecture name.
+        data: `"recipe"` (the model's `RECIPES` entry: Fashion-MNIST for the MLP and LeNet-5,
+            synthetic otherwise) or `"synthetic"` (synthetic data for every model).
+    """
+    if data not in DATA_SOURCES:
+        raise ValueError(f"`data` must be one of {DATA_SOURCES}. Received: data={data!r}")
+    return RECIPES[name].get("data", "synthetic") if data == "recipe" else "synthetic"
+
+
+def training_data(name, model, recipe, seed=0, source="synthetic"):
+    """`(x_train, y_train, x_held_out, y_held_out)` for `model` from `source` (`data_source`;
+    `y` None: the autoencoder).
+
+    Raises:
+        FileNotFoundError: if `source` is `"fashion-mnist"` and it is not installed (no
+            fallback: the caller asked for that data).
+    """
     shape = tuple(model.inputs[0].shape[1:])
-    n, x = recipe["samples"], None
-    if recipe.get("data") == "fashion-mnist":
+    n = recipe["samples"]
+    if source == "fashion-mnist":
         try:
             (x, y), (x_test, y_test) = datasets.load("fashion-mnist", flatten=len(shape) == 1)
-        except FileNotFoundError:
-            x = None
-    if recipe.get("data") == "fashion-mnist" and x is not None:
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"The {name} row trains on Fashion-MNIST, which is not installed ({e}). "
+                "Install it (apt-get install dataset-fashion-mnist) or run with --data "
+                "synthetic (measure(..., data='synthetic'))."
+            ) from e
         rng = np.random.default_rng(seed)
         train, test = rng.permutation(len(x))[:n], rng.permutation(len(x_test))[:HELD_OUT]
         x, x_test = x.reshape(-1, *shape), x_test.reshape(-1, *shape)
-        return x[train], y[train], x_test[test], y_test[test], "fashion-mnist"
+        return x[train], y[train], x_test[test], y_test[test]
     if name == "fc-autoencoder":
         x = synthetic_low_rank(shape[0], n + HELD_OUT, seed=seed)
-        return x[:n], None, x[n:], None, "synthetic"
+        return x[:n], None, x[n:], None
     x, y = synthetic_classes(shape, int(model.outputs[0].shape[-1]), n + HELD_OUT, seed=seed)
-    return x[:n], y[:n], x[n:], y[n:], "synthetic"
+    return x[:n], y[:n], x[n:], y[n:]
 
 
 def _dequantized(tflite, x, runtime):
@@ -106,7 +134,8 @@ def _dequantized(tflite, x, runtime):
     return tflite_model.dequantize(raw, info), latencies
 
 
-def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True, target=None):
+def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True, target=None,
+            data="recipe"):
     """Builds, briefly trains, converts and runs one architecture; returns what was measured.
 
     Args:
@@ -118,6 +147,9 @@ def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True, target=
         target: `None` trains the model as it is; a target (e.g. `"50% params"`) gates it
             (`tfdynhp.gate`), trains it in one fit with `DynHPCallback(target=...)` (met by
             the last epoch) and measures the stripped model (`tfdynhp.strip`).
+        data: `"recipe"` (Fashion-MNIST for the MLP and LeNet-5, which must be installed;
+            synthetic for the others) or `"synthetic"` (every model). Defaults to `"recipe"`.
+            The row's `"data"` names the source used.
 
     Returns:
         A JSON-serialisable dict (plus `"tflite"`: the model's bytes).
@@ -129,7 +161,8 @@ def measure(name, input_shape=None, eval_samples=64, seed=0, arena=True, target=
     keras.utils.set_random_seed(seed)
     model = architectures.build(key, input_shape=input_shape, seed=seed)
     dense_params = model.count_params()
-    x, y, x_eval, y_eval, source = training_data(key, model, recipe, seed)
+    source = data_source(key, data)
+    x, y, x_eval, y_eval = training_data(key, model, recipe, seed, source)
     callbacks = []
     if target is not None:
         model = tfdynhp.gate(model, seed=seed)
@@ -227,6 +260,10 @@ def table_markdown(rows, command):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default=",".join(architectures.ARCHITECTURES))
+    parser.add_argument("--data", choices=DATA_SOURCES, default="recipe",
+                        help="recipe: Fashion-MNIST for the MLP and LeNet-5 (must be "
+                        "installed), synthetic for the others; synthetic: every model "
+                        "(default: %(default)s)")
     parser.add_argument("--eval-samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -235,7 +272,7 @@ def main(argv=None):
     rows = []
     start = time.perf_counter()
     for name in args.arch.split(","):
-        row = measure(name, eval_samples=args.eval_samples, seed=args.seed)
+        row = measure(name, eval_samples=args.eval_samples, seed=args.seed, data=args.data)
         row.pop("tflite")
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -171,9 +171,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
 
-    from tfdynhp import training
+    from tfdynhp.datasets.shaping import load_data
 
-    data = training.load_data("fashion-mnist")
+    data = load_data("fashion-mnist")
     rows = []
     if not args.no_dense:
         rows.append(_trained_row("dense LeNet-300-100",

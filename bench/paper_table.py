@@ -45,6 +45,7 @@ from tfdynhp import converters, training
 from tfdynhp.costs import walk as complexity
 from tfdynhp.datasets import shaping as inputs
 from tfdynhp.math import budget as budget_lib
+from tfdynhp.training import run as run_lib
 
 PAPER_MODEL_BAR = budget_lib.paper_mbytes_to_bytes(0.124)  # 126,976 bytes
 PAPER_MEMORY_BAR = budget_lib.paper_mbytes_to_bytes(0.611)  # 625,664 bytes
@@ -79,7 +80,7 @@ def run_row(name, options, data, args):
     input_shape = result.stripped.input_shape[1:]
     x_train, x_test = (inputs.shape_for(x, input_shape) for x in (x_train, x_test))
     tflite = converters.to_int8_tflite(
-        result.stripped, training.representative_subset(x_train, seed=args.seed)
+        result.stripped, inputs.representative_subset(x_train, seed=args.seed)
     )
     with open(os.path.join(out_dir, "model.tflite"), "wb") as f:
         f.write(tflite)
@@ -195,6 +196,10 @@ def main(argv=None):
                         "thirds of --epochs, as in the main job)")
     parser.add_argument("--rows", default="dense,sp,hp,dynhp,target,target_nofreeze,tfmot",
                         help="rows to run (default: %(default)s)")
+    parser.add_argument("--tfmot-params", type=int, default=None,
+                        help="non-zero weights of the TF-MOT row (default: those of this run's "
+                        "DynHP target row; give the committed row's count to run the TF-MOT "
+                        "row alone, --rows tfmot)")
     parser.add_argument("--budget", default=None, help="DynHP budget (default: training's)")
     parser.add_argument("--variance-every", type=int, default=None,
                         help="gradient variance on one step in k (default: the callback's, 4; "
@@ -220,8 +225,11 @@ def main(argv=None):
     os.makedirs(args.results, exist_ok=True)
     print(f"Command: {command.strip()}", flush=True)
 
-    data = training.load_data("fashion-mnist", limit_train=args.limit_train, seed=args.seed)
     wanted = set(args.rows.split(","))
+    if "tfmot" in wanted and args.tfmot_params is None and not wanted & {"dynhp", "target"}:
+        parser.error("--rows tfmot without a DynHP row needs --tfmot-params (the non-zero "
+                     "count to match)")
+    data = inputs.load_data("fashion-mnist", limit_train=args.limit_train, seed=args.seed)
     shared = {"epochs": args.epochs, "arch": args.arch}
     if args.l0_lambda is not None:
         shared["l0_lambda"] = args.l0_lambda
@@ -255,7 +263,7 @@ def main(argv=None):
         row = run_row(name, options, data, args)
         rows.append(row)
         with open(os.path.join(args.results, f"{name}.json"), "w") as f:
-            json.dump(row, f, indent=2, default=training._json_default)
+            json.dump(row, f, indent=2, default=run_lib._json_default)
             f.write("\n")
         print(f"   {name}: error {row['test_error_pct']:.2f} %, params {row['params']:,}, "
               f"paper memory {row['mean_training_memory_paper_bytes']:,.0f} B, "
@@ -267,10 +275,11 @@ def main(argv=None):
         dense_macs = complexity.model_costs(
             training.build_model(config, data[0][0].shape[1:], 10)
         ).macs
-        row = run_tfmot(matched[0]["params"] if matched else 31744, data, args, dense_macs)
+        tfmot_params = args.tfmot_params or matched[0]["params"]
+        row = run_tfmot(tfmot_params, data, args, dense_macs)
         rows.append(row)
         with open(os.path.join(args.results, "tfmot.json"), "w") as f:
-            json.dump(row, f, indent=2, default=training._json_default)
+            json.dump(row, f, indent=2, default=run_lib._json_default)
             f.write("\n")
 
     notes = [

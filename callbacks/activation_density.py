@@ -1,6 +1,7 @@
 """`ActivationDensityCallback`: activation-density pruning during training (Foldy-Porto et al.,
 "Activation Density driven Energy-Efficient Pruning in Training")."""
 
+import inspect
 import math
 
 import keras
@@ -9,9 +10,33 @@ from keras.src.utils import io_utils
 from tfdynhp.costs import units as resources
 from tfdynhp.graph import analyze
 from tfdynhp.math.selection import lowest_removed
+from tfdynhp.model.gated_model import check_restoring_callbacks
 from tfdynhp.policies.criteria import ActivationDensity
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.validation import check_integer
+
+
+def fit_callbacks(callback, depth=4):
+    """The callbacks of the running `fit` that `callback` belongs to, or None when unknown.
+
+    Keras gives a callback no handle on the others; the `keras.callbacks.CallbackList`
+    calling its `on_train_begin` holds them, so this looks at the callers' frames (at most
+    `depth`). A plain Keras model's `fit` runs no tfdynhp code before the callbacks start.
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(depth + 1):
+            frame = frame.f_back
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList) and any(
+                c is callback for c in owner.callbacks
+            ):
+                return list(owner.callbacks)
+        return None
+    finally:
+        del frame
 
 
 def next_width(density, units, min_units=1):
@@ -44,9 +69,15 @@ class ActivationDensityCallback(keras.callbacks.Callback):
         optimizer_slots: "slice" or "reset". Defaults to "slice".
         verbose: 1 logs one line per resize. Defaults to 0.
 
+    `EarlyStopping(restore_best_weights=True)` in the same `fit` is refused when training
+    begins (the weights it saves before a resize no longer fit the model at the end): use
+    `ModelCheckpoint(save_best_only=True)` and reload the best `.keras` file.
+
     Example:
     >>> model.fit(x, y, epochs=9, callbacks=[ActivationDensityCallback(x[:512])])
     """
+
+    removes_units = True  # `EarlyStopping(restore_best_weights=True)` is refused next to it
 
     def __init__(self, data, frequency=1, until_epoch=None, min_units=1, batch_size=256,
                  optimizer_slots="slice", verbose=0):
@@ -71,6 +102,7 @@ class ActivationDensityCallback(keras.callbacks.Callback):
         self.history = []
         if not getattr(self.model, "compiled", False):
             raise ValueError("Compile the model before `fit`.")
+        check_restoring_callbacks(fit_callbacks(self))  # GatedModel.fit checked it already
         unit_graph = analyze(self.model)
         if not self.criterion.scores(self.model, self.data[:1], unit_graph):
             raise ValueError(f"Model '{self.model.name}' has no prunable layer whose outputs "

@@ -1,5 +1,6 @@
 """`DynHPCallback`: Dynamic Hard Pruning inside one `model.fit()` call."""
 
+import dataclasses
 import warnings
 
 import keras
@@ -18,6 +19,7 @@ from tfdynhp.model.dynamic_batches import DynamicBatches
 from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
 from tfdynhp.policies import criteria as criteria_lib
 from tfdynhp.policies import targets
+from tfdynhp.policies import tolerance as tolerance_lib
 from tfdynhp.policies.criteria import GateActivationRate
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.validation import ConfigurationError, check_integer, check_real
@@ -25,6 +27,7 @@ from tfdynhp.validation import ConfigurationError, check_integer, check_real
 LAMBDA_KEY = "dynhp/lambda"
 TARGET_KEY = "dynhp/target"
 TARGET_MET_KEY = "dynhp/target_met"
+TOLERANCE_PREFIX = "dynhp/tolerance/"
 # One training step in VARIANCE_EVERY computes the gradient variance: measured in
 # bench/speed.py, see NOTES-speed.md.
 VARIANCE_EVERY = 4
@@ -67,11 +70,19 @@ class DynHPCallback(keras.callbacks.Callback):
 
     `history` keeps the same per epoch.
 
+    A fit is a new pruning run, unless it continues the run saved with the model
+    (`GatedModel.dynhp_run`, written at every epoch end): `fit(initial_epoch=k)` with `k > 0`
+    (e.g. after `tfdynhp.distribute.resume`) continues it, with the same target reference
+    ("25% params" of the model the run started from) and schedule, and gates frozen by its
+    target stay frozen. A new run (`initial_epoch=0`) takes a percentage target of the model
+    as it is, and unfreezes gates an earlier target froze, so that they train again.
+
     Args:
         threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Defaults to
             `0.5`.
         min_units: units never removed from a group. Defaults to `1`.
-        frequency: prune every `frequency` epochs. Defaults to `1`.
+        frequency: prune every `frequency` epochs (and, with a target, at its epoch).
+            Defaults to `1`.
         prune: `False` trains the gates without removing anything (the paper's soft-pruning
             baseline, SP). Defaults to `True`.
         criterion: a criterion name of `tfdynhp.policies.criteria` ("gate_rate",
@@ -100,6 +111,20 @@ class DynHPCallback(keras.callbacks.Callback):
             `None` (keep training the gates). Defaults to `"freeze"`.
         penalty: the resource the gates' penalty counts (`tfdynhp.costs.units.RESOURCES`);
             `None` keeps the gates' own unless a target gives one. Defaults to `None`.
+        tolerance: prune as far as validation allows: a number (e.g. `0.01`, one point of
+            accuracy) or a `tfdynhp.policies.tolerance.Tolerance` (monitor, mode, resource, step
+            sizes). At each pruning epoch the lowest-ranked units (Taylor importance per MAC
+            saved) have their gates forced to zero and the validation data are evaluated; the
+            cut is committed only when the monitored metric stays within `tolerance` of the
+            best value the run has seen, else the model is left unchanged and a smaller cut
+            is tried. Replaces the `threshold` rule. Needs `validation_data` or
+            `validation_split` in `fit`; without them it warns and uses the `threshold` rule.
+            With a `target`, every scheduled cut is checked the same way, and pruning stops
+            at whichever binds first (`binding` says which). Logs `dynhp/tolerance/best`,
+            `.../value` (before the epoch's cuts), `.../after`, `.../cut` (fraction of the
+            resource removed), `.../trials`, `.../step`; `history` also keeps `.../state`
+            and `.../tried` (every trial: size, units, metric, committed). Defaults to
+            `None`.
         variance_every: with `dynamic_batch`, compute the gradient variance of the batch rule
             on one training step in `variance_every` (the rule uses its epoch mean; see
             `tfdynhp.GatedModel.enable_gradient_variance`); `1` for every step. Defaults to
@@ -109,10 +134,12 @@ class DynHPCallback(keras.callbacks.Callback):
     Raises:
         ValueError: at construction for arguments out of range; at `on_train_begin` (before
             any training) for a model without gated groups, an uncompiled model, a budget too
-            small for the model and the first batch or that cannot be checked, a target that
-            cannot be reached, contradicts the budget or cannot be measured (parameters the
-            cost model does not count, layers with weights and no MACs for a MACs target;
-            `tfdynhp.costs.coverage`), or `dynamic_batch=True` without `DynamicBatches`.
+            small for the model (its optimizer's real state counted) and the first batch or
+            that cannot be checked, a target that cannot be reached, contradicts the budget
+            or cannot be measured (parameters the cost model does not count, layers with
+            weights and no MACs for a MACs target; `tfdynhp.costs.coverage`), a fit that
+            continues a run (`initial_epoch > 0`) with another target than the run's, or
+            `dynamic_batch=True` without `DynamicBatches`.
 
     Example:
     >>> model = tfdynhp.gate(base_model)
@@ -140,6 +167,7 @@ class DynHPCallback(keras.callbacks.Callback):
         final_phase="freeze",
         penalty=None,
         variance_every=None,
+        tolerance=None,
         verbose=0,
     ):
         super().__init__()
@@ -184,6 +212,12 @@ class DynHPCallback(keras.callbacks.Callback):
         self.variance_every = check_integer(
             "variance_every", VARIANCE_EVERY if variance_every is None else variance_every, 1
         )
+        self.tolerance = tolerance_lib.parse_tolerance(tolerance)
+        if self.tolerance is not None and not self.prune:
+            raise ValueError("A tolerance needs pruning; `prune=False` (soft pruning) removes "
+                             "nothing. Drop `tolerance` or set `prune=True`.")
+        self.binding = None
+        self._validation = None
         self.verbose = verbose
         self.history = []
         self._data = None
@@ -203,6 +237,61 @@ class DynHPCallback(keras.callbacks.Callback):
             raise ValueError(
                 "The model is not compiled. Call `model.compile(optimizer, loss)` before `fit`."
             )
+
+    def _build_optimizer(self):
+        """Builds the optimizer now (Keras would at the first step), so that the budget counts
+        its real state: `amsgrad`, `use_ema` and `gradient_accumulation_steps` each hold one
+        more value per weight."""
+        model = self.model
+        if not model.optimizer.built:
+            with model.distribute_strategy.scope():
+                model.optimizer.build(model.trainable_variables)
+
+    def _continued_run(self):
+        """The saved run this fit continues (`GatedModel.dynhp_run`), or None for a new run."""
+        model = self.model
+        initial_epoch = model.fit_initial_epoch
+        run = model.dynhp_run
+        if initial_epoch == 0:
+            return None
+        if run is None:
+            if self.target is not None and self.target.fraction is not None:
+                warnings.warn(
+                    f"fit(initial_epoch={initial_epoch}) but the model carries no DynHP run to "
+                    f"continue: the target {self.target.fraction:.0%} {self.target.resource} is "
+                    "taken of the model as it is now, not of the model an earlier run started "
+                    "from. Save the model after DynHPCallback (e.g. with "
+                    "`tfdynhp.distribute.ChiefCheckpoint`) to resume a run.",
+                    stacklevel=2,
+                )
+            return None
+        ours = None if self.target is None else dataclasses.asdict(self.target)
+        if run.get("target") != ours:
+            raise ConfigurationError(
+                f"fit(initial_epoch={initial_epoch}) continues the DynHP run saved with the "
+                f"model ({run.get('epoch')} epochs done, target "
+                f"{_describe_target(run.get('target'))}), but this callback has target "
+                f"{_describe_target(ours)}. Pass the run's target to continue it, or fit with "
+                "initial_epoch=0 to start a new pruning run from this model."
+            )
+        return run
+
+    def _run_state(self, epochs_done):
+        """What `fit(initial_epoch=...)` needs to continue this run, saved with the model."""
+        state = {"epoch": int(epochs_done),
+                 "target": None if self.target is None else dataclasses.asdict(self.target),
+                 "cost_scale": None if self._cost_scale is None else float(self._cost_scale)}
+        if self._controller is not None:
+            state.update(self._controller.reference())
+        return state
+
+    def _prunes_at(self, epoch):
+        """Whether the end of `epoch` (1-based) prunes: every `frequency`-th epoch, and the
+        target's epoch (else a target would be met only at the next multiple of
+        `frequency`)."""
+        if epoch % self.frequency == 0:
+            return True
+        return self._controller is not None and epoch == self._controller.by_epoch
 
     def _training_data(self):
         data = self.model.fit_data
@@ -253,7 +342,7 @@ class DynHPCallback(keras.callbacks.Callback):
                 "holds). Raise the budget or start from a smaller model or batch."
             )
 
-    def _start_target(self):
+    def _start_target(self, run=None):
         target = self.target
         if target.resource == "memory" and self.budget_bytes is not None and (
             target.amount is not None and target.amount > self.budget_bytes
@@ -275,6 +364,9 @@ class DynHPCallback(keras.callbacks.Callback):
             target, int(self.params.get("epochs") or 1), self.min_units,
             batch_size=self._epoch_batch_size() or 32, accounting=self.accounting,
         )
+        if run is not None and "initial" in run:  # the run's reference, not today's model
+            controller.restore(run)
+            return controller
         offset = _int8_overhead(self.model) if target.resource == "int8_bytes" else 0.0
         controller.begin(self.model, _analyze(self.model), offset)
         return controller
@@ -284,7 +376,8 @@ class DynHPCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._check_model()
         self.history = []
-        self._frozen = all(gate.frozen for gate in self.model.gate_layers)
+        self._build_optimizer()
+        run = self._continued_run()
         data = self._training_data() if self.dynamic_batch else None
         self._data = data
         batch = self._epoch_batch_size()
@@ -292,7 +385,15 @@ class DynHPCallback(keras.callbacks.Callback):
             distribute.check_divisible(batch, self._replicas())
         if self.budget_bytes is not None:
             self._check_budget()
-        self._controller = self._start_target() if self.target is not None else None
+        self._controller = self._start_target(run) if self.target is not None else None
+        self._start_tolerance()
+        retrace = self._data is not None
+        if run is None and any(gate.frozen for gate in self.model.gate_layers):
+            # A new pruning run: the gates an earlier target froze train again.
+            for gate in self.model.gate_layers:
+                gate.unfreeze()
+            retrace = True
+        self._frozen = all(gate.frozen for gate in self.model.gate_layers)
         penalty = self.penalty
         if penalty is None and self._controller is not None and all(
             gate.cost_resource == "units" for gate in self.model.gate_layers
@@ -300,12 +401,20 @@ class DynHPCallback(keras.callbacks.Callback):
             penalty = targets.PENALTY_FOR_TARGET[self.target.resource]
         if self._data is not None:
             self.model.enable_gradient_variance(every=self.variance_every)
+        if retrace:
             self.model.make_train_function(force=True)
         self._cost_scale = resources.update_gate_costs(
-            self.model, penalty, batch_size=self._epoch_batch_size() or 32
+            self.model, penalty, batch_size=self._epoch_batch_size() or 32,
+            scale=None if run is None else run.get("cost_scale"),
         )
 
     def on_train_end(self, logs=None):
+        if self.tolerance is not None and self.tolerance.pending is not None:
+            last = self.tolerance.finish(
+                lambda masks: self._trial(self.tolerance, masks), self._commit,
+                lambda masks: self._unfade(self.tolerance))
+            if self.history:
+                self.history[-1][TOLERANCE_PREFIX + "final_trial"] = vars(last)
         # Later fits of the same model should not pay for the estimate.
         if self._data is not None:
             self.model.disable_gradient_variance()
@@ -341,8 +450,19 @@ class DynHPCallback(keras.callbacks.Callback):
         # Grow in whole per-replica batches (`batch_size` already is a multiple).
         return max(batch_size, distribute.round_to_replicas(next_batch, self._replicas()))
 
-    def _prune(self, epoch, record):
+    def _commit(self, masks):
+        result = apply_keep_masks(self.model, masks, optimizer_slots=self.optimizer_slots)
+        if result.changed:
+            # What a unit saves changed with the widths around it (resource-aware penalty).
+            resources.update_gate_costs(self.model, batch_size=self._epoch_batch_size() or 32,
+                                        scale=self._cost_scale)
+
+    def _prune(self, epoch, record, logs=None):
         model = self.model
+        tolerance = self._tolerance_monitor(logs or {})
+        if tolerance is not None and self._controller is None:
+            self._tolerance_epoch(tolerance, logs, record)
+            return
         groups = gated_groups(model)
         scores, masks = self._scores_and_masks(groups)
         gates = model.gate_layers
@@ -354,11 +474,10 @@ class DynHPCallback(keras.callbacks.Callback):
             record[TARGET_KEY] = target_record["scheduled"]
             for gate in gates:
                 gate.set_penalty(l0_lambda=l0_lambda)
-        result = apply_keep_masks(model, masks, optimizer_slots=self.optimizer_slots)
-        if result.changed:
-            # What a unit saves changed with the widths around it (resource-aware penalty).
-            resources.update_gate_costs(model, batch_size=self._epoch_batch_size() or 32,
-                                        scale=self._cost_scale)
+            if tolerance is not None:
+                masks = self._tolerance_check(tolerance, logs, record, groups, scores,
+                                              target_record["scheduled"], masks)
+        self._commit(masks)
         if self._controller is not None and epoch + 1 == self._controller.by_epoch:
             missed = self._controller.missed(model)
             record[TARGET_MET_KEY] = missed is None
@@ -382,8 +501,8 @@ class DynHPCallback(keras.callbacks.Callback):
             for accounting in memory.ACCOUNTINGS
         }
         record = {LAMBDA_KEY: model.gate_layers[0].l0_lambda}
-        if self.prune and not self._frozen and (epoch + 1) % self.frequency == 0:
-            self._prune(epoch, record)
+        if self.prune and not self._frozen and self._prunes_at(epoch + 1):
+            self._prune(epoch, record, logs)
         next_batch = batch_size
         if self._data is not None:
             next_batch = self._next_batch_size(batch_size, logs)
@@ -405,10 +524,16 @@ class DynHPCallback(keras.callbacks.Callback):
             record["dynhp/next_memory_bytes"] = self._memory(next_batch)[0]
         if self.budget_bytes is not None:
             record["dynhp/budget_bytes"] = self.budget_bytes
+        state = record.pop(TOLERANCE_PREFIX + "state", None)
+        tried = record.pop(TOLERANCE_PREFIX + "tried", None)
         logs.update(record)
+        model.dynhp_run = self._run_state(epoch + 1)
         self.history.append({"epoch": epoch, **record, **{
             k: float(v) for k, v in logs.items() if not k.startswith("dynhp/")
         }})
+        if state is not None:  # not scalars: kept out of `logs` (TensorBoard writes scalars)
+            self.history[-1][TOLERANCE_PREFIX + "state"] = state
+            self.history[-1][TOLERANCE_PREFIX + "tried"] = tried
         if self.verbose:
             self._print_epoch(epoch, record, batch_size, next_batch)
 
@@ -422,9 +547,154 @@ class DynHPCallback(keras.callbacks.Callback):
         if TARGET_KEY in record:
             line += (f", target due {self.target.describe(record[TARGET_KEY])}, "
                      f"lambda {record[LAMBDA_KEY]:.3g}")
+        if TOLERANCE_PREFIX + "best" in record:
+            line += (f", {self.tolerance.monitor} {record[TOLERANCE_PREFIX + 'value']:.4g} "
+                     f"(best {record[TOLERANCE_PREFIX + 'best']:.4g}, after cut "
+                     f"{record[TOLERANCE_PREFIX + 'after']:.4g}), cut "
+                     f"{record[TOLERANCE_PREFIX + 'cut']:.1%} of {self.tolerance.resource} "
+                     f"in {int(record[TOLERANCE_PREFIX + 'trials'])} trial(s)")
+            if self.binding:
+                line += f", {self.binding} binds"
         if self._frozen:
             line += ", gates frozen"
         io_utils.print_msg(line)
+
+    # -- tolerance (tfdynhp.policies.tolerance) --------------------------------------------
+
+    def _start_tolerance(self):
+        self.binding = None
+        self._validation = None
+        self._tolerance_warned = False
+        self._faded = None
+        if self.tolerance is None:
+            return
+        self.tolerance.reset()
+        self._validation = tolerance_lib.validation_of(
+            self.model.fit_args)
+        if self._validation is None:
+            self._warn_no_validation()
+
+    def _warn_no_validation(self):
+        if not self._tolerance_warned:
+            warnings.warn(
+                "DynHPCallback(tolerance=...) checks every cut on validation data, and this "
+                "fit has none: it prunes with the `threshold` rule instead (units whose gates "
+                "closed go, unchecked). Pass `validation_data=(x_val, y_val)` or "
+                "`validation_split=0.1` to `fit`.", stacklevel=2)
+            self._tolerance_warned = True
+
+    def _tolerance_monitor(self, logs):
+        """The `Tolerance` when this epoch can use it (validation data and the monitored
+        metric in `logs`), else None (the `threshold` rule)."""
+        if self.tolerance is None:
+            return None
+        if self._validation is None or self.tolerance.resolve_monitor(logs) is None:
+            self._warn_no_validation()
+            return None
+        return self.tolerance
+
+    def _unfade(self, tolerance):
+        """Gives the faded units their gates back; returns the validation metric then."""
+        tolerance_lib.restore_gates(self._faded or [])
+        self._faded = None
+        return tolerance_lib.evaluate(self.model, self._validation, tolerance.metric_key(),
+                                      self._epoch_batch_size() or 256)
+
+    def _trial(self, tolerance, masks):
+        return tolerance_lib.trial_metric(self.model, masks, self._validation,
+                                          tolerance.metric_key(),
+                                          self._epoch_batch_size() or 256)
+
+    def _record_tolerance(self, tolerance, result, before, after, record):
+        committed = [t for t in result["trials"] if t.committed]
+        record.update({
+            TOLERANCE_PREFIX + "best": result["best"],
+            TOLERANCE_PREFIX + "value": result["value"],
+            TOLERANCE_PREFIX + "after": committed[-1].metric if committed else result["value"],
+            TOLERANCE_PREFIX + "cut": 1.0 - after / before if before else 0.0,
+            TOLERANCE_PREFIX + "trials": float(len(result["trials"])),
+            TOLERANCE_PREFIX + "step": result["step"],
+            TOLERANCE_PREFIX + "state": result["state"],
+            TOLERANCE_PREFIX + "tried": [
+                {"step": t.step, "amount_after": t.amount_after, "units": t.units,
+                 "metric": t.metric, "committed": t.committed, "faded": t.faded}
+                for t in result["trials"]],
+        })
+
+    def _tolerance_epoch(self, tolerance, logs, record):
+        model = self.model
+        cache = {}
+
+        def propose(step):
+            if "keys" not in cache:
+                data = tolerance_lib.as_arrays(self._validation)
+                resource = {"int8_bytes": "params"}.get(tolerance.resource, tolerance.resource)
+                cache["keys"] = tolerance_lib.rank_scores(
+                    tolerance_lib.importance(model, data),
+                    resources.unit_costs(model, resource), tolerance.resource_aware)
+            return tolerance_lib.propose_cut(model, cache["keys"], step, tolerance.resource,
+                                             self.min_units)
+
+        before = tolerance_lib.measure(model, tolerance.resource)
+        def commit(masks):
+            self._commit(masks)
+            cache.clear()  # the units changed: rank them again
+
+        def fade(masks):
+            self._faded = tolerance_lib.set_gates(model, masks, tolerance_lib.FADE_LOG_ALPHA)
+
+        def unfade(masks):
+            return self._unfade(tolerance)
+
+        result = tolerance.epoch_end(
+            float(logs[tolerance.monitor]), propose,
+            lambda masks: self._trial(tolerance, masks), commit,
+            fade if tolerance.fade else None, unfade)
+        after = tolerance_lib.measure(model, tolerance.resource)
+        self._record_tolerance(tolerance, result, before, after, record)
+        if result["state"] in ("refused", "exhausted"):
+            self.binding = "tolerance"
+
+    def _tolerance_check(self, tolerance, logs, record, groups, scores, due, masks):
+        """Target plus tolerance: the target's cut, then halves of it, until one stays within
+        tolerance; returns the masks to commit (all True when none does)."""
+        model = self.model
+        unit_graph = _analyze(model)
+        now = self._controller.measure(model, unit_graph=unit_graph)
+
+        def cut(k):
+            if k == 0:
+                trial = masks
+            else:
+                amount = now - (now - due) * 0.5 ** k
+                trial, _ = targets.units_to_meet(
+                    groups, scores, {}, amount,
+                    lambda m: self._controller.measure(model, m, unit_graph), self.min_units)
+            removed = sum(int(np.count_nonzero(~np.asarray(m, bool))) for m in trial.values())
+            return trial, self._controller.measure(model, trial, unit_graph), removed
+
+        chosen = {}
+        result = tolerance.check_cuts(float(logs[tolerance.monitor]), cut,
+                                      lambda m: self._trial(tolerance, m), chosen.update)
+        committed = [t for t in result["trials"] if t.committed]
+        after = committed[-1].amount_after if committed else now
+        self._record_tolerance(tolerance, result, now, after, record)
+        if result["state"] != "nothing_due":
+            self.binding = result["binding"]
+        if self._controller.measure(model, chosen or None, unit_graph) <= (
+                self._controller.amount):
+            self.binding = "target"
+        return chosen or {g.name: np.ones(g.units, bool) for g in groups}
+
+
+def _describe_target(spec):
+    """"none", "25% params", "1,642 params", "40.0 KB int8 model", with its epoch if given."""
+    if spec is None:
+        return "none"
+    target = targets.Target(**spec)
+    text = (f"{target.fraction:.0%} {target.resource}" if target.fraction is not None
+            else target.describe())
+    return text if target.by_epoch is None else f"{text} by epoch {target.by_epoch}"
 
 
 def _analyze(model):

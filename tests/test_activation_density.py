@@ -62,3 +62,29 @@ def test_widths_follow_activation_density_during_one_fit(digits):
     assert model.count_params() < 0.8 * params
     assert history.history["ad/params"][-1] == model.count_params()
     assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.85
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_early_stopping_restoring_weights_is_refused_before_training(digits, gated):
+    """Weights EarlyStopping saved before a resize no longer fit the model: refused at the
+    start of `fit` (plain and gated models), not a crash after training."""
+    from conftest import make_mlp
+
+    x, y, _, _ = digits
+    keras.utils.set_random_seed(0)
+    model = make_mlp(64, [32], 10)
+    if gated:
+        model = tfdynhp.gate(model, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    weights = model.get_weights()
+    # The best epoch is the first (mode="max" on a falling loss): its weights predate resizes.
+    stop = keras.callbacks.EarlyStopping(monitor="loss", mode="max", patience=5,
+                                         restore_best_weights=True)
+    callback = tfdynhp.ActivationDensityCallback(x[:200], until_epoch=3)
+    with pytest.raises(ValueError, match=r"ActivationDensityCallback.*ModelCheckpoint"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[stop, callback])
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)  # refused before any step
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=5)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[stop, callback])  # without restoring: fine
+    assert callback.history[-1]["ad/params"] < sum(w.size for w in weights)

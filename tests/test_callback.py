@@ -241,3 +241,77 @@ def test_a_batched_dataset_without_drop_remainder_is_counted_not_refused(digits)
     assert all(gate.dataset_size == kept for gate in model.gate_layers)
     assert history["dynhp/batch_size"] == [32, 32, 32]
     assert history["dynhp/target_met"] == [True]
+
+
+def test_a_new_dynhp_fit_after_a_frozen_target_fit_prunes_again(digits, gated_digits_model):
+    """A target fit ends with frozen gates. Continuing that run (`initial_epoch`) keeps them
+    frozen; a new DynHP fit is a new pruning run and unfreezes them (review finding 10: the
+    gates stayed frozen and `threshold=0.99` removed nothing)."""
+    from tfdynhp.costs import memory
+
+    x, y, _, _ = digits
+    model = gated_digits_model
+
+    def target():
+        return DynHPCallback(target="50% params", target_epoch=1)
+
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[target()])
+    assert all(gate.frozen for gate in model.gate_layers)
+    frozen_params = memory.parameter_count(model)
+    more = model.fit(x, y, epochs=3, initial_epoch=2, batch_size=64, verbose=0,
+                     callbacks=[target()]).history
+    assert more["dynhp/params"] == [frozen_params]
+    assert all(gate.frozen for gate in model.gate_layers)
+    iterations = int(model.optimizer.iterations.numpy())
+    with pytest.raises(tfdynhp.validation.ConfigurationError,
+                       match=r"continues the DynHP run .* target 50% params by epoch 1\), but "
+                             r"this callback has target 30% params.*initial_epoch=0"):
+        model.fit(x, y, epochs=4, initial_epoch=3, batch_size=64, verbose=0,
+                  callbacks=[DynHPCallback(target="30% params")])
+    assert int(model.optimizer.iterations.numpy()) == iterations  # refused before a step
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0,
+                        callbacks=[DynHPCallback(threshold=0.99)]).history
+    assert not any(gate.frozen for gate in model.gate_layers)
+    assert history["dynhp/params"][-1] < frozen_params
+
+
+@pytest.mark.parametrize(
+    "plain, richer",
+    [
+        (lambda: keras.optimizers.Adam(3e-3), lambda: keras.optimizers.Adam(3e-3, amsgrad=True)),
+        (lambda: keras.optimizers.Adam(3e-3), lambda: keras.optimizers.Adam(3e-3, use_ema=True)),
+        (lambda: keras.optimizers.SGD(0.05),
+         lambda: keras.optimizers.SGD(0.05, gradient_accumulation_steps=2)),
+    ],
+    ids=["amsgrad", "use_ema", "gradient_accumulation"],
+)
+def test_a_budget_counts_the_optimizers_real_state_before_the_first_step(digits, plain, richer):
+    """A budget that fits the model with the plain optimizer (two Adam slots, no SGD slot)
+    does not fit it with one more slot per weight: refused before any step, and a budget
+    that fits is never exceeded in the logs (review finding 2: 117,256 B logged against a
+    106,244 B budget)."""
+    from tfdynhp.costs import memory
+
+    x, y, _, _ = digits
+
+    def model_with(optimizer):
+        keras.utils.set_random_seed(0)
+        model = tfdynhp.gate(make_mlp(64, [64, 32], 10), seed=0)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    fits_plain = memory.training_memory(model_with(plain()), 32)[0] + 256
+    fits_richer = memory.training_memory(model_with(richer()), 32)[0]
+    assert fits_richer > fits_plain  # one more value per weight
+    model = tfdynhp.gate(make_mlp(64, [64, 32], 10), seed=0)
+    model.compile(richer(), "sparse_categorical_crossentropy")
+    with pytest.raises(tfdynhp.validation.ConfigurationError, match="too small"):
+        model.fit(tfdynhp.DynamicBatches(x, y, batch_size=32, seed=0), epochs=1, verbose=0,
+                  callbacks=[DynHPCallback(budget=fits_plain)])
+    assert int(model.optimizer.iterations.numpy()) == 0
+    budget = fits_richer + 2048
+    history = model.fit(tfdynhp.DynamicBatches(x, y, batch_size=32, seed=0), epochs=2,
+                        verbose=0, callbacks=[DynHPCallback(budget=budget)]).history
+    assert history["dynhp/memory_bytes"][0] == fits_richer
+    assert max(history["dynhp/memory_bytes"] + history["dynhp/next_memory_bytes"]) <= budget

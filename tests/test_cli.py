@@ -214,3 +214,63 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "tfdynhp train: error: Unknown data set 'nope'" in completed.stderr
+
+
+def test_variance_every_below_one_is_a_usage_error(tmp_path, capsys):
+    check_usage_error(["train", "--dataset", "digits", "--variance-every", "0", "--epochs", "1",
+                       "--out", str(tmp_path), "--quiet"], capsys,
+                      "--variance-every: expected a positive integer, got '0'")
+
+
+def test_architecture_that_does_not_take_the_data_is_a_usage_error(tmp_path, capsys):
+    # digits has 64 features per example; LeNet-5 takes images of at least 16x16.
+    check_usage_error(["train", "--dataset", "digits", "--arch", "lenet5", "--epochs", "1",
+                       "--out", str(tmp_path), "--quiet"], capsys,
+                      "Architecture 'lenet5' cannot take the examples of digits, of shape (64,)")
+
+
+def _npz(path, shape, classes=3, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape)).astype("float32")
+    y = np.arange(n) % classes
+    np.savez(path, x_train=x[:48], y_train=y[:48], x_test=x[48:], y_test=y[48:])
+    return str(path)
+
+
+def test_banner_gives_the_shape_of_a_users_sequences(tmp_path, capsys):
+    import keras
+
+    data = _npz(tmp_path / "seq.npz", (16, 1))
+    model = keras.Sequential([keras.Input((16, 1)), keras.layers.Conv1D(4, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "seq.keras")
+    code, out, _ = run(["train", "--model", str(tmp_path / "seq.keras"), "--dataset", data,
+                        "--mode", "dense", "--epochs", "1", "--validation-split", "0",
+                        "--out", str(tmp_path / "run")], capsys)
+    assert code == 0
+    assert "(48 train / 12 test, examples (16, 1))" in out.splitlines()[0]
+
+
+def test_grey_images_of_a_npz_get_a_channel_for_a_convolutional_architecture(tmp_path, capsys):
+    data = _npz(tmp_path / "img.npz", (16, 16))
+    code, out, _ = run(["train", "--arch", "lenet5", "--dataset", data, "--mode", "dense",
+                        "--epochs", "1", "--validation-split", "0", "--out",
+                        str(tmp_path / "run")], capsys)
+    assert code == 0, out
+    assert "examples (16, 16))" in out.splitlines()[0]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["arch"] == "lenet5" and summary["epochs_run"] == 1
+
+
+def test_output_to_a_file_or_pipe_is_one_line_per_epoch(tmp_path, capsys):
+    # capsys's stdout is not a terminal, as in `make train > log`: no progress-bar redraws.
+    code, out, _ = run(["train", "--dataset", "digits", "--arch", "16", "--mode", "hp",
+                        "--epochs", "3", "--limit-train", "400", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert "\r" not in out and "\b" not in out
+    lines = out.splitlines()
+    steps = [line for line in lines if " - loss: " in line or "- accuracy: " in line]
+    assert len(steps) == 3, out  # one Keras line per epoch (verbose=2)
+    assert sum(line.startswith("DynHP epoch") for line in lines) == 3
+    assert len(out) < 6000, len(out)

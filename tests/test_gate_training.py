@@ -3,6 +3,7 @@ optimizer, learning rate and data set size."""
 
 import keras
 import numpy as np
+import pytest
 from conftest import make_mlp
 from tfdynhp.callbacks import DynHPCallback
 
@@ -58,3 +59,38 @@ def test_dynamic_batches_give_the_gates_each_epochs_step(digits):
     for batch, rate in seen:
         assert rate == np.float32(1.0 / np.ceil(len(x) / batch))
     assert seen[-1][0] > seen[0][0]  # the batch grew, so the step grew
+
+
+def test_a_step_the_loss_scale_skips_leaves_the_gates_alone(digits):
+    """Under mixed precision `LossScaleOptimizer` skips a step whose scaled gradients overflow
+    float16 (and halves the scale); the gates' own Adam must skip it too, not take an inf."""
+    x, y, _, _ = digits
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = tfdynhp.gate(make_mlp(64, [16], 10), drop_rate_init=0.5, seed=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.01),
+                                                      initial_scale=2.0**40),
+                  "sparse_categorical_crossentropy")
+    before = [g.log_alpha.numpy().copy() for g in model.gate_layers]
+    model.train_on_batch(x[:64], y[:64])
+    assert float(model.optimizer.dynamic_scale.numpy()) == 2.0**39  # the step was skipped
+    for gate, log_alpha in zip(model.gate_layers, before):
+        np.testing.assert_array_equal(gate.log_alpha.numpy(), log_alpha)
+        assert float(gate.gate_steps.numpy()) == 0.0
+    for _ in range(40):  # the scale comes down to a finite one and the gates train
+        model.train_on_batch(x[:64], y[:64])
+    for gate, log_alpha in zip(model.gate_layers, before):
+        assert np.all(np.isfinite(gate.log_alpha.numpy()))
+        assert not np.array_equal(gate.log_alpha.numpy(), log_alpha)
+
+
+def test_fit_before_compile_gives_keras_message_and_changes_nothing(digits):
+    x, y, _, _ = digits
+    model = tfdynhp.gate(make_mlp(64, [8], 10), seed=0)
+    sizes = [gate.dataset_size for gate in model.gate_layers]
+    with pytest.raises(ValueError, match=r"call `compile\(\)`"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[DynHPCallback()])
+    assert [gate.dataset_size for gate in model.gate_layers] == sizes

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -212,3 +214,72 @@ def test_strip_after_surgery_on_a_residual_net():
     np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-5)
     assert [stripped.get_layer(n).filters for n in ("stem", "a0", "b0", "b1")] == [3, 4, 3, 3]
+
+
+def _regularization_loss(model, x):
+    model(x)  # Keras records activity-regularization losses of the last call
+    return float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_activity_regularizer_stays_after_the_activation(kind, tmp_path):
+    """gate() splits a layer's activation into its own layer; the activity regularizer must go
+    with it, so the regularization loss on the same input is the same."""
+    keras.utils.set_random_seed(0)
+    regularizer = keras.regularizers.L1L2(l1=0.1, l2=0.05)
+    if kind == "dense":
+        inputs = keras.Input((6,))
+        x = layers.Dense(8, activation="relu", activity_regularizer=regularizer,
+                         name="hidden")(inputs)
+        x_data = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    else:
+        inputs = keras.Input((6, 6, 2))
+        x = layers.Conv2D(4, 3, activation="tanh", activity_regularizer=regularizer,
+                          name="hidden")(inputs)
+        x = layers.Flatten()(x)
+        x_data = np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype("float32")
+    base = keras.Model(inputs, layers.Dense(3)(x))
+    expected = _regularization_loss(base, x_data)
+    assert expected > 0.1
+    model = tfdynhp.gate(base, seed=0)
+    assert _regularization_loss(model, x_data) == pytest.approx(expected, rel=1e-5)
+    assert model.get_layer("hidden").activity_regularizer is None
+    assert _regularization_loss(tfdynhp.strip(model), x_data) == pytest.approx(expected,
+                                                                                rel=1e-5)
+    model.save(tmp_path / "gated.keras")
+    reloaded = keras.models.load_model(tmp_path / "gated.keras")
+    assert _regularization_loss(reloaded, x_data) == pytest.approx(expected, rel=1e-5)
+
+
+def _depthwise_model(multiplier):
+    inputs = keras.Input((8, 8, 2))
+    x = layers.Conv2D(4, 3, name="first")(inputs)
+    x = layers.DepthwiseConv2D(3, depth_multiplier=multiplier, padding="same", name="dw")(x)
+    x = layers.Conv2D(3, 3, name="last")(x)
+    return keras.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
+
+
+def test_a_depth_multiplier_that_keeps_a_group_ungated_says_so():
+    with pytest.warns(UserWarning, match=r"'first'.*'dw' \(DepthwiseConv2D, depth_multiplier=2"):
+        model = tfdynhp.gate(_depthwise_model(2))
+    assert "first" not in gates_of(model) and "last" in gates_of(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = tfdynhp.gate(_depthwise_model(1))  # a gate after the depthwise: no warning
+    assert "first" in gates_of(model)
+
+
+def test_a_first_channels_first_conv_is_pinned_with_a_warning():
+    inputs = keras.Input((2, 8, 8))
+    x = layers.Conv2D(4, 3, data_format="channels_first", name="first")(inputs)
+    x = layers.Dense(6, activation="relu", name="hidden")(layers.Flatten()(x))
+    base = keras.Model(inputs, layers.Dense(2)(x))
+    with pytest.warns(UserWarning, match=r"'first' \(data_format='channels_first'"):
+        model = tfdynhp.gate(base)
+    assert "first" not in gates_of(model) and "hidden" in gates_of(model)
+    # A channels-first model's only prunable layer pinned: refused with the same reason.
+    with pytest.raises(ValueError, match="channels_first"):
+        tfdynhp.gate(keras.Sequential([
+            keras.Input((2, 8, 8)), layers.Conv2D(4, 3, data_format="channels_first"),
+            layers.Conv2D(3, 3, data_format="channels_first"), layers.Flatten(),
+            layers.Dense(2)]))

@@ -83,10 +83,17 @@ def test_gated_ds_cnn_in_one_fit_learns_held_out_voices(run):
     voices, accents = s["held_out"]["test_voices"], s["held_out"]["test_accents"]
     assert voices["float"] >= 0.60, voices  # chance is 1/12
     assert accents["float"] >= 0.40, accents
-    for row in (voices, accents):  # int8 in TFLite Micro within 3 points of float
+    for row in (voices, accents):
+        # What the README says of int8 on these 120-clip splits (one clip = 0.83 points):
+        # accuracy within 5 clips (4.2 points) of float in both runtimes (up to 4 clips were
+        # measured, bench/results/kws.json; 3 here), the int8 class equal to float's on >= 95 %
+        # of clips (97.5 % measured), and LiteRT and TFLite Micro, whose kernels round
+        # differently, on the same class for >= 97.5 % (98.3 % and 99.2 % measured).
         assert row["tflm_n"] == row["n"] == 120
-        assert abs(row["tflm"] - row["float"]) <= 0.03, row
-        assert 0 <= row["int8"] <= 1  # LiteRT's optimized kernels may round differently
+        for runtime in ("int8", "tflm"):
+            assert abs(row[runtime] - row["float"]) <= 5 / 120 + 1e-9, row
+        assert row["int8_float_agreement"] >= 0.95, row
+        assert row["tflm_litert_agreement"] >= 0.975, row
 
 
 @needs_espeak

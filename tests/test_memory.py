@@ -104,3 +104,34 @@ def test_a_compiled_dense_model_counts_its_optimizer_slots():
     assert compiled.optimizer_slots == 4 * 2 * 266_610
     model.optimizer.build(model.trainable_variables)
     assert memory.full_breakdown(model, 128).optimizer_slots == compiled.optimizer_slots
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.optimizers.Adam(),
+        lambda: keras.optimizers.Adam(amsgrad=True),
+        lambda: keras.optimizers.AdamW(amsgrad=True, use_ema=True),
+        lambda: keras.optimizers.SGD(),
+        lambda: keras.optimizers.SGD(momentum=0.9, gradient_accumulation_steps=3),
+        lambda: keras.optimizers.RMSprop(momentum=0.9, centered=True, use_ema=True),
+        lambda: keras.optimizers.Nadam(),
+        lambda: keras.optimizers.Adagrad(gradient_accumulation_steps=2),
+        lambda: keras.optimizers.Lion(),
+        lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(amsgrad=True)),
+    ],
+    ids=["adam", "amsgrad", "adamw-amsgrad-ema", "sgd", "sgd-momentum-accumulation",
+         "rmsprop-centered-ema", "nadam", "adagrad-accumulation", "lion", "loss-scale-amsgrad"],
+)
+def test_optimizer_state_estimated_before_build_is_what_build_creates(make):
+    """Before the optimizer is built its slots are estimated from its type and options
+    (amsgrad, EMA, gradient accumulation, loss scaling); after, counted (review finding 2)."""
+    model = make_mlp(20, [16, 8], 4)
+    optimizer = make()
+    n_trainable = sum(_size(v) for v in model.trainable_variables)
+    estimate = memory.optimizer_slot_values(optimizer, n_trainable)
+    optimizer.build(model.trainable_variables)
+    per_weight = sum(_size(v) for v in optimizer.variables if len(v.shape))
+    assert estimate == per_weight
+    scalars = sum(1 for v in optimizer.variables if not len(v.shape))
+    assert per_weight <= memory.optimizer_slot_values(optimizer, n_trainable) <= per_weight + scalars

@@ -3,6 +3,7 @@ two-process fits under MultiWorkerMirroredStrategy on 127.0.0.1."""
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -15,7 +16,9 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 
 import multiworker
+from conftest import make_mlp
 
+import tfdynhp
 from tfdynhp import distribute
 from tfdynhp.distribute import keras_fix as _keras_compat
 from tfdynhp.graph import gated_groups
@@ -130,7 +133,7 @@ def test_plain_keras_fit_on_two_workers_needs_the_fix(tmp_path):
     """(With the fix, a plain Keras model fits in `test_dynhp_fit_on_two_workers...`.)"""
     out = str(tmp_path / "out_{rank}.npz")
     # Without tfdynhp's fix Keras fails (keras-team/keras#20585). When this assertion fails,
-    # Keras is fixed: delete tfdynhp/_keras_compat.py and its two callers.
+    # Keras is fixed: delete tfdynhp/distribute/keras_fix.py and its two callers.
     results = multiworker.run_workers("multiworker_fit.py", ["plain", out, "--no-fix"],
                                       timeout=120, env={"MW_EPOCHS": "1"})
     assert all(rc not in (0, None) for rc, _, _ in results)
@@ -147,14 +150,13 @@ def test_bad_distributed_runs_fail_before_training(tmp_path):
         assert "batch_size=33 does not split into whole batches for the 2 replicas" in divisible
         assert "(16 per replica of 2" in budget and "The budget is per replica" in budget
         assert report["untouched"]
-    # The chief of a two-worker cluster whose other worker never starts.
-    start = time.monotonic()
+    # The chief of a two-worker cluster whose other worker never starts: it fails on its own
+    # (a hang would be killed by run_workers' timeout and give no return code).
     results = multiworker.run_workers("multiworker_fit.py", ["plain", out], workers=1,
                                       timeout=60, env={"MW_TIMEOUT": "3"},
                                       ports=multiworker.free_ports(2))
     rc, _, err = results[0]
     assert rc not in (0, None) and "TimeoutError" in err and "did not answer within 3 s" in err
-    assert time.monotonic() - start < 45
 
 
 def test_cli_trains_under_mirrored_strategy(tmp_path):
@@ -176,17 +178,16 @@ def test_cli_trains_under_mirrored_strategy(tmp_path):
 def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
     out, checkpoint = str(tmp_path / "out_{rank}.npz"), str(tmp_path / "ckpt" / "run.keras")
     ports = multiworker.free_ports(2)
-    start = time.monotonic()
     killed = multiworker.run_workers(
         "multiworker_fit.py", ["resume", out], timeout=120, ports=ports,
         env={"MW_CHECKPOINT": checkpoint, "MW_KILL_EPOCH": "4", "MW_EPOCHS": "5", "MW_LAMBDA": "200", "MW_THRESHOLD": "0.9",
              "MW_TIMEOUT": "20"})
     assert killed[1][0] == -9  # worker 1 was killed at the end of epoch 4
-    assert killed[0][0] not in (0, None)  # the chief noticed, in bounded time: no hang
-    assert time.monotonic() - start < 110
+    # The chief noticed and failed on its own (a hang is killed by run_workers' timeout and
+    # gives no return code); wall-clock bounds are left to the machine's load.
+    assert killed[0][0] not in (0, None)
     assert not os.path.exists(out.format(rank=0))
-    with open(checkpoint + distribute.CHECKPOINT_STATE) as f:
-        assert json.load(f)["epoch"] == 4
+    assert distribute.checkpoint_state(checkpoint)["epoch"] == 4
     pruned = [g.units for g in gated_groups(keras.models.load_model(checkpoint))]
     assert pruned != [64, 32]  # the checkpoint holds the narrowed architecture
     _reports(multiworker.run_workers(
@@ -201,3 +202,116 @@ def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
     for name in first.files:
         if name != "report":
             np.testing.assert_array_equal(first[name], second[name])
+
+
+class _RecordingBatches(tfdynhp.DynamicBatches):
+    """DynamicBatches that records the example indices of every batch Keras reads in an
+    epoch, in the order it reads them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = []
+
+    def __getitem__(self, index):
+        if self._in_epoch:  # not the batches Keras reads to build the model
+            self.reads.append(self.batch_indices(index).tolist())
+        return super().__getitem__(index)
+
+
+def test_a_gated_fit_reads_batches_in_the_order_of_the_data_seed_alone(digits):
+    """`fit(shuffle=True)` (the default) shuffles the order of a PyDataset's batches with
+    Python's global `random`; two workers whose `random` differs would then read different
+    global batches (review finding 4). A `GatedModel` reads a `DynamicBatches` in the order
+    of its own seeded permutation, whatever Python's `random` holds."""
+    import random
+
+    x, y = digits[0][:320], digits[1][:320]
+    reads = []
+    for python_seed in (1, 2):
+        keras.utils.set_random_seed(0)
+        random.seed(python_seed)  # what differs between two unseeded processes
+        model = tfdynhp.gate(make_mlp(64, [16], 10), seed=0)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        data = _RecordingBatches(x, y, batch_size=32, seed=0)
+        model.fit(data, epochs=2, verbose=0)
+        reads.append(data.reads)
+    assert len(reads[0]) == 2 * 10
+    assert reads[0] == reads[1]
+
+
+@pytest.mark.slow
+def test_two_workers_with_default_shuffle_read_the_same_global_batches(tmp_path):
+    """The README's how-to (a seeded DynamicBatches, `fit`'s default `shuffle`) on two
+    workers whose Python `random` differs: both read the batches in the same order, so each
+    global batch is one DynamicBatches batch split between them (review finding 4: worker 0
+    trained on half of one batch while worker 1 trained on half of another)."""
+    out = str(tmp_path / "out_{rank}.npz")
+    _reports(multiworker.run_workers("multiworker_fit.py", ["shuffle", out], timeout=150,
+                                     env={"MW_EPOCHS": "2"}))
+    reads = [json.loads(str(np.load(out.format(rank=r))["report"]))["reads"] for r in (0, 1)]
+    assert len(reads[0]) == 2
+    assert reads[0] == reads[1]
+    for epoch in reads[0]:
+        assert sorted(i for batch in epoch for i in batch) == list(range(768))
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill", ["before_rename", "after_rename"])
+def test_a_checkpoint_killed_while_saving_is_a_consistent_pair(digits, tmp_path, monkeypatch,
+                                                               kill):
+    """A kill at any point of `ChiefCheckpoint`'s save leaves the model and its state of the
+    same epoch (review finding 17: the `.keras` file and `.state.json` were renamed one after
+    the other)."""
+    from tfdynhp.distribute import checkpoint as checkpoint_module
+
+    x, y = digits[0][:256], digits[1][:256]
+    path = str(tmp_path / "run.keras")
+    keras.utils.set_random_seed(0)
+    model = tfdynhp.gate(make_mlp(64, [16], 10), seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0,
+              callbacks=[distribute.ChiefCheckpoint(path)])
+    real_replace = os.replace
+
+    def replace(source, destination):
+        if str(destination).startswith(path):  # a rename into the checkpoint's place
+            if kill == "after_rename":
+                real_replace(source, destination)
+            raise _Killed(f"killed {kill.replace('_', ' ')} of {destination}")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+    with pytest.raises(_Killed):
+        model.fit(x, y, batch_size=32, epochs=2, initial_epoch=1, verbose=0,
+                  callbacks=[distribute.ChiefCheckpoint(path)])
+    monkeypatch.undo()
+    restored, state = distribute.resume(path)
+    assert state["epoch"] == (2 if kill == "after_rename" else 1)
+    assert int(restored.optimizer.iterations.numpy()) == state["epoch"] * (256 // 32)
+
+
+def test_the_keras_fix_names_tests_and_files_that_exist():
+    """The fix says how to know it can go (a test) and where it lives: both must exist."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    paragraph = readme[readme.index("- **The Keras 3 fix**"):]
+    paragraph = paragraph[:paragraph.index("\n- ")]
+    with open(__file__) as f:
+        tests_here = set(re.findall(r"^def (test_\w+)", f.read(), re.MULTILINE))
+    for text in (_keras_compat.__doc__, paragraph):
+        named = re.findall(r"`(test_\w+)`", text)
+        assert named and set(named) <= tests_here, named
+    for text in (paragraph, _comment_of_the_fix_test()):
+        paths = re.findall(r"tfdynhp/[\w/]+\.py", text)
+        assert paths and all(os.path.exists(os.path.join(root, p)) for p in paths), paths
+
+
+def _comment_of_the_fix_test():
+    with open(__file__) as f:
+        source = f.read()
+    start = source.index("def test_plain_keras_fit_on_two_workers_needs_the_fix")
+    return source[start:source.index("\ndef ", start + 1)]

@@ -61,10 +61,14 @@ def test_bad_keywords(keywords, error, match):
 def test_unknown_vocabulary_never_holds_a_keyword():
     assert not set(kws.DEFAULT_KEYWORDS) & set(kws.UNKNOWN_WORDS)
     assert len(set(kws.UNKNOWN_WORDS)) == len(kws.UNKNOWN_WORDS)
-    with pytest.raises(ValueError, match=r"\['cat'\] also in the default vocabulary"):
-        vocabulary.check_unknown_words(None, ("cat", "lamp"))
+    # The user chose the keywords, not the filler list: the default leaves them out ...
+    words = vocabulary.check_unknown_words(None, ("cat", "lamp"))
+    assert "cat" not in words and len(words) == len(kws.UNKNOWN_WORDS) - 1
+    # ... while a list the user passed is theirs: a keyword in it is refused.
     with pytest.raises(ValueError, match=r"\['lamp'\] also in `unknown_words`"):
         vocabulary.check_unknown_words(["Lamp", "desk"], ("cat", "lamp"))
+    assert vocabulary.sound_alikes(("to", "lamp"), ("two", "cat"), ("tu:", "lamp"),
+                                   ("tu:", "kat")) == ["two"]
     words = vocabulary.check_unknown_words(kws.default_unknown_words(exclude=["Cat"]), ("cat",))
     assert "cat" not in words and len(words) == len(kws.UNKNOWN_WORDS) - 1
     with pytest.raises(ValueError, match="sounds the same as the unknown word 'two'"):
@@ -262,8 +266,11 @@ def test_missing_espeak_is_a_one_line_error(tmp_path, monkeypatch, no_synthesis)
     [
         ({"keywords": []}, ValueError, "at least one keyword"),
         ({"keywords": ["Yes", "no", "yes "]}, ValueError, "'Yes' and 'yes ' are the same"),
-        ({"keywords": ["yes", "cat"]}, ValueError, r"\['cat'\] also in the default"),
-        ({"keywords": ["to"]}, ValueError, "'to' sounds the same as the unknown word 'two'"),
+        ({"keywords": ["yes", "cat"], "unknown_words": ["cat", "dog"]}, ValueError,
+         r"\['cat'\] also in `unknown_words`"),
+        ({"keywords": ["to"], "unknown_words": ["two", "dog"]}, ValueError,
+         "'to' sounds the same as the unknown word 'two'"),
+        ({"keywords": ["to", "too"]}, ValueError, "Keywords 'to' and 'too' sound the same"),
         ({"size": 100}, ValueError, "too small to split by speaker"),
         ({"keywords": ["a", "b"], "size": 39}, ValueError, r"Expected size >= 40"),
         ({"difficulty": "extreme"}, ValueError, "Unknown difficulty"),
@@ -280,6 +287,22 @@ def test_bad_input_is_refused_before_synthesis(tmp_path, no_synthesis, kwargs, e
     with pytest.raises(error, match=match):
         kws.load_synthetic_kws(**{"size": "ci", "verbose": 0, **kwargs}, cache_dir=tmp_path)
     assert not os.listdir(tmp_path)
+
+
+@needs_espeak
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_keywords_of_the_default_unknown_vocabulary_are_left_out_of_it(
+        tmp_path, no_synthesis, caplog, capsys, verbose):
+    # "music" is a default unknown word, "two" sounds like the keyword "to": both leave the
+    # default vocabulary, the output (or the log) says so, and the data set is made (here:
+    # synthesis starts, which `no_synthesis` stops).
+    caplog.set_level("INFO", logger="tfdynhp.datasets.kws")
+    with pytest.raises(AssertionError, match="synthesized"):
+        tfdynhp.datasets.load("synthetic-kws", keywords=["lights", "music", "to"], size="ci",
+                              cache_dir=tmp_path, verbose=verbose)
+    said = capsys.readouterr().out if verbose else caplog.text
+    assert "2 word(s) of the default 'unknown' vocabulary left out" in said
+    assert "two, music." in said or "music, two." in said
 
 
 @needs_espeak

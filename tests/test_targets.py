@@ -254,3 +254,71 @@ def test_the_minimum_counts_only_the_groups_the_gates_can_prune():
     # 'a' and 'b'): its minimum keeps 'a' and 'b' whole.
     minimum = targets.minimum_amount(gated, "params", unit_graph)
     assert minimum == tfdynhp.model_costs(gated).params - 6 * (11 + 1 + 2) - 7 * (6 + 5)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfter(keras.callbacks.Callback):
+    """Ends the run like a killed process at the end of epoch `epoch` (1-based), after the
+    callbacks before it (the checkpoint) ran."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise _Killed(f"killed after epoch {self.epoch}")
+
+
+def test_a_resumed_run_keeps_the_reference_of_its_percentage_target(digits, tmp_path):
+    """Killed after epoch 2 of 6 and resumed as the README says (`distribute.resume`, then
+    `fit(initial_epoch=...)` with the same callback), a "25% params" run keeps 25% of the
+    model it started from and the same schedule, not 25% of the checkpoint (review finding 1:
+    1,636 params uninterrupted, 543 resumed)."""
+    from tfdynhp import distribute
+
+    x, y, _, _ = digits
+    path = str(tmp_path / "run.keras")
+    keras.utils.set_random_seed(0)
+    model = tfdynhp.gate(make_mlp(64, [64, 32], 10), seed=0)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    start = memory.parameter_count(model)
+    amount = 0.25 * start
+
+    def callbacks():
+        return [DynHPCallback(target="25% params"), distribute.ChiefCheckpoint(path)]
+
+    data = tfdynhp.DynamicBatches(x, y, batch_size=32, seed=0)
+    with pytest.raises(_Killed):
+        model.fit(data, epochs=6, verbose=0, callbacks=[*callbacks(), _KillAfter(2)])
+    resumed, state = distribute.resume(path)
+    assert state["epoch"] == 2 and memory.parameter_count(resumed) < start
+    history = resumed.fit(
+        tfdynhp.DynamicBatches(x, y, batch_size=state["batch_size"], seed=0), epochs=6,
+        initial_epoch=state["epoch"], verbose=0, callbacks=callbacks(),
+    ).history
+    # The schedule of the uninterrupted run (target by epoch 4 = 2/3 of 6) at epochs 3 and 4.
+    due = [targets.scheduled_amount(start, amount, epoch, 4) for epoch in (3, 4)]
+    assert history["dynhp/target"] == pytest.approx(due)
+    params = history["dynhp/params"]
+    assert 0.9 * amount <= params[-1] <= amount
+    assert all(gate.frozen for gate in resumed.gate_layers)
+
+
+def test_with_a_frequency_the_target_is_met_on_its_epoch(digits):
+    """`frequency=3` prunes at epochs 3 and 6, but a target due by epoch 4 is met at epoch 4
+    (review finding 15: 1,716 params at epoch 4 against 1,642, met only at epoch 6)."""
+    x, y, _, _ = digits
+    keras.utils.set_random_seed(0)
+    model = tfdynhp.gate(make_mlp(64, [64, 32], 10), seed=0)
+    start = memory.parameter_count(model)
+    callback = DynHPCallback(target="25% params", target_epoch=4, frequency=3)
+    params = _fit(model, x, y, callback, epochs=6).history["dynhp/params"]
+    assert params[:2] == [start, start]  # no pruning before the first multiple of 3
+    assert params[2] < start
+    assert params[3] <= 0.25 * start  # met on the target epoch ...
+    assert params[4:] == [params[3]] * 2  # ... then frozen
+    assert all(gate.frozen for gate in model.gate_layers)

@@ -66,9 +66,11 @@ def test_load_data_limit_is_seeded_subset(tmp_path):
     np.savez(path, x_train=rng.random((50, 2, 3)), y_train=np.arange(50) % 3,
              x_test=rng.random((10, 2, 3)), y_test=np.arange(10) % 3)
     (x, y), (xt, _yt) = inputs.load_data(str(path), limit_train=20, seed=1)
-    # A map without a channel axis gets one; float32 inputs, int32 labels.
-    assert x.shape == (20, 2, 3, 1) and x.dtype == np.float32 and y.dtype == np.int32
-    assert xt.shape == (10, 2, 3, 1)
+    # A .npz keeps its shape ((N, 2, 3) may be a sequence of 2 steps x 3 channels; a
+    # convolutional architecture adds the channel of grey images where it is built); float32
+    # inputs, int32 labels.
+    assert x.shape == (20, 2, 3) and x.dtype == np.float32 and y.dtype == np.int32
+    assert xt.shape == (10, 2, 3)
     (x2, _), _ = inputs.load_data(str(path), limit_train=20, seed=1)
     np.testing.assert_array_equal(x, x2)
     with pytest.raises(ValueError, match="limit_train"):

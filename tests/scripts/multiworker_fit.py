@@ -5,12 +5,16 @@ TF_CONFIG). Writes what it trained to an `.npz` file.
 
 MODE `plain`: an ungated Keras MLP; `dynhp`: a gated MLP with DynHPCallback (surgery at every
 epoch end) over DynamicBatches whose batch grows under a budget, then a plain Keras MLP; `bad`: fits refused before
-training. `--no-fix` creates the
+training; `resume`: checkpointed, killed and resumed; `shuffle`: the README's how-to (a seeded
+DynamicBatches, `fit`'s default `shuffle=True`) with Python's global `random` seeded
+differently on each worker, as in two fresh processes, recording the global batches each
+worker reads. `--no-fix` creates the
 strategy straight from TensorFlow, without tfdynhp's Keras fix (to show it is needed).
 """
 
 import json
 import os
+import random
 import sys
 import time
 
@@ -43,7 +47,7 @@ with strategy.scope():
         keras.layers.Dense(32, activation="relu"),
         keras.layers.Dense(10, activation="softmax"),
     ])
-    if mode in ("dynhp", "bad", "resume"):
+    if mode in ("dynhp", "bad", "resume", "shuffle"):
         model = tfdynhp.gate(model, seed=0, l0_lambda=float(os.environ.get("MW_LAMBDA", "20")))
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -92,6 +96,22 @@ elif mode == "resume":
                    keras.callbacks.LambdaCallback(on_epoch_end=kill)],
     )
     report["units"] = [g.units for g in tfdynhp.graph.gated_groups(model)]
+elif mode == "shuffle":
+    random.seed(1000 + distribute.parse_tf_config().rank)  # unseeded processes differ
+    reads = {}
+
+    class RecordingBatches(tfdynhp.DynamicBatches):
+        def __getitem__(self, index):
+            if self._in_epoch:
+                reads.setdefault(self.epochs_started, []).append(
+                    self.batch_indices(index).tolist())
+            return super().__getitem__(index)
+
+    history = model.fit(RecordingBatches(x, y, batch_size=32, seed=0), epochs=epochs, verbose=0,
+                        callbacks=[DynHPCallback(budget="400KB", alpha_bs=0.5)])
+    # Under a strategy Keras opens an epoch of the data before training to build the model
+    # (a few prefetched batches): only the last `epochs` are training epochs.
+    report["reads"] = [reads[epoch] for epoch in sorted(reads)][-epochs:]
 elif mode == "bad":
     # Refused before training: a batch that does not split over the replicas, then a budget
     # too small for one replica's share.

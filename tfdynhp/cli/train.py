@@ -1,5 +1,6 @@
-"""`tfdynhp train`: train a model (dense, SP, HP or DynHP), optionally to a target, and export
-it."""
+"""`tfdynhp train`: train a model with a pruning method (DynHP in one of its modes: dense, SP,
+HP, DynHP, optionally to a target; activation density; complexity-driven PA / FA / MA) and
+export it."""
 
 from tfdynhp.cli import common
 
@@ -11,9 +12,11 @@ def add_parser(commands):
     defaults = training.DEFAULTS
     parser = commands.add_parser(
         "train",
-        help="train a model (dense, SP, HP or DynHP), optionally to a target, and export it",
-        description="Train a reference architecture, an MLP or your own .keras model in one "
-        "mode, write the models, history, summary and plots to --out, and optionally export "
+        help="train a model with a pruning method (DynHP by default), optionally to a "
+        "target, and export it",
+        description="Train a reference architecture, an MLP or your own .keras model with one "
+        "pruning method (DynHP in one mode, activation density, or complexity-driven PA / FA "
+        "/ MA), write the models, history, summary and plots to --out, and optionally export "
         "int8 TFLite bundles.",
     )
     parser.add_argument("--dataset", "--data", dest="dataset", default="fashion-mnist",
@@ -26,10 +29,19 @@ def add_parser(commands):
                         help="hidden widths of --arch mlp (default: 300,100 = LeNet-300-100)")
     parser.add_argument("--model", default=None,
                         help="your own .keras classifier to prune instead of --arch")
-    parser.add_argument("--mode", choices=training.MODES, default="dynhp",
-                        help="dense: no gates; sp: soft pruning; hp: hard pruning, fixed batch; "
-                        "dynhp: hard pruning + growing batch under a budget (default: "
-                        "%(default)s)")
+    parser.add_argument("--method", choices=training.METHODS, default="dynhp",
+                        help="dynhp: L0 gates and hard pruning during the fit (see --mode); "
+                        "activation-density: a plain model resized to its activation density "
+                        "each epoch; pa / fa / ma: a plain model narrowed at initialization "
+                        "where parameters / MACs / activation memory concentrate (--amount), "
+                        "then trained (default: %(default)s)")
+    parser.add_argument("--mode", choices=training.MODES, default=None,
+                        help="of --method dynhp: dense: no gates; sp: soft pruning; hp: hard "
+                        "pruning, fixed batch; dynhp: hard pruning + growing batch under a "
+                        "budget (default: dynhp)")
+    parser.add_argument("--amount", type=common.unit_float, default=None,
+                        help="of --method pa / fa / ma: the fraction of units the most complex "
+                        f"group loses (default: {training.run.AMOUNT_DEFAULT})")
     parser.add_argument("--target", default=None,
                         help="what to prune to, e.g. '31744 params', '25%% params', '2.5M macs', "
                         "'40KB' (int8 model), '900KB memory' (default: none)")
@@ -83,7 +95,7 @@ def add_parser(commands):
     parser.add_argument("--export", default="",
                         help="comma-separated export targets among pi, android, mcu")
     common.add_verify_options(parser, "the exported mcu bundle's", "needs --export mcu")
-    parser.add_argument("--variance-every", type=int, default=None,
+    parser.add_argument("--variance-every", type=common.positive_int, default=None,
                         help="compute the gradient variance of the batch rule on one step in k "
                         "(default: DynHPCallback's, 4; 1 = every step)")
     parser.add_argument("--bn-momentum", type=common.unit_float, default=None,
@@ -112,7 +124,7 @@ def _run_options(args):
     if args.budget is not None:
         from tfdynhp.math import budget as budget_lib
 
-        if args.mode != "dynhp":
+        if args.method == "dynhp" and args.mode not in (None, "dynhp"):
             raise common.UsageError(f"--budget applies to --mode dynhp only (got --mode {args.mode})")
         try:
             budget_lib.parse_budget(args.budget)
@@ -123,6 +135,8 @@ def _run_options(args):
         "arch": args.arch,
         "hidden": args.hidden,
         "model_path": args.model,
+        "method": args.method,
+        "amount": args.amount,
         "mode": args.mode,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -146,14 +160,14 @@ def _run_options(args):
         "distribute": args.distribute,
     }
     try:
-        training.RunConfig(**options).resolve()
+        config = training.RunConfig(**options).resolve()
         if args.target is not None:
             from tfdynhp.policies import targets
 
             targets.parse_target(args.target)
     except (ValueError, TypeError) as e:
         raise common.UsageError(str(e)) from e
-    return options
+    return options, config
 
 
 
@@ -163,7 +177,7 @@ def run(args):
     from tfdynhp.validation import ConfigurationError
 
     kws = pipeline.is_kws(args.dataset)
-    options = _run_options(args)
+    options, config = _run_options(args)
     exports = common.export_targets(args.export)
     verify = common.verify_targets(args.verify, exports, args.tflm_dir, "--export")
     out_dir = common.check_out_dir(args.out)
@@ -179,7 +193,8 @@ def run(args):
     what = args.model or (f"arch {args.arch}" + (f" {args.hidden}" if args.hidden else ""))
     common.say(
         f"tfdynhp train: {args.dataset} ({len(x_train)} train / {len(x_test)} test, "
-        f"examples {tuple(x_train.shape[1:])}), {what}, mode {args.mode}"
+        f"examples {tuple(x_train.shape[1:])}), {what}, "
+        + (f"mode {config.mode}" if config.method == "dynhp" else f"method {config.method}")
         + (f", target {args.target}" if args.target else "") + f", output {out_dir}",
         args.quiet,
     )
@@ -188,7 +203,8 @@ def run(args):
     try:
         result = training.train(
             data=data, out_dir=out_dir, exports=exports, labels=labels,
-            verbose=0 if args.quiet else 1, keras_verbose=0 if args.quiet else 1, **options,
+            verbose=0 if args.quiet else 1,
+            keras_verbose=training.fit_verbosity(0 if args.quiet else 1), **options,
         )
     except ConfigurationError as e:
         # The configuration cannot work (a budget too small for the model, an unreachable
@@ -215,6 +231,7 @@ def run(args):
 
 def _load_kws(args):
     """The synthetic-kws splits (validation by speaker) and their `KWSInfo`."""
+    from tfdynhp import training
     from tfdynhp.training import kws as pipeline
 
     keywords = None
@@ -223,7 +240,7 @@ def _load_kws(args):
     size = int(args.size) if args.size.strip().isdigit() else args.size
     try:
         return pipeline.load_splits(keywords, args.difficulty, size, args.seed,
-                                    verbose=0 if args.quiet else 1)
+                                    verbose=training.fit_verbosity(0 if args.quiet else 1))
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise common.UsageError(str(e)) from e
 

@@ -17,8 +17,9 @@ from tfdynhp.math import budget
 
 ACCOUNTINGS = ("full", "paper")
 
-# Slot values per trainable value for optimizers that are not built yet.
-_SLOTS_PER_VALUE = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Adagrad": 1, "Lion": 1}
+# Slot values per trainable value of Keras' optimizers that are not built yet (others: 2).
+_SLOTS_PER_VALUE = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Adadelta": 2, "Ftrl": 2,
+                    "Lamb": 2, "Adagrad": 1, "Lion": 1}
 _GATE_STATE = ("log_alpha", "gate_active_count", "gate_observations", "penalty_weight",
                "gate_first_moment", "gate_second_moment", "gate_steps", "gate_learning_rate")
 # Per gate: `log_alpha` and its Adam moments are held, and one gradient is computed.
@@ -42,7 +43,9 @@ def is_gate_state(layer, variable):
 
 
 def optimizer_slot_values(optimizer, n_trainable):
-    """Number of optimizer slot values: counted when built, else estimated by type."""
+    """Number of optimizer slot values: counted when built, else estimated from the type and
+    the options that add a copy of every weight (`amsgrad`, `use_ema`,
+    `gradient_accumulation_steps`; the optimizer inside a `LossScaleOptimizer`)."""
     if optimizer is None:
         return 0
     if optimizer.built:
@@ -51,12 +54,19 @@ def optimizer_slot_values(optimizer, n_trainable):
         if hasattr(learning_rate, "assign"):
             skip.add(id(learning_rate))
         return sum(_size(v) for v in optimizer.variables if id(v) not in skip)
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:  # LossScaleOptimizer: the wrapped optimizer's slots
+        return optimizer_slot_values(inner, n_trainable)
     name = type(optimizer).__name__
     if name == "SGD":
-        return n_trainable if optimizer.momentum else 0
-    if name == "RMSprop":
-        return n_trainable * (1 + bool(optimizer.momentum) + bool(optimizer.centered))
-    return _SLOTS_PER_VALUE.get(name, 2) * n_trainable
+        slots = 1 if optimizer.momentum else 0
+    elif name == "RMSprop":
+        slots = 1 + bool(optimizer.momentum) + bool(optimizer.centered)
+    else:
+        slots = _SLOTS_PER_VALUE.get(name, 2) + bool(getattr(optimizer, "amsgrad", False))
+    slots += bool(getattr(optimizer, "use_ema", False))
+    slots += bool(getattr(optimizer, "gradient_accumulation_steps", None))
+    return slots * n_trainable
 
 
 def slots_per_trainable_value(model):

@@ -40,10 +40,12 @@ def _as_labels(y, dataset):
     return y.astype(np.int32)
 
 
-def _natural(x):
-    """float32 examples; a map without a channel axis (`(N, H, W)`) gets one."""
+def _natural(x, images=False):
+    """float32 examples; with `images` (a named image data set, e.g. Fashion-MNIST's `(N, H,
+    W)`), a map without a channel axis gets one. A user's `.npz` keeps its own shape: `(N, 256,
+    1)` is a sequence with one channel, not an image."""
     x = np.asarray(x, np.float32)
-    return x[..., None] if x.ndim == 3 else x
+    return x[..., None] if images and x.ndim == 3 else x
 
 
 def subset(x, y, limit, seed=0):
@@ -59,7 +61,8 @@ def subset(x, y, limit, seed=0):
 
 def load_data(dataset, limit_train=None, seed=0):
     """Loads `dataset` (a name for `tfdynhp.datasets.load` or a `.npz` path) in its natural
-    shape: images as `(N, H, W, 1)`, tabular data as `(N, features)`.
+    shape: Fashion-MNIST as `(N, 28, 28, 1)`, tabular data as `(N, features)`, a `.npz` as it
+    is stored.
 
     Args:
         dataset: `"fashion-mnist"`, `"digits"`, `"synthetic-kws"`, ... or a `.npz` path.
@@ -78,7 +81,8 @@ def load_data(dataset, limit_train=None, seed=0):
 
     kwargs = {"flatten": False} if is_fashion_mnist(dataset) else {}
     (x_train, y_train), (x_test, y_test) = load(dataset, **kwargs)
-    x_train, x_test = _natural(x_train), _natural(x_test)
+    images = is_fashion_mnist(dataset)
+    x_train, x_test = _natural(x_train, images), _natural(x_test, images)
     y_train, y_test = _as_labels(y_train, dataset), _as_labels(y_test, dataset)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(

@@ -2,7 +2,12 @@
 checkpoints and resume (`checkpoint`), and the scoped Keras 3 fix they need (`keras_fix`)."""
 
 from tfdynhp.distribute import keras_fix
-from tfdynhp.distribute.checkpoint import CHECKPOINT_STATE, ChiefCheckpoint, resume
+from tfdynhp.distribute.checkpoint import (
+    CHECKPOINT_STATE,
+    ChiefCheckpoint,
+    checkpoint_state,
+    resume,
+)
 from tfdynhp.distribute.cluster import (
     DEFAULT_TIMEOUT,
     JOBS,
@@ -27,6 +32,7 @@ __all__ = [
     "ChiefCheckpoint",
     "ClusterConfig",
     "check_divisible",
+    "checkpoint_state",
     "is_chief",
     "keras_fix",
     "multi_worker_strategy",

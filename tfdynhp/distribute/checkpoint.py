@@ -3,12 +3,16 @@
 import contextlib
 import json
 import os
+import zipfile
 
 import keras
 
 from tfdynhp.distribute.cluster import is_chief
+from tfdynhp.validation import ConfigurationError
 
-CHECKPOINT_STATE = ".state.json"
+# The entry of the `.keras` archive (a zip file) that holds the checkpoint's state; Keras
+# reads only its own entries and ignores it.
+CHECKPOINT_STATE = "tfdynhp_checkpoint.json"
 
 
 class ChiefCheckpoint(keras.callbacks.Callback):
@@ -17,10 +21,12 @@ class ChiefCheckpoint(keras.callbacks.Callback):
     A `.keras` file holds the architecture with the current (pruned) widths, the weights and
     the optimizer state, so a restart reads the narrowed architecture before the weights
     (Keras 3's `BackupAndRestore` writes from every worker and restores weights into the
-    original, unpruned architecture). Next to it, `<path>.state.json` records the epoch and
-    the `DynamicBatches` batch size to resume with. Written to a temporary file and renamed,
-    so a worker killed while saving leaves the previous checkpoint whole. Put it after
-    `DynHPCallback` in the callbacks, so it saves the pruned model.
+    original, unpruned architecture). The same file records, as its entry `CHECKPOINT_STATE`,
+    the epoch and the `DynamicBatches` batch size to resume with (`checkpoint_state(path)`
+    reads them). Written to a temporary file and renamed once, so a worker killed while
+    saving leaves the previous checkpoint whole, and the model and its state always belong
+    to the same epoch. Put it after `DynHPCallback` in the callbacks, so it saves the pruned
+    model.
 
     Args:
         path: the checkpoint file, ending in `.keras`; on several machines a folder every
@@ -40,12 +46,31 @@ class ChiefCheckpoint(keras.callbacks.Callback):
         os.makedirs(folder, exist_ok=True)
         temporary = os.path.join(folder, f".tmp-{os.getpid()}.keras")
         self.model.save(temporary)
-        os.replace(temporary, self.path)
         data = getattr(self.model, "fit_data", None)  # a GatedModel's running DynamicBatches
         state = {"epoch": epoch + 1, "batch_size": getattr(data, "batch_size", None)}
-        with open(temporary + ".json", "w") as f:
-            json.dump(state, f)
-        os.replace(temporary + ".json", self.path + CHECKPOINT_STATE)
+        with zipfile.ZipFile(temporary, "a") as archive:
+            archive.writestr(CHECKPOINT_STATE, json.dumps(state))
+        os.replace(temporary, self.path)  # the one step that changes the checkpoint
+
+
+def checkpoint_state(path):
+    """The state a `ChiefCheckpoint(path)` saved with its model: `{"epoch": epochs done,
+    "batch_size": ...}`, or None when there is no checkpoint at `path`.
+
+    Raises:
+        ConfigurationError: for a file that is not a `ChiefCheckpoint` checkpoint.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(CHECKPOINT_STATE))
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ConfigurationError(
+            f"{path!r} is not a checkpoint of tfdynhp.distribute.ChiefCheckpoint: expected a "
+            f"`.keras` file with the entry {CHECKPOINT_STATE!r} ({error}). Load a plain "
+            "`.keras` file with `keras.models.load_model` and pass `initial_epoch` yourself."
+        ) from error
 
 
 def resume(path, strategy=None):
@@ -55,11 +80,13 @@ def resume(path, strategy=None):
         `(model, state)`: the compiled model with its pruned architecture, weights and
         optimizer state, and `{"epoch": epochs done, "batch_size": ...}` (pass
         `initial_epoch=state["epoch"]` to `fit`); `(None, None)` when there is no checkpoint.
+
+    Raises:
+        ConfigurationError: for a file that is not a `ChiefCheckpoint` checkpoint.
     """
-    if not os.path.exists(path) or not os.path.exists(path + CHECKPOINT_STATE):
+    state = checkpoint_state(path)
+    if state is None:
         return None, None
-    with open(path + CHECKPOINT_STATE) as f:
-        state = json.load(f)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = keras.models.load_model(path)
     return model, state

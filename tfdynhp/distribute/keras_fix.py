@@ -20,7 +20,8 @@ than one worker); every other strategy, and no strategy, runs Keras' own code. I
 by `tfdynhp.distribute.multi_worker_strategy()` and by `GatedModel.fit` under such a strategy,
 never at import, and only for the Keras versions in `AFFECTED_KERAS` (checked at import).
 Delete this module, and its two callers, when Keras fixes the issue: the test
-`test_plain_keras_fit_fails_without_the_fix` then fails and says so.
+`test_plain_keras_fit_on_two_workers_needs_the_fix` (tests/test_multiworker.py) then fails and
+says so.
 """
 
 import keras

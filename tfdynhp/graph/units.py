@@ -264,19 +264,29 @@ class UnitGraph:
 
     def needless_barriers(self):
         """`{layer name: reason}` of the barriers that pin channels which would otherwise be
-        prunable (a Softmax on the model output pins nothing more)."""
+        prunable (a Softmax on the model output pins nothing more): channels they read, and
+        channels they create with a kernel (a `channels_first` or grouped convolution right
+        after the input) that do not reach a model output."""
         found = {}
         for node in self.nodes:
             role = self.roles[id(node)]
             if role.name != registry.BARRIER:
                 continue
-            for tensor in node.input_tensors:
-                for root in self.roots(self.labels(tensor)):
-                    reasons = self._pinned_roots.get(int(root), [])
-                    if not any(r == OUTPUT_PIN or r.startswith("model input") for r in reasons):
-                        found[node.operation.name] = role.reason
-                        break
+            layer = node.operation
+            checks = [(t, (OUTPUT_PIN, "model input")) for t in node.input_tensors]
+            if not role.passthrough and registry.kernels_of(layer):  # it creates channels
+                checks += [(t, (OUTPUT_PIN,)) for t in node.outputs if self.has_labels(t)]
+            if any(self._pinned_for_other_reasons(t, excused) for t, excused in checks):
+                found[layer.name] = role.reason
         return found
+
+    def _pinned_for_other_reasons(self, tensor, excused):
+        """Whether a channel of `tensor` is pinned by no reason starting with `excused`."""
+        for root in self.roots(self.labels(tensor)):
+            reasons = self._pinned_roots.get(int(root), [])
+            if not any(reason.startswith(excused) for reason in reasons):
+                return True
+        return False
 
     def group(self, name):
         for group in self.groups:
@@ -307,39 +317,60 @@ class UnitGraph:
         pooling, dropout) until each gated tensor carries exactly one group's channels in
         order. A group gets a gate only if every channel-mixing layer reading it reads it
         gated; otherwise closing a gate would not remove the channel from that reader, and the
-        group is left without gates.
+        group is left without gates (`ungated_groups` says why).
         """
-        sites, ungatable = [], set()
+        return self._plan_gates()[0]
+
+    def ungated_groups(self):
+        """`{group name: reason}` of the prunable groups `gate_sites` can give no gate (a
+        reader sees their channels only through a layer no gate can move across, such as a
+        depthwise convolution with `depth_multiplier > 1`, which repeats each channel)."""
+        blocked = self._plan_gates()[1]
+        found = {}
+        for group in self.groups:
+            if group.prunable:
+                reason = next((blocked[int(r)] for r in group.ids if int(r) in blocked), None)
+                if reason is not None:
+                    found[group.name] = reason
+        return found
+
+    def _plan_gates(self):
+        sites, blocked = [], {}
 
         def add(tensor, user):
+            """Places gates for `tensor` read by `user`; returns "" or why it cannot."""
             group = self.group_of_tensor(tensor)
             if group is not None:
                 if group.prunable:
                     sites.append((tensor, user, group))
-                return True
+                return ""
             parent = self.producer_node(tensor)
             role = self.roles.get(id(parent)) if parent is not None else None
             if role is None:
-                return False
+                return "a model input carries them mixed with other channels"
             if role.name == registry.CONCAT:
-                return all([add(t, parent) for t in parent.input_tensors])  # noqa: C419 (visit all)
+                reasons = [add(t, parent) for t in parent.input_tensors]
+                return next((reason for reason in reasons if reason), "")
             if role.name == registry.FLATTEN or (role.name == registry.PASS and role.homogeneous):
                 return add(parent.input_tensors[0], parent)
-            return False
+            return _blocking_reason(parent.operation, role)
 
         for node in self.nodes:
             if self.roles[id(node)].name != registry.MIXING:
                 continue
             tensor = node.input_tensors[0]
-            if not add(tensor, node):
-                ungatable.update(int(r) for r in self.roots(self.labels(tensor)))
+            reason = add(tensor, node)
+            if reason:
+                reason = f"'{node.operation.name}' reads them through {reason}"
+                for root in self.roots(self.labels(tensor)):
+                    blocked.setdefault(int(root), reason)
         unique, seen = [], set()
         for tensor, user, group in sites:
             key = (id(tensor), id(user))
-            if key not in seen and not ungatable.intersection(int(r) for r in group.ids):
+            if key not in seen and not blocked.keys() & {int(r) for r in group.ids}:
                 seen.add(key)
                 unique.append((tensor, user, group))
-        return unique
+        return unique, blocked
 
     def kept_positions(self, tensor, removed_roots):
         """Positions of `tensor`'s last axis whose unit is not in `removed_roots`, or None when
@@ -347,6 +378,15 @@ class UnitGraph:
         roots = self.roots(self.labels(tensor))
         keep = ~np.isin(roots, np.fromiter(removed_roots, np.int64, len(removed_roots)))
         return None if keep.all() else np.flatnonzero(keep)
+
+
+def _blocking_reason(layer, role):
+    """Why no gate can move back across `layer` (of `role`) to the channels it carries."""
+    if role.repeat > 1:
+        return (f"'{layer.name}' ({type(layer).__name__}, depth_multiplier={role.repeat}), "
+                "which repeats each channel: no gate can sit on repeated channels")
+    return (f"'{layer.name}' ({type(layer).__name__}), which mixes them with other channels "
+            "or does not commute with scaling a channel: no gate can move across it")
 
 
 def _channels(tensor):

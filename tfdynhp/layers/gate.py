@@ -12,6 +12,7 @@ from tfdynhp.math import hard_concrete as gate_math
 from tfdynhp.validation import check_real
 
 SAMPLING = ("example", "batch")
+PENALTY_MODES = ("loss", "decoupled")
 
 
 def philox_uniform(shape, seed_generator):
@@ -79,6 +80,14 @@ class HardConcreteGate(keras.layers.Layer):
         frozen: `True` fixes the gates at their test-time values in training too (no noise,
             no counting, no penalty, no gradient to `log_alpha`): the final fine-tuning phase
             of a target (see `freeze`). Defaults to `False`.
+        penalty_mode: `"loss"` adds the expected-L0 penalty to the loss (Louizos; its
+            gradient on `log_alpha` is divided by `N` and competes with a data gradient whose
+            size depends on the layer, see `bench/defaults.md`); `"decoupled"` leaves it out
+            of the loss and pulls every `log_alpha` down by `l0_lambda * unit_cost` per step
+            after the gates' Adam step, in the Adam step's own units (as AdamW decouples weight
+            decay): the pull is the same for a Dense unit and a conv channel, whatever `N`,
+            and a gate closes when its data gradient's signal-to-noise ratio is below
+            `l0_lambda * unit_cost`. Prototype (issue 29). Defaults to `"loss"`.
 
     Example:
     >>> gate = HardConcreteGate(l0_lambda=0.1)
@@ -100,6 +109,7 @@ class HardConcreteGate(keras.layers.Layer):
         seed=None,
         gate_speed=1.0,
         frozen=False,
+        penalty_mode="loss",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,6 +141,10 @@ class HardConcreteGate(keras.layers.Layer):
         self.seed = seed
         self.frozen = bool(frozen)
         self.gate_speed = float(check_real("gate_speed", gate_speed))
+        if penalty_mode not in PENALTY_MODES:
+            raise ValueError(f"`penalty_mode` must be one of {PENALTY_MODES}. "
+                             f"Received: penalty_mode={penalty_mode!r}")
+        self.penalty_mode = penalty_mode
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -179,6 +193,12 @@ class HardConcreteGate(keras.layers.Layer):
             initializer=keras.initializers.Constant(self._penalty_weight_value()),
             trainable=False,
         )
+        if self.penalty_mode == "decoupled":
+            self.decoupled_pull = self.add_weight(
+                name="decoupled_pull", shape=(),
+                initializer=keras.initializers.Constant(self._decoupled_pull_value()),
+                trainable=False, aggregation="only_first_replica",
+            )
 
     @property
     def units(self):
@@ -190,8 +210,12 @@ class HardConcreteGate(keras.layers.Layer):
         size, `log_alpha` moves by at most about `gate_speed` per epoch."""
         self.gate_learning_rate.assign(self.gate_speed / max(1, int(steps)))
 
-    def apply_gradient(self, gradient):
-        """One Adam step of `log_alpha` along `gradient` (already summed over replicas)."""
+    def apply_gradient(self, gradient, apply=True):
+        """One Adam step of `log_alpha` along `gradient` (already summed over replicas).
+
+        `apply` may be a boolean tensor: when it is False the step is skipped and nothing
+        changes (selected, not branched on, so it also runs inside a distribution strategy's
+        replica context)."""
         if self.frozen:
             return
         step = self.gate_steps + 1.0
@@ -199,15 +223,25 @@ class HardConcreteGate(keras.layers.Layer):
             ops.cast(gradient, "float32"), self.gate_first_moment, self.gate_second_moment,
             step, self.gate_learning_rate,
         )
+        if self.penalty_mode == "decoupled":
+            delta = delta - self.gate_learning_rate * self.decoupled_pull
+        if apply is not True:
+            delta = ops.where(apply, delta, ops.zeros_like(delta))
+            first = ops.where(apply, first, self.gate_first_moment)
+            second = ops.where(apply, second, self.gate_second_moment)
+            step = ops.where(apply, step, self.gate_steps)
         self.gate_first_moment.assign(first)
         self.gate_second_moment.assign(second)
         self.gate_steps.assign(step)
         self.log_alpha.assign_add(delta)
 
     def _penalty_weight_value(self):
-        if self.frozen:
+        if self.frozen or self.penalty_mode == "decoupled":
             return 0.0
         return self.l0_lambda * self.unit_cost / (self.dataset_size or 1)
+
+    def _decoupled_pull_value(self):
+        return 0.0 if self.frozen else self.l0_lambda * self.unit_cost
 
     def freeze(self):
         """Fixes the gates at their test-time values for the rest of training (retrace the
@@ -215,6 +249,16 @@ class HardConcreteGate(keras.layers.Layer):
         self.frozen = True
         if self.built:
             self.penalty_weight.assign(0.0)
+            if self.penalty_mode == "decoupled":
+                self.decoupled_pull.assign(0.0)
+
+    def unfreeze(self):
+        """Lets the gates train again (noise, counting, penalty and `log_alpha` updates), from
+        where they were frozen: a new pruning run after a frozen one. Retrace the train
+        function afterwards: `model.make_train_function(force=True)`."""
+        self.frozen = False
+        if self.built:
+            self.penalty_weight.assign(self._penalty_weight_value())
 
     def set_penalty(self, l0_lambda=None, unit_cost=None, dataset_size=None):
         """Changes `lambda`, the cost of a channel or `N` (takes effect at the next step,
@@ -227,6 +271,8 @@ class HardConcreteGate(keras.layers.Layer):
             self.dataset_size = int(check_real("dataset_size", dataset_size, 1.0))
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
+            if self.penalty_mode == "decoupled":
+                self.decoupled_pull.assign(self._decoupled_pull_value())
 
     def _gate_kwargs(self):
         return {"gamma": self.limit_low, "zeta": self.limit_high}
@@ -302,6 +348,7 @@ class HardConcreteGate(keras.layers.Layer):
             "seed": self.seed,
             "gate_speed": self.gate_speed,
             "frozen": self.frozen,
+            "penalty_mode": self.penalty_mode,
         }
         return {**super().get_config(), **config}
 

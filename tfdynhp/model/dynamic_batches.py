@@ -132,10 +132,11 @@ class DynamicBatches(keras.utils.PyDataset):
     last batch may be smaller. See the module docstring for when a change takes effect and
     why.
 
-    Pass `shuffle=False` to `fit` as well if the batch order must be reproducible: with
-    `fit(shuffle=True)` (the default) Keras also shuffles the order of the batches with
-    Python's global `random` (seeded by `keras.utils.set_random_seed`), which moves the
-    smaller last batch within the epoch but never changes which examples each batch holds.
+    A `tfdynhp.GatedModel` reads it in the order of this permutation (its `fit` turns
+    Keras' `shuffle` off for it). With another Keras model pass `shuffle=False` to `fit` if the
+    batch order must be reproducible, and always on several workers: with `fit(shuffle=True)`
+    (the default) Keras also shuffles the order of the batches with Python's global `random`,
+    which differs between processes unless seeded alike (`keras.utils.set_random_seed`).
 
     Args:
         x: inputs: a numpy array, a tensor, or a list/tuple/dict of them, with examples along

@@ -19,6 +19,8 @@ from tfdynhp.validation import ConfigurationError, check_integer
 
 GRADIENT_VARIANCE = "grad_variance_l1"
 VARIANCE_RATIO = "grad_variance_ratio"
+L0_PENALTY = "l0_penalty"
+TRAINING_ONLY_METRICS = (GRADIENT_VARIANCE, VARIANCE_RATIO, L0_PENALTY)
 
 
 class DatasetExtent(typing.NamedTuple):
@@ -137,8 +139,14 @@ def fixed_batch_size(x, batch_size, extent=None):
 class GatedModel(keras.Model):
     """Functional model built by `tfdynhp.gate()`.
 
-    - Its loss is the compiled loss plus the expected-L0 penalty of every `HardConcreteGate`,
-      counted once per gate even when a gate is called at several places.
+    - It trains on the compiled loss plus the expected-L0 penalty of every `HardConcreteGate`
+      (counted once per gate even when a gate is called at several places), but reports them
+      apart: `loss` and `val_loss` (and `evaluate()`) are the task loss (the compiled loss
+      and any other losses of the model, as in Keras), `l0_penalty` (training only) the
+      penalty; the gradient is that of `loss + l0_penalty`. The penalty's weight changes
+      during a DynHP fit (lambda control, the frozen phase), so a `val_loss` including it
+      would mislead `ModelCheckpoint(save_best_only=True)`, `EarlyStopping` and
+      `ReduceLROnPlateau`.
     - `fit` sets `dataset_size` (the `N` the penalty is divided by) on every gate created
       without one, from the training data (a `tf.data` dataset whose size tf.data does not
       know is counted in one pass, see `dataset_extent`); it raises a clear error when the
@@ -157,20 +165,55 @@ class GatedModel(keras.Model):
     The estimate assumes a loss averaged over the batch (Keras' default reduction).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, dynhp_run=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._variance_trackers = None
+        self._penalty_tracker = None
         object.__setattr__(self, "_variance_every", 1)
         object.__setattr__(self, "_variance_step", None)
         object.__setattr__(self, "_tap_model", None)
         object.__setattr__(self, "_dynhp_fit_data", None)
         object.__setattr__(self, "_dynhp_fit_batch_size", None)
+        object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
+        object.__setattr__(self, "_dynhp_fit_args", None)
+        object.__setattr__(self, "_dynhp_run", None if dynhp_run is None else dict(dynhp_run))
+
+    @property
+    def dynhp_run(self):
+        """The state of the DynHP run that trained this model (epochs done, a target's
+        reference and schedule; a JSON-ready dict, or `None`), saved with the model: set by
+        `DynHPCallback` at every epoch end, read back when `fit(initial_epoch=...)` continues
+        the run after `tfdynhp.distribute.resume` or `keras.models.load_model`."""
+        return None if self._dynhp_run is None else dict(self._dynhp_run)
+
+    @dynhp_run.setter
+    def dynhp_run(self, state):
+        object.__setattr__(self, "_dynhp_run", None if state is None else dict(state))
+
+    def get_config(self):
+        config = super().get_config()
+        if self._dynhp_run is not None:
+            config["dynhp_run"] = dict(self._dynhp_run)
+        return config
+
+    @property
+    def fit_initial_epoch(self):
+        """The `initial_epoch` of the running `fit` (0 outside `fit`): above 0, the fit
+        continues an earlier run."""
+        return self._dynhp_fit_initial_epoch
 
     @property
     def fit_data(self):
         """The training input of the running `fit` (`None` outside `fit`): how callbacks such
         as `DynHPCallback` reach a `DynamicBatches` to resize it."""
         return self._dynhp_fit_data
+
+    @property
+    def fit_args(self):
+        """`{"x", "y", "validation_data", "validation_split"}` of the running `fit` (`None`
+        outside `fit`): how a tolerance (`tfdynhp.policies.tolerance`) finds the validation
+        data."""
+        return self._dynhp_fit_args
 
     @property
     def fit_batch_size(self):
@@ -189,7 +232,11 @@ class GatedModel(keras.Model):
         return tf.add_n(penalties) if penalties else tf.constant(0.0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss (and the model's other losses) plus, in training only, the L0
+        penalty: evaluation reports the task loss."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not training:
+            return loss
         # Keras divides each replica's loss by the number of replicas (the gradients are then
         # summed); the penalty too, or it would count once per replica.
         penalty = loss_module.scale_loss_for_distribution(self.l0_penalty())
@@ -199,11 +246,14 @@ class GatedModel(keras.Model):
         """`keras.Model.fit`, plus the checks and context the gates and DynHP need.
 
         Sets each gate's training-set size, refuses `EarlyStopping(restore_best_weights=True)`
-        next to a pruning `DynHPCallback` (weights saved before a pruning step no longer fit
-        the model), and lets the callback reach the training data (to resize
-        `DynamicBatches`) and the fixed batch size.
+        next to a callback that removes units (a pruning `DynHPCallback`,
+        `ActivationDensityCallback`: weights saved before a removal no longer fit the model),
+        and lets the callback reach the training data (to resize `DynamicBatches`), the fixed
+        batch size and `initial_epoch`. A `DynamicBatches` input is read in the order of its
+        own seeded permutations: Keras' `shuffle` (which would reorder its batches with
+        Python's global `random`) is turned off for it.
         """
-        _check_callbacks(callbacks)
+        check_restoring_callbacks(callbacks)
         if _keras_compat.is_multi_worker(self.distribute_strategy):
             _keras_compat.install()  # keras-team/keras#20585; a no-op once Keras is fixed
             _check_multi_worker_data(x)
@@ -221,15 +271,26 @@ class GatedModel(keras.Model):
             callbacks.append(_EpochStepsProgbar(x))
         callbacks.append(_GateStepsPerEpoch(x, batch_size, kwargs.get("steps_per_epoch"),
                                             extent))
+        if isinstance(x, DynamicBatches):
+            # It draws its own seeded permutation every epoch. Keras' `shuffle=True` (the
+            # default) would also shuffle the order of its batches with Python's global
+            # `random`, which differs between processes: workers would read different global
+            # batches.
+            kwargs["shuffle"] = False
         object.__setattr__(self, "_dynhp_fit_data", x)
         object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size, extent))
+        object.__setattr__(self, "_dynhp_fit_initial_epoch", int(kwargs.get("initial_epoch", 0)))
+        object.__setattr__(self, "_dynhp_fit_args", {
+            "x": x, "y": y, "validation_data": kwargs.get("validation_data"),
+            "validation_split": kwargs.get("validation_split", 0.0)})
         try:
             # A grown DynamicBatches batch ends an epoch in fewer steps than Keras counted when
             # fit started; Keras then warns, wrongly, that training is interrupted.
             with ignore_ran_out_of_data_warning():
                 return super().fit(x, y, batch_size, epochs, *args, callbacks=callbacks, **kwargs)
         except BaseException:
-            if self.optimizer is None or int(self.optimizer.iterations.numpy()) == 0:
+            optimizer = getattr(self, "optimizer", None)  # absent before compile()
+            if optimizer is None or int(optimizer.iterations.numpy()) == 0:
                 for gate, size in previous_sizes:  # refused before training: change nothing
                     gate.dataset_size = size
                     gate.set_penalty()
@@ -237,6 +298,8 @@ class GatedModel(keras.Model):
         finally:
             object.__setattr__(self, "_dynhp_fit_data", None)
             object.__setattr__(self, "_dynhp_fit_batch_size", None)
+            object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
+            object.__setattr__(self, "_dynhp_fit_args", None)
 
     def _set_dataset_size(self, x, validation_split, extent=None):
         """Sets `N` on the gates that take it from the data; returns their previous values."""
@@ -315,6 +378,9 @@ class GatedModel(keras.Model):
             self._variance_step.assign(0)
 
     def make_train_function(self, force=False):
+        if self._penalty_tracker is None:  # the `l0_penalty` metric, created before tracing
+            with self.distribute_strategy.scope():
+                self._penalty_tracker = keras.metrics.Mean(name=L0_PENALTY)
         if force or self.train_function is None:
             object.__setattr__(self, "_tap_model", None)  # the graph may have been narrowed
         return super().make_train_function(force=force)
@@ -336,10 +402,9 @@ class GatedModel(keras.Model):
 
     def test_step(self, data):
         logs = super().test_step(data)
-        if self._variance_trackers is None:
-            return logs
-        # The variance metrics belong to training; keep `val_*` logs free of them.
-        return {k: v for k, v in logs.items() if k not in (GRADIENT_VARIANCE, VARIANCE_RATIO)}
+        # The penalty and variance metrics belong to training; keep `val_*` logs (and
+        # `evaluate()`) free of them.
+        return {k: v for k, v in logs.items() if k not in TRAINING_ONLY_METRICS}
 
     def train_step(self, data):
         """Keras' training step, plus the gates' own Adam step and, when enabled, the
@@ -363,7 +428,11 @@ class GatedModel(keras.Model):
             )
             batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
             batch_loss = loss_module.unscale_loss_for_distribution(loss)
-            self._loss_tracker.update_state(batch_loss, sample_weight=batch_size)
+            penalty = tf.cast(self.l0_penalty(), batch_loss.dtype)
+            task_loss = batch_loss - penalty  # what `loss` reports (see the class doc)
+            self._loss_tracker.update_state(task_loss, sample_weight=batch_size)
+            if self._penalty_tracker is not None:
+                self._penalty_tracker.update_state(penalty)
             scaled_loss = self.optimizer.scale_loss(loss)
 
         weights = self.trainable_weights
@@ -381,14 +450,17 @@ class GatedModel(keras.Model):
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
                 gate_gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gate_gradients)
+            # A loss-scaled step that overflowed (LossScaleOptimizer skips it and lowers the
+            # scale) gives inf / nan gradients: the gates skip it too.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gate_gradients])
             for gate, gradient in zip(gates, gate_gradients):
-                gate.apply_gradient(gradient)
+                gate.apply_gradient(gradient, apply=finite)
         if tracking:
             # F of the batch rule: the data loss, without the L0 penalty and other additional
             # losses, so that the rule does not depend on lambda.
             def track():
-                penalties = [self.l0_penalty(), *self.losses]
-                data_loss = batch_loss - tf.cast(tf.add_n(penalties), batch_loss.dtype)
+                other_losses = [tf.constant(0.0), *self.losses]
+                data_loss = task_loss - tf.cast(tf.add_n(other_losses), task_loss.dtype)
                 self._track_variance(tracked, taps, gradients[len(weights) + len(gates):],
                                      batch_size, loss_scale, data_loss)
                 return tf.constant(True)
@@ -436,11 +508,23 @@ def _check_multi_worker_data(x):
         )
 
 
-def _check_callbacks(callbacks):
+def removes_units(callback):
+    """Whether `callback` physically removes units during `fit`: its `removes_units`
+    attribute (`ActivationDensityCallback`), or a pruning `DynHPCallback`."""
+    if type(callback).__name__ == "DynHPCallback":
+        return bool(getattr(callback, "prune", False))
+    return bool(getattr(callback, "removes_units", False))
+
+
+def check_restoring_callbacks(callbacks):
+    """Refuses `EarlyStopping(restore_best_weights=True)` next to a callback that removes
+    units: the weights it saves before a removal no longer fit the model at `fit`'s end.
+
+    Raises:
+        ValueError: naming both callbacks and the alternative.
+    """
     callbacks = list(callbacks or [])
-    pruning = any(
-        type(c).__name__ == "DynHPCallback" and getattr(c, "prune", False) for c in callbacks
-    )
+    pruning = [c for c in callbacks if removes_units(c)]
     restoring = [
         c
         for c in callbacks
@@ -449,7 +533,7 @@ def _check_callbacks(callbacks):
     if pruning and restoring:
         raise ValueError(
             "EarlyStopping(restore_best_weights=True) cannot restore weights saved before "
-            "DynHP removed units: they no longer fit the model. Use "
+            f"{type(pruning[0]).__name__} removed units: they no longer fit the model. Use "
             "EarlyStopping(restore_best_weights=False) together with "
             "ModelCheckpoint(path, save_best_only=True) and reload the best `.keras` file."
         )

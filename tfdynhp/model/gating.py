@@ -24,6 +24,7 @@ GATE_OPTIONS = (
     "temperature",
     "limit_low",
     "limit_high",
+    "penalty_mode",
 )
 def is_gated_model(model):
     """Whether `model` contains any `HardConcreteGate` layer."""
@@ -120,13 +121,19 @@ def _prepare(model):
             args, kwargs = node.arguments.fill_in({**tensors, **selected})
         activation = getattr(layer, "activation", None)
         split = registry.splits_activation(layer)
+        # The activity regularizer reads the layer's output: it moves to the activation.
+        regularizer = layer.activity_regularizer if split else None
         if id(layer) not in clones:
-            clones[id(layer)] = _clone(layer, activation="linear") if split else _clone(layer)
+            clones[id(layer)] = (
+                _clone(layer, activation="linear", activity_regularizer=None) if split
+                else _clone(layer)
+            )
             pairs.append((clones[id(layer)], layer))
         outputs = clones[id(layer)](*args, **kwargs)
         if split:
             name = _unique_name(f"{layer.name}_activation", taken)
-            outputs = keras.layers.Activation(activation, name=name)(outputs)
+            outputs = keras.layers.Activation(activation, name=name,
+                                              activity_regularizer=regularizer)(outputs)
         for tensor in node.outputs:
             if id(tensor) in points and id(tensor) not in selected:
                 select = SelectFeatures(name=_unique_name("select_features", taken))
@@ -167,7 +174,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
             `drop_rate_init`.
         **gate_options: `HardConcreteGate` options: `l0_lambda`, `drop_rate_init`,
             `dataset_size` (found at `fit` when not given), `gate_speed`, `sampling`,
-            `temperature`, `limit_low`, `limit_high`.
+            `temperature`, `limit_low`, `limit_high`, `penalty_mode`.
 
     Returns:
         A `tfdynhp.GatedModel`, not compiled.
@@ -197,6 +204,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
             + _pinned_summary(unit_graph)
         )
     _warn_barriers(unit_graph)
+    _warn_ungated(unit_graph)
 
     gates, taken = {}, {layer.name for layer in prepared.layers}
     input_features = {l.name for l in prepared.layers if isinstance(l, SelectFeatures)}
@@ -241,7 +249,9 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
 
 def _pinned_summary(unit_graph):
     reasons = sorted({g.pinned for g in unit_graph.groups if g.pinned})
-    return "Every channel group is pinned: " + "; ".join(reasons[:6]) + (
+    reasons += sorted({f"'{name}' gets no gate: {reason}"
+                       for name, reason in unit_graph.ungated_groups().items()})
+    return "No channel group can be gated: " + "; ".join(reasons[:6]) + (
         f" (and {len(reasons) - 6} more)" if len(reasons) > 6 else ""
     ) + ". See tfdynhp.layer_types.registry for the layers surgery can follow."
 
@@ -252,6 +262,16 @@ def _warn_barriers(unit_graph):
         warnings.warn(
             "tfdynhp.gate(): channels next to these layers are not pruned: "
             + ", ".join(barriers[:8]) + (" ..." if len(barriers) > 8 else ""),
+            stacklevel=3,
+        )
+
+
+def _warn_ungated(unit_graph):
+    ungated = [f"'{name}' ({reason})" for name, reason in unit_graph.ungated_groups().items()]
+    if ungated:
+        warnings.warn(
+            "tfdynhp.gate(): these channel groups get no gate and are not pruned: "
+            + ", ".join(ungated[:8]) + (" ..." if len(ungated) > 8 else ""),
             stacklevel=3,
         )
 
@@ -298,6 +318,8 @@ def copy_model(model, float32=False):
                     model_class=GatedModel if isinstance(model, GatedModel) else keras.Model,
                     float_inputs="float32" if float32 else None)
     _copy_weights(pairs)
+    if isinstance(model, GatedModel):
+        copy.dynhp_run = model.dynhp_run  # the run's target reference, saved with the model
     return copy
 
 

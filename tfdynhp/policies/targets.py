@@ -255,17 +255,21 @@ class TargetController:
 
     def __init__(self, target, epochs, min_units=1, gain=2.0, **measure_kwargs):
         self.target = target
+        self.epochs = epochs
         self.by_epoch = target.by_epoch or max(1, round(2 * epochs / 3))
-        if self.by_epoch > epochs:
-            raise ConfigurationError(
-                f"The target is to be met by epoch {self.by_epoch}, but fit runs {epochs} "
-                "epochs. Lower `by_epoch` or train longer."
-            )
+        self._check_by_epoch()
         self.min_units = min_units
         self.gain = gain
         self.measure_kwargs = measure_kwargs
         self.offset = 0.0  # measured minus estimated int8 bytes (fixed file overhead)
         self.initial = self.amount = None
+
+    def _check_by_epoch(self):
+        if self.by_epoch > self.epochs:
+            raise ConfigurationError(
+                f"The target is to be met by epoch {self.by_epoch}, but fit runs {self.epochs} "
+                "epochs. Lower `by_epoch` or train longer."
+            )
 
     def measure(self, model, keep_masks=None, unit_graph=None):
         value = measure(model, self.target.resource, keep_masks, unit_graph,
@@ -287,6 +291,25 @@ class TargetController:
                 f"{self.target.describe(self.initial)}). Aim higher, or start from a smaller "
                 "model (a target met only by removing a whole layer is not reachable)."
             )
+        return self.amount
+
+    def reference(self):
+        """What the schedule starts from and aims at (JSON-ready): saved with the model, so
+        that a resumed run (`restore`) follows the schedule of the run it continues."""
+        return {"initial": self.initial, "amount": self.amount, "by_epoch": self.by_epoch,
+                "offset": self.offset, "measure_batch_size": self.measure_kwargs.get("batch_size")}
+
+    def restore(self, reference):
+        """Continues the run whose `reference()` this is, instead of `begin`: a percentage
+        target stays a percentage of the model the run started from, not of the (already
+        pruned) model it resumes with."""
+        self.initial = float(reference["initial"])
+        self.amount = float(reference["amount"])
+        self.by_epoch = int(reference["by_epoch"])
+        self.offset = float(reference["offset"])
+        if reference.get("measure_batch_size") is not None:  # a memory target's batch
+            self.measure_kwargs["batch_size"] = int(reference["measure_batch_size"])
+        self._check_by_epoch()
         return self.amount
 
     def scheduled(self, epoch):

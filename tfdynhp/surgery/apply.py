@@ -122,9 +122,10 @@ def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
     the output columns and biases of the layers creating it, the input rows of the layers
     consuming it (every `h*W + w` feature of it behind a `Flatten`), its gates,
     BatchNormalization statistics and depthwise filters. Variables keep their order so `.keras`
-    files reload. The optimizer is rebuilt with its slots sliced the same way
-    (`optimizer_slots="slice"`) or zeroed (`"reset"`; the step count and the learning rate
-    carry over either way); Keras' train / test / predict functions are rebuilt so that
+    files reload. The optimizer is rebuilt with every option and its slots sliced the same
+    way (`optimizer_slots="slice"`) or zeroed (`"reset"`; the step count, the learning rate,
+    a loss scale and EMA copies of the weights carry over either way; see
+    `tfdynhp.surgery.optimizer`); Keras' train / test / predict functions are rebuilt so that
     training continues on the new variables. Works on gated and plain models alike.
 
     All or nothing: if anything fails, the model and its optimizer are left exactly as they
@@ -170,14 +171,9 @@ def apply_keep_masks(model, keep_masks, optimizer_slots="slice"):
         old_optimizer = getattr(model, "optimizer", None)
         new_optimizer = old_optimizer
         if old_optimizer is not None:
-            if optimizer_slots == "slice":
-                new_optimizer = optimizer_surgery.rebuild_optimizer(
-                    old_optimizer, new_trainable, slicers
-                )
-            else:
-                new_optimizer = optimizer_surgery.rebuild_optimizer(
-                    old_optimizer, new_trainable, slicers=None
-                )
+            new_optimizer = optimizer_surgery.rebuild_optimizer(
+                old_optimizer, new_trainable, slicers, reset_slots=optimizer_slots == "reset"
+            )
 
     # Phase 2: commit; undo everything on any failure.
     snapshots = [(edit.layer, _snapshot(edit.layer)) for edit in edits]

@@ -1,76 +1,163 @@
-"""Rebuilding a Keras optimizer for narrowed variables, with its slots sliced to match.
+"""Rebuilding a Keras optimizer for narrowed variables, with its state sliced to match.
 
 Keras optimizers refuse variables they were not built with, so after surgery the optimizer is
-rebuilt from its config over the new variables. Its per-variable slots (momentum, Adam's
-moments, RMSprop's averages, gradient accumulators, EMA copies: any list attribute aligned with
-the optimizer's variables) are sliced with the same kept indices as the variable they belong
-to, so training continues as if the removed units had never existed; the step counter and the
-current learning rate carry over.
+rebuilt over the new variables with every option of the old one: its config, the options
+Keras keeps outside the config (weight-decay exclusions, a learning-rate schedule or callable
+object) and, for a `LossScaleOptimizer`, its inner optimizer, rebuilt the same way. Then
+every variable of the new optimizer receives the old one's value:
+
+- per-variable slots (momentum, Adam's moments and amsgrad maxima, RMSprop's averages,
+  gradient accumulators, the EMA copies of the weights: any list attribute aligned with the
+  optimizer's variables) are sliced with the same kept indices as the variable they belong
+  to, so training continues as if the removed units had never existed;
+- everything else (step counters, the learning rate, a loss scale and its counter) is copied.
+
+With `reset_slots=True` the moments and accumulators stay at their initial values instead; the
+EMA copies are still sliced (they are weights, not statistics: zeros would replace the weights
+at the end of `fit`).
 """
+
+import warnings
 
 import keras
 import numpy as np
 
 from tfdynhp.surgery import variables as variable_utils
 
+# Slot lists that hold copies of the weights rather than statistics of the gradients.
+WEIGHT_COPIES = ("_model_variables_moving_average",)
+
+
+def _optimizers(optimizer):
+    """`optimizer` and the optimizers it wraps (a `LossScaleOptimizer`'s inner optimizer)."""
+    found = [optimizer]
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if isinstance(inner, keras.optimizers.Optimizer):
+        found += _optimizers(inner)
+    return found
+
 
 def _aligned_slot_lists(optimizer):
-    """Names of the optimizer's list attributes that hold one slot per trainable variable."""
-    model_variables = optimizer._trainable_variables
-    names = []
+    """`{name: list}` of the optimizer's list attributes holding one slot per trainable
+    variable (entries may be None), whatever their shapes."""
+    model_variables = getattr(optimizer, "_trainable_variables", [])
+    found = {}
+    if not model_variables:
+        return found
     for name, value in vars(optimizer).items():
         if not isinstance(value, (list, tuple)) or len(value) != len(model_variables):
             continue
-        if not value or not all(v is None or isinstance(v, keras.Variable) for v in value):
+        if not any(v is not None for v in value):
+            continue
+        if not all(v is None or isinstance(v, keras.Variable) for v in value):
             continue
         if any(v is m for v, m in zip(value, model_variables)):
             continue  # the model's variables themselves
-        same_shapes = all(
-            v is None or tuple(v.shape) == tuple(m.shape) for v, m in zip(value, model_variables)
-        )
-        if same_shapes and any(v is not None for v in value):
-            names.append(name)
-    return names
+        found[name] = value
+    return found
 
 
-def rebuild_optimizer(optimizer, new_variables, slicers):
-    """Returns a new optimizer like `optimizer`, built over `new_variables`, with sliced slots.
+def _slot_owners(optimizer):
+    """`{id(slot): (variable index, slot list name)}` over `optimizer` and its inner ones."""
+    owners = {}
+    for part in _optimizers(optimizer):
+        for name, slots in _aligned_slot_lists(part).items():
+            for index, slot in enumerate(slots):
+                if slot is not None:
+                    owners[id(slot)] = (index, name)
+    return owners
+
+
+def _fresh_copy(optimizer, old_variables, new_variables):
+    """An unbuilt optimizer with every option of `optimizer`, its weight-decay exclusions
+    moved from `old_variables` to `new_variables`."""
+    config = optimizer.get_config()
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if isinstance(inner, keras.optimizers.Optimizer):
+        rest = {k: v for k, v in config.items() if k != "inner_optimizer"}
+        copy = optimizer.__class__(_fresh_copy(inner, old_variables, new_variables), **rest)
+    else:
+        rate = getattr(optimizer, "_learning_rate", None)
+        if rate is not None and not isinstance(rate, keras.Variable):
+            config["learning_rate"] = rate  # the schedule (or callable) object itself
+        copy = optimizer.__class__.from_config(config)
+    excluded = getattr(optimizer, "_exclude_from_weight_decay", None)
+    pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+    if excluded or pattern is not None:
+        moved = {optimizer._var_key(old): copy._var_key(new)
+                 for old, new in zip(old_variables, new_variables)}
+        copy._exclude_from_weight_decay = {moved.get(key, key) for key in excluded or ()}
+        copy._exclude_from_weight_decay_pattern = pattern
+        copy._exclude_from_weight_decay_cache = {}
+    return copy
+
+
+def rebuild_optimizer(optimizer, new_variables, slicers, reset_slots=False):
+    """Returns a new optimizer like `optimizer`, built over `new_variables`, with its state.
 
     Args:
-        optimizer: a built or unbuilt `keras.optimizers.Optimizer`.
+        optimizer: a built or unbuilt `keras.optimizers.Optimizer` (an unbuilt one is
+            returned as is).
         new_variables: the model's trainable variables after surgery, in the same order as the
             variables `optimizer` was built with.
         slicers: one function per variable, `slicer(old_array) -> new_array` (identity for a
-            variable that did not change); `None` leaves every slot at its initial value
-            (moments reset) while the step count and the learning rate still carry over.
+            variable that did not change).
+        reset_slots: leave the moments and gradient accumulators at their initial values
+            (the step count, the learning rate, a loss scale and the EMA copies of the
+            weights still carry over). Defaults to `False`.
 
     Raises:
-        ValueError: when the optimizer was built over a different number of variables.
+        ValueError: when the optimizer was built over a different number of variables, or
+            the rebuilt optimizer's variables do not match the old one's.
     """
     if not optimizer.built:
         return optimizer
     old_variables = optimizer._trainable_variables
-    if len(old_variables) != len(new_variables):
+    if len(old_variables) != len(new_variables) or len(slicers) != len(new_variables):
         raise ValueError(
             f"The optimizer tracks {len(old_variables)} variables but the model has "
             f"{len(new_variables)} trainable variables; recompile the model."
         )
-    learning_rate = optimizer.learning_rate
-    new_optimizer = optimizer.__class__.from_config(optimizer.get_config())
+    new_optimizer = _fresh_copy(optimizer, old_variables, new_variables)
     new_optimizer.build(list(new_variables))
-    new_optimizer.iterations.assign(optimizer.iterations)
-    if isinstance(optimizer._learning_rate, keras.Variable):
-        new_optimizer.learning_rate = float(keras.ops.convert_to_numpy(learning_rate))
-    if slicers is None:
-        return new_optimizer
-    for name in _aligned_slot_lists(optimizer):
-        new_slots = getattr(new_optimizer, name, None)
-        old_slots = getattr(optimizer, name)
-        if new_slots is None or len(new_slots) != len(old_slots):
-            raise ValueError(f"Optimizer slot list '{name}' did not rebuild; cannot slice it.")
-        for old_slot, new_slot, slicer in zip(old_slots, new_slots, slicers):
-            if old_slot is not None and new_slot is not None:
-                new_slot.assign(slicer(variable_utils.to_numpy(old_slot)))
+    old_state, new_state = optimizer.variables, new_optimizer.variables
+    if len(old_state) != len(new_state) or any(
+        o.name != n.name for o, n in zip(old_state, new_state)
+    ):
+        raise ValueError(
+            f"Rebuilding optimizer '{optimizer.name}' ({type(optimizer).__name__}) created "
+            f"other variables ({[v.name for v in new_state]}) than it had "
+            f"({[v.name for v in old_state]}); cannot carry its state over."
+        )
+    owners = _slot_owners(optimizer)
+    unsliceable = set()
+    for old, new in zip(old_state, new_state):
+        owner = owners.get(id(old))
+        if owner is None:
+            if tuple(old.shape) != tuple(new.shape):
+                raise ValueError(
+                    f"Optimizer variable '{old.path}' changed shape from {tuple(old.shape)} "
+                    f"to {tuple(new.shape)} but belongs to no model variable; cannot slice it."
+                )
+            new.assign(old)
+            continue
+        index, list_name = owner
+        if reset_slots and list_name not in WEIGHT_COPIES:
+            continue
+        value = variable_utils.to_numpy(old)
+        if tuple(old.shape) == tuple(old_variables[index].shape):
+            new.assign(slicers[index](value))
+        elif tuple(old_variables[index].shape) == tuple(new_variables[index].shape):
+            new.assign(value)  # a slot of another shape, of a variable that did not change
+        else:
+            unsliceable.add(list_name)  # a factored slot (Adafactor): stays at its initial value
+    if unsliceable:
+        warnings.warn(
+            f"Optimizer {type(optimizer).__name__}: the slots {sorted(unsliceable)} of the "
+            "narrowed variables do not have their variable's shape and cannot be sliced "
+            "exactly; they restart from their initial values.",
+            stacklevel=3,
+        )
     return new_optimizer
 
 

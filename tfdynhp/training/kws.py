@@ -40,7 +40,8 @@ def load_splits(keywords=None, difficulty="medium", size="medium", seed=0, **kwa
 
 
 def held_out_accuracies(model, tflite, info, tflm_samples=None):
-    """Accuracy on `test_voices` and `test_accents`: Keras float, LiteRT int8, optionally TFLM.
+    """Accuracy on `test_voices` and `test_accents`: Keras float, LiteRT int8, optionally TFLM,
+    and how often the runtimes agree on the class.
 
     Args:
         model: the stripped Keras model.
@@ -49,21 +50,28 @@ def held_out_accuracies(model, tflite, info, tflm_samples=None):
         tflm_samples: clips per split evaluated in TFLite Micro (`None`: none, `0`: all).
 
     Returns:
-        `{split: {"float": acc, "int8": acc, "tflm": acc, "n": count}}`.
+        `{split: {"float": acc, "int8": acc, "int8_float_agreement": fraction, "tflm": acc,
+        "tflm_n": count, "tflm_litert_agreement": fraction, "n": count}}` (the agreements:
+        the fraction of clips where the two give the same class).
     """
     from tfdynhp import converters
 
     result = {}
     for split in ("test_voices", "test_accents"):
         x, y = info.splits[split]
-        row = {"n": len(y), "float": float(np.mean(
-            np.argmax(model.predict(x, batch_size=512, verbose=0), -1) == y))}
+        float_class = np.argmax(model.predict(x, batch_size=512, verbose=0), -1)
+        row = {"n": len(y), "float": float(np.mean(float_class == y))}
         if tflite is not None:
-            row["int8"] = float(converters.evaluate(tflite, x, y, "litert")["accuracy"])
+            litert = converters.evaluate(tflite, x, y, "litert", time_latency=False)
+            row["int8"] = float(litert["accuracy"])
+            row["int8_float_agreement"] = float(np.mean(litert["predictions"] == float_class))
             if tflm_samples is not None:
                 n = len(y) if tflm_samples == 0 else min(tflm_samples, len(y))
-                row["tflm"] = float(converters.evaluate(tflite, x[:n], y[:n], "tflm")["accuracy"])
+                tflm = converters.evaluate(tflite, x[:n], y[:n], "tflm", time_latency=False)
+                row["tflm"] = float(tflm["accuracy"])
                 row["tflm_n"] = int(n)
+                row["tflm_litert_agreement"] = float(
+                    np.mean(tflm["predictions"] == litert["predictions"][:n]))
         result[split] = row
     return result
 

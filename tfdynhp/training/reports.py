@@ -4,7 +4,7 @@ A run folder written by `tfdynhp.training.train` (or `tfdynhp train`) holds `his
 (Keras' `CSVLogger`, one row per epoch, with the `dynhp/...` columns of `DynHPCallback`) and
 `summary.json`. From them this module draws, against the epoch:
 
-- `units.png`: active input units per gated layer (fig. 1);
+- `units.png`: units per prunable group (gated groups under DynHP; fig. 1);
 - `batch_size.png`: the mini-batch size (fig. 5);
 - `memory.png`: training memory in both accountings, with the budget (fig. 6);
 - `val_error.png`: the validation error in % (fig. 7 plots the test error; the test set is
@@ -142,12 +142,12 @@ def plot_history(history, out_dir, budget_bytes=None, accounting="paper"):
     layers = sorted({k for r in history for k in r if str(k).startswith(UNITS_PREFIX)})
     for key in layers:
         ax.plot(*_series(history, key), marker=".", label=key[len(UNITS_PREFIX):])
-    ax.set_ylabel("units (channels) per gated group")
+    ax.set_ylabel("units (channels) per prunable group")
     if layers:
         ax.set_yscale("log")
     else:
-        _note(ax, "no gated layers")
-    title = "Units per gated group"
+        _note(ax, "no prunable groups")
+    title = "Units per prunable group"
     paths.append(_save(plt, fig, ax, os.path.join(out_dir, PLOTS[0]), title))
 
     plt, fig, ax = _figure()
@@ -176,7 +176,9 @@ def _note(ax, text):
 
 
 _SUMMARY_ROWS = (
+    ("method", "method", None),
     ("mode", "mode", None),
+    ("amount", "amount (complexity-driven)", None),
     ("dataset", "dataset", None),
     ("arch", "hidden widths", None),
     ("test_error_pct", "test error (%)", "{:.2f}"),
@@ -235,7 +237,8 @@ def write_summary_markdown(summary, out_dir):
     """Writes `summary.md` into `out_dir` and returns its path."""
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w") as f:
-        f.write(f"# Run summary: {summary.get('mode', '?')} on {summary.get('dataset', '?')}\n\n")
+        what = summary.get("mode") or summary.get("method") or "?"
+        f.write(f"# Run summary: {what} on {summary.get('dataset', '?')}\n\n")
         f.write(summary_markdown(summary))
     return path
 

@@ -12,7 +12,17 @@ with the same options are the same experiment. A run is a composition of small s
    the learning-rate schedule, the CSV log;
 5. `summarize`, `export_all`, and the plots of `tfdynhp.training.reports`.
 
-Modes (METHOD.md sections 2-3):
+Methods (`method`): `"dynhp"` (the default, in one of the modes below), or one of the other
+pruning methods on the same engine (`tfdynhp.methods`, `tfdynhp.callbacks`), each with the same
+outputs (history, summary, plots, exports):
+
+- `"activation-density"`: a plain model resized to its activation densities during the `fit`
+  (`ActivationDensityCallback`, Foldy-Porto et al.);
+- `"pa"`, `"fa"`, `"ma"`: a plain model narrowed at initialization by complexity-driven
+  pruning (`complexity_prune`, Zawish et al.: parameter-, FLOPs- or memory-aware, `amount`),
+  then trained.
+
+Modes of method `"dynhp"` (METHOD.md sections 2-3):
 
 - `"dense"`: the plain model, no gates (the unpruned reference).
 - `"sp"`: soft pruning, Louizos' L0 gates trained without removing anything (the paper's SP).
@@ -27,7 +37,9 @@ import json
 import math
 import os
 import random
+import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -39,8 +51,16 @@ from tfdynhp.costs import units as resources
 from tfdynhp.datasets import shaping as inputs
 from tfdynhp.datasets.shaping import FASHION_MNIST_LABELS, load_data, representative_subset
 from tfdynhp.math import budget as budget_lib
+from tfdynhp.validation import ConfigurationError, check_integer
 
 MODES = ("dense", "sp", "hp", "dynhp")
+METHODS = ("dynhp", "activation-density", "pa", "fa", "ma")
+COMPLEXITY_METHODS = ("pa", "fa", "ma")
+# Options of DynHP's gates, callback and batch rule: refused with the other methods.
+DYNHP_OPTIONS = ("mode", "l0_lambda", "drop_rate_init", "first_layer_drop_rate", "penalty",
+                 "threshold", "budget", "alpha_bs", "target", "target_epoch", "variance_every")
+AMOUNT_DEFAULT = 0.5
+ACTIVATION_DENSITY_SAMPLES = 512
 EXPORT_TARGETS = ("pi", "android", "mcu")
 LENET_300_100 = (300, 100)
 LR_SCHEDULES = ("constant", "cosine")
@@ -135,13 +155,20 @@ def check_exports(exports):
 
 @dataclasses.dataclass
 class RunConfig:
-    """The options of one run; `None` takes the mode's default (see `DEFAULTS`)."""
+    """The options of one run; `None` takes the method's and mode's default (see `DEFAULTS`).
+
+    `method` is `"dynhp"` (then `mode` defaults to `"dynhp"`) or another pruning method of
+    `METHODS` (then the DynHP options, `DYNHP_OPTIONS`, must stay `None`; `amount` is the
+    fraction the most complex group loses with `"pa"`, `"fa"`, `"ma"`, default 0.5).
+    """
 
     dataset: str = "fashion-mnist"
     arch: object = "mlp"
     hidden: object = None
     model_path: str = None
-    mode: str = "dynhp"
+    mode: str = None
+    method: str = "dynhp"
+    amount: float = None
     epochs: int = None
     batch_size: int = None
     lr: float = None
@@ -166,12 +193,13 @@ class RunConfig:
 
     def resolve(self):
         """Fills in the defaults and checks the options; returns `self`."""
-        if self.mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={self.mode!r}")
+        self._resolve_method()
         dynhp = self.mode == "dynhp"
         defaults = dict(DEFAULTS)
         if not dynhp:
             defaults.update(batch_size=FIXED_BATCH_DEFAULT, budget=None)
+        if not self.gated:
+            defaults = {k: v for k, v in defaults.items() if k not in DYNHP_OPTIONS}
         for field, value in defaults.items():
             if hasattr(self, field) and getattr(self, field) is None and field != "hidden":
                 setattr(self, field, value)
@@ -192,6 +220,8 @@ class RunConfig:
         if self.target is not None and self.mode in ("dense", "sp"):
             raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
                              f"{self.mode!r} removes nothing.")
+        if self.variance_every is not None:
+            self.variance_every = check_integer("variance_every", self.variance_every, 1)
         if self.bn_momentum is not None:
             from tfdynhp.validation import check_real
 
@@ -199,15 +229,47 @@ class RunConfig:
         self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
         return self
 
+    def _resolve_method(self):
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}. Received: "
+                             f"method={self.method!r}")
+        if self.method == "dynhp":
+            self.mode = "dynhp" if self.mode is None else self.mode
+            if self.mode not in MODES:
+                raise ValueError(f"`mode` must be one of {MODES}. Received: mode={self.mode!r}")
+        else:
+            given = [name for name in DYNHP_OPTIONS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(f'`{name}`' for name in given)} of DynHP do not apply to "
+                    f"{self.method!r}, a method that prunes by its own rule: leave them out, "
+                    "or use method 'dynhp'."
+                )
+        if self.method in COMPLEXITY_METHODS:
+            amount = AMOUNT_DEFAULT if self.amount is None else self.amount
+            from tfdynhp.validation import check_real
+
+            self.amount = float(check_real("amount", amount, 0.0, 0.999))
+        elif self.amount is not None:
+            raise ValueError(f"`amount` applies to methods {COMPLEXITY_METHODS} only (method "
+                             f"{self.method!r}). Received: amount={self.amount!r}")
+
+    @property
+    def gated(self):
+        """Whether the run trains a gated model (method "dynhp" in a mode other than dense)."""
+        return self.method == "dynhp" and self.mode != "dense"
+
     def as_dict(self):
         record = dataclasses.asdict(self)
         record["hidden"] = list(self.hidden) if self.hidden is not None else None
         record["budget_bytes"] = record.pop("budget")
         record["target"] = None if self.target is None else str(self.target)
-        if self.mode == "dense":
+        if not self.gated:
             for key in ("l0_lambda", "drop_rate_init", "first_layer_drop_rate", "penalty",
                         "threshold"):
                 record[key] = None
+        if self.method != "dynhp":
+            record["final_phase"] = None
         return record
 
 
@@ -216,7 +278,8 @@ class TrainResult:
     """What `train()` returns.
 
     Attributes:
-        model: the trained model (a `tfdynhp.GatedModel`, or the plain model in `"dense"`).
+        model: the trained model (a `tfdynhp.GatedModel`, or the plain model in mode
+            `"dense"` and with the other methods).
         stripped: the deployable plain Keras model (`tfdynhp.strip(model)`).
         history: one dict per epoch: Keras' logs (loss, accuracy, val_accuracy, ...), the
             `dynhp/...` keys of `DynHPCallback`, `val_error` and `epoch_seconds`.
@@ -237,12 +300,24 @@ def build_model(config, input_shape, num_classes):
         import tfdynhp.model  # noqa: F401  (registers GatedModel and tfdynhp's layers)
 
         return keras.saving.load_model(config.model_path, compile=False)
-    if config.arch == "mlp":
-        model = architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
-                                  seed=config.seed)
-    else:
-        model = architectures.build(config.arch, tuple(input_shape), num_classes,
-                                    seed=config.seed)
+    input_shape = tuple(int(d) for d in input_shape)
+    try:
+        if config.arch == "mlp":
+            model = architectures.mlp(math.prod(input_shape), config.hidden, num_classes,
+                                      seed=config.seed)
+        else:
+            if len(input_shape) == 2:  # (height, width) maps, e.g. a .npz of grey images
+                input_shape = (*input_shape, 1)
+            model = architectures.build(config.arch, input_shape, num_classes,
+                                        seed=config.seed)
+    except ValueError as e:
+        # The data set's examples do not fit the architecture (e.g. LeNet-5 on digits' 64
+        # features): the user's choice of data and model, refused before training.
+        raise ConfigurationError(
+            f"Architecture {config.arch!r} cannot take the examples of {config.dataset}, of "
+            f"shape {input_shape}: {e} Choose an architecture for this data (an MLP: 'mlp' "
+            "or widths such as '300,100') or data of the architecture's input."
+        ) from e
     if config.bn_momentum is not None:  # e.g. 0.9 for small data sets (few steps per epoch)
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -282,12 +357,13 @@ def cosine_epoch_schedule(lr, epochs):
 
 
 class _EpochRecorder(keras.callbacks.Callback):
-    """Adds `val_error`, `epoch_seconds` and, for models DynHP does not watch (dense mode),
-    the same `dynhp/...` keys, so every mode writes the same columns."""
+    """Adds `val_error`, `epoch_seconds` and, for models DynHP does not watch (a dense run, or
+    another pruning method), the same `dynhp/...` keys measured on the live model at the
+    epoch's end (after any resizing), so every run writes the same columns."""
 
-    def __init__(self, static_record=None):
+    def __init__(self, batch_size=None):
         super().__init__()
-        self.static_record = static_record
+        self.batch_size = batch_size  # set: record the model's own `dynhp/...` keys
         self.history = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -295,8 +371,8 @@ class _EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        if self.static_record:
-            logs.update(self.static_record)
+        if self.batch_size is not None:
+            logs.update(_plain_record(self.model, self.batch_size))
         if "val_accuracy" in logs:
             logs["val_error"] = 1.0 - float(logs["val_accuracy"])
         logs["epoch_seconds"] = time.perf_counter() - self._start
@@ -310,8 +386,11 @@ def _to_float(value):
         return value
 
 
-def _dense_record(model, batch_size):
-    """The `dynhp/...` keys of a compiled dense model (its optimizer slots included)."""
+def _plain_record(model, batch_size):
+    """The `dynhp/...` keys of a compiled plain model (its optimizer slots included): size,
+    MACs, batch, training memory in both accountings, and the units of each prunable group."""
+    from tfdynhp.graph import analyze
+
     cost = resources.model_cost(model)
     record = {
         PARAM_KEY: memory.parameter_count(model),
@@ -320,15 +399,28 @@ def _dense_record(model, batch_size):
         PAPER_MEMORY_KEY: memory.training_memory(model, batch_size, "paper")[0],
         FULL_MEMORY_KEY: memory.training_memory(model, batch_size, "full")[0],
     }
+    with warnings.catch_warnings():  # what cannot be pruned was said when it mattered
+        warnings.simplefilter("ignore")
+        groups = analyze(model).groups
+    for group in groups:
+        if group.prunable:
+            record[f"{UNITS_PREFIX}{group.name}"] = group.units
     return record
 
 
-def method_callbacks(config, verbose=0):
-    """The callbacks of the run's mode: `(callbacks, recorder)`."""
-    from tfdynhp.callbacks import DynHPCallback
+def method_callbacks(config, verbose=0, sample=None):
+    """The callbacks of the run's method and mode: `(callbacks, recorder)`.
+
+    Args:
+        config: the resolved `RunConfig`.
+        verbose: the pruning callbacks' verbosity.
+        sample: training inputs the activation densities are measured on (method
+            `"activation-density"`).
+    """
+    from tfdynhp.callbacks import ActivationDensityCallback, DynHPCallback
 
     callbacks = []
-    if config.mode != "dense":
+    if config.gated:
         callbacks.append(DynHPCallback(
             threshold=config.threshold,
             prune=config.mode != "sp",
@@ -342,12 +434,36 @@ def method_callbacks(config, verbose=0):
             **({} if config.variance_every is None else {"variance_every": config.variance_every}),
             verbose=verbose,
         ))
-    recorder = _EpochRecorder()
+    elif config.method == "activation-density":
+        if sample is None:
+            raise ValueError("Method 'activation-density' needs `sample`: training inputs to "
+                             "measure activation densities on.")
+        callbacks.append(ActivationDensityCallback(sample, verbose=verbose))
+    # After the pruning callbacks: it records the widths they leave.
+    recorder = _EpochRecorder(None if config.gated else config.batch_size)
     callbacks.append(recorder)
     if config.lr_schedule == "cosine":
         callbacks.append(keras.callbacks.LearningRateScheduler(
             cosine_epoch_schedule(config.lr, config.epochs)))
     return callbacks, recorder
+
+
+def fit_verbosity(verbose=1, stream=None):
+    """Keras' `fit` verbosity for progress output on `stream` (default `sys.stdout`): `0` when
+    `verbose` is 0; the progress bar (`1`) on a terminal; one line per epoch (`2`) otherwise.
+
+    Keras redraws its bar on any stream (it treats every POSIX process as a terminal), so a
+    run whose output goes to a file or a pipe (`make train > log`) would write megabytes of
+    redraws.
+    """
+    if not verbose:
+        return 0
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return 1 if isatty is not None and isatty() else 2
+    except ValueError:  # a closed stream
+        return 2
 
 
 def _evaluate_accuracy(model, x, y):
@@ -366,7 +482,8 @@ def _seeded(seed):
 
 def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, labels=None,
           **options):
-    """Trains a model in one mode and measures it like the paper's Table 3.
+    """Trains a model with one pruning method (DynHP in one mode by default) and measures it
+    like the paper's Table 3.
 
     Args:
         data: `((x_train, y_train), (x_test, y_test))` to use instead of loading
@@ -376,12 +493,14 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `summary.json`, plots and `export/<target>/`; `None` writes nothing.
         exports: targets among `"pi"`, `"android"`, `"mcu"` (needs `out_dir`).
         verbose: 1 prints DynHP's one line per epoch. Defaults to `1`.
-        keras_verbose: Keras' `fit` verbosity. Defaults to `verbose`.
+        keras_verbose: Keras' `fit` verbosity. Defaults to `fit_verbosity(verbose)`: the
+            progress bar on a terminal, one line per epoch when the output is a file or pipe.
         labels: class names for the exports. Defaults to Fashion-MNIST's names for that data
             set, else `class_0, ...`.
         **options: the fields of `RunConfig`: `dataset`, `arch` (a name of
             `tfdynhp.architectures` or MLP widths such as `"300,100"`), `hidden`,
-            `model_path` (a user's `.keras` model), `mode`, `epochs`, `batch_size`, `lr`,
+            `model_path` (a user's `.keras` model), `method` (`METHODS`), `amount` (methods
+            "pa", "fa", "ma"), `mode`, `epochs`, `batch_size`, `lr`,
             `lr_schedule`, `l0_lambda`, `drop_rate_init`, `first_layer_drop_rate`,
             `penalty`, `threshold`, `budget`, `alpha_bs`, `accounting`, `target`,
             `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`,
@@ -410,7 +529,7 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
     if rank and out_dir is not None:
         # Only the chief writes the run's files; the other workers write their own folder.
         out_dir, exports = os.path.join(os.fspath(out_dir), "workers", str(rank)), ()
-    keras_verbose = verbose if keras_verbose is None else keras_verbose
+    keras_verbose = fit_verbosity(verbose) if keras_verbose is None else keras_verbose
     (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if labels is None and inputs.is_fashion_mnist(config.dataset) and num_classes == 10:
@@ -443,8 +562,13 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
         if validation is not None:
             validation = (inputs.shape_for(validation[0], shape, "the validation data"),
                           validation[1])
-        if config.mode == "dense":
-            model = base
+        plan = None
+        if config.method in COMPLEXITY_METHODS:
+            from tfdynhp.methods.complexity_pruning import complexity_prune
+
+            plan, _ = complexity_prune(base, config.method, config.amount)
+        if not config.gated:
+            model = strip(base) if is_gated_model(base) else base
         else:
             model = base if is_gated_model(base) else gate(
                 base, seed=config.seed, l0_lambda=config.l0_lambda,
@@ -452,14 +576,14 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
                 first_layer_drop_rate=config.first_layer_drop_rate,
                 penalty=config.penalty or "units",
             )
-        callbacks, recorder = method_callbacks(config, verbose)
+        sample = None
+        if config.method == "activation-density":
+            sample = representative_subset(x_train, ACTIVATION_DENSITY_SAMPLES, config.seed)
+        callbacks, recorder = method_callbacks(config, verbose, sample=sample)
         if out_dir is not None:
             callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
         model.compile(optimizer=keras.optimizers.Adam(config.lr),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    if config.mode == "dense":
-        recorder.static_record = _dense_record(model, config.batch_size)
-
     if config.mode == "dynhp":
         fit_x, fit_kwargs = DynamicBatches(
             x_train, y_train, batch_size=config.batch_size, seed=config.seed), {}
@@ -470,7 +594,7 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
     model.fit(fit_x, epochs=config.epochs, validation_data=validation, callbacks=callbacks,
               verbose=keras_verbose, **fit_kwargs)
     wall_time = time.perf_counter() - start
-    stripped = model if config.mode == "dense" else strip(model)
+    stripped = strip(model) if config.gated else model
 
     summary = summarize(
         config.as_dict() | {"n_train": len(x_train), "n_test": len(x_test),
@@ -481,8 +605,10 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
         wall_time_s=wall_time,
     )
     summary["macs"] = resources.model_cost(stripped).macs
-    if config.mode != "dense":
+    if config.gated:
         summary["gated_test_accuracy"] = _evaluate_accuracy(model, x_test, y_test)
+    if plan is not None:
+        summary["complexity_plan"] = plan
     tflite = None
     if out_dir is not None:
         model.save(os.path.join(out_dir, "model.keras"))

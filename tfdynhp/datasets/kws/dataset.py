@@ -122,6 +122,27 @@ def _check_names(name, values, allowed):
     return tuple(values)
 
 
+def _without_keywords(keywords, unknown_words, keyword_sounds, unknown_sounds, verbose):
+    """The default "unknown" vocabulary without the words that sound like a keyword (those
+    spelled like one are already out); says which default words the keywords left out."""
+    alike = set(vocabulary.sound_alikes(keywords, unknown_words, keyword_sounds,
+                                        unknown_sounds))
+    kept = [i for i, word in enumerate(unknown_words) if word not in alike]
+    kept_words = {unknown_words[i] for i in kept}
+    left_out = [w for w in vocabulary.UNKNOWN_WORDS if w not in kept_words]
+    if left_out:
+        message = (f"synthetic-kws: {len(left_out)} word(s) of the default 'unknown' "
+                   "vocabulary left out because they are, or sound like, your keywords: "
+                   f"{', '.join(left_out)}.")
+        if verbose:
+            from keras.src.utils import io_utils
+
+            io_utils.print_msg(message)
+        else:
+            logger.info(message)
+    return tuple(unknown_words[i] for i in kept), tuple(unknown_sounds[i] for i in kept)
+
+
 def _speak(text, accent, variant, speed, pitch, limit=FRONTEND.clip_samples):
     """Synthesizes `text`; re-speaks faster while it is longer than `limit` samples."""
     voice = espeak.voice_name(accent, variant)
@@ -255,8 +276,10 @@ def load_synthetic_kws(
             4,800, `"medium"` 20,000, `"large"` 60,000). The splits get 70 / 10 / 10 / 10 %
             (train / val / test_voices / test_accents). Defaults to `"medium"`.
         seed: seed of the speaker split, the plan and the noise. Defaults to `0`.
-        unknown_words: the "unknown" vocabulary. Defaults to `None` (`vocabulary.
-            UNKNOWN_WORDS`, 104 words).
+        unknown_words: the "unknown" vocabulary; a keyword in it is refused. Defaults to
+            `None`: `vocabulary.UNKNOWN_WORDS` (104 words) without the keywords and the words
+            that sound like one (which ones, is printed with `verbose`, else logged at INFO
+            level by the `tfdynhp.datasets.kws` logger).
         accents: the accents to draw from (subset of `espeak.ACCENTS`, at least 2). Defaults
             to `None` (all 8).
         variants: the voice variants to draw from (at least 3). Defaults to `None` (all of
@@ -279,9 +302,10 @@ def load_synthetic_kws(
     Raises:
         TypeError: for a keyword list that is a bare string or holds non-strings, a bad
             `difficulty` type or flag.
-        ValueError: for an empty or repeated keyword list, a keyword that is also an unknown
-            word or sounds like one, an unknown difficulty, size or speaker name, a size too
-            small to give every split every class, or a phrase too long for 1 s.
+        ValueError: for an empty or repeated keyword list, two keywords that sound the same,
+            a keyword that is in the `unknown_words` passed or sounds like one of them, an
+            unknown difficulty, size or speaker name, a size too small to give every split
+            every class, or a phrase too long for 1 s.
         tfdynhp.datasets.kws.EspeakNotFoundError: (a `FileNotFoundError`) if espeak-ng is missing.
 
     Example:
@@ -315,9 +339,11 @@ def load_synthetic_kws(
     available = espeak.list_variants()
     variants = available if variants is None else _check_names("variants", variants, available)
     speaker_split = splits.split_speakers(accents, variants, seed)
-    vocabulary.check_homophones(
-        keywords, unknown_words, espeak.phonemes(keywords), espeak.phonemes(unknown_words)
-    )
+    keyword_sounds, unknown_sounds = espeak.phonemes(keywords), espeak.phonemes(unknown_words)
+    if custom_unknown is None:
+        unknown_words, unknown_sounds = _without_keywords(
+            keywords, unknown_words, keyword_sounds, unknown_sounds, verbose)
+    vocabulary.check_homophones(keywords, unknown_words, keyword_sounds, unknown_sounds)
 
     params = {
         "format": FORMAT_VERSION,

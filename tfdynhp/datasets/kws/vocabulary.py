@@ -2,9 +2,11 @@
 
 Labels are `keywords..., "silence", "unknown"`. Keywords are words or short phrases
 ("lights on", "hey kettle"), compared after lower-casing and collapsing whitespace. The
-"unknown" class is spoken words from a fixed vocabulary (`UNKNOWN_WORDS`: Speech Commands'
-non-keyword words plus common English nouns) that never equals a keyword, in spelling or in
-sound (`check_homophones`).
+"unknown" class is spoken words from a vocabulary that never equals a keyword, in spelling or
+in sound (`check_homophones`). By default it is `UNKNOWN_WORDS` (Speech Commands' non-keyword
+words plus common English nouns) without the user's keywords and the words that sound like one
+(`sound_alikes`): the user chose the keywords, not the filler list. A list the user passes as
+`unknown_words` is taken as it is, and a keyword in it is refused.
 """
 
 import re
@@ -118,10 +120,11 @@ def check_keywords(keywords):
 
 
 def check_unknown_words(unknown_words, keywords):
-    """Validates the "unknown" vocabulary against the keywords (`None` -> `UNKNOWN_WORDS`).
+    """Validates the "unknown" vocabulary against the keywords.
 
     Args:
-        unknown_words: a list of words or phrases for the "unknown" class, or `None`.
+        unknown_words: a list of words or phrases for the "unknown" class, or `None` for
+            `UNKNOWN_WORDS` without the keywords (`default_unknown_words(exclude=keywords)`).
         keywords: the normalized keywords (from `check_keywords`).
 
     Returns:
@@ -129,22 +132,22 @@ def check_unknown_words(unknown_words, keywords):
 
     Raises:
         TypeError: if `unknown_words` is not a list of strings.
-        ValueError: if it is empty or repeats an entry, or a keyword is also an unknown word
-            (the message names it and how to drop it).
+        ValueError: if it is empty or repeats an entry, or a keyword is also in the
+            `unknown_words` passed (the message names it and how to drop it).
     """
-    given = unknown_words is not None
-    originals = as_list("unknown_words", UNKNOWN_WORDS if not given else unknown_words)
+    if unknown_words is None:
+        return default_unknown_words(exclude=keywords)
+    originals = as_list("unknown_words", unknown_words)
     if not originals:
         raise ValueError("Expected at least one unknown word. Received: unknown_words=[].")
     normals = [normalize_text(w, "unknown word") for w in originals]
     _check_unique("unknown_words", originals, normals)
     clashes = [k for k in keywords if k in set(normals)]
     if clashes:
-        source = "`unknown_words`" if given else "the default vocabulary (UNKNOWN_WORDS)"
         raise ValueError(
-            f"Keyword(s) {clashes} also in {source} of the 'unknown' class: a clip of the word "
-            "would carry two labels. Pass unknown_words=tfdynhp.datasets.kws.default_unknown_words("
-            "exclude=keywords), or choose other keywords."
+            f"Keyword(s) {clashes} also in `unknown_words` of the 'unknown' class: a clip of the "
+            "word would carry two labels. Remove them from `unknown_words` (or pass None for "
+            "the default vocabulary without your keywords), or choose other keywords."
         )
     return tuple(normals)
 
@@ -159,6 +162,18 @@ def default_unknown_words(exclude=()):
     """
     drop = {normalize_text(w) for w in as_list("exclude", exclude)}
     return tuple(w for w in UNKNOWN_WORDS if w not in drop)
+
+
+def sound_alikes(keywords, unknown_words, keyword_phonemes, unknown_phonemes):
+    """The unknown words that sound like a keyword (same phonemes), in order (pure function).
+
+    Example:
+
+    >>> sound_alikes(("to",), ("two", "cat"), ("tu:",), ("tu:", "kat"))
+    ['two']
+    """
+    sounds = set(keyword_phonemes)
+    return [w for w, sound in zip(unknown_words, unknown_phonemes) if sound in sounds]
 
 
 def check_homophones(keywords, unknown_words, keyword_phonemes, unknown_phonemes):
