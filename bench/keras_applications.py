@@ -10,7 +10,7 @@ takes: 32x32x3, 71 for Xception, 75 for the Inceptions):
    [-1, 1] for the others) with `DynHPCallback(target=--target)`, Adam 1e-3, batch 32;
 3. `tfdynhp.strip()`: the largest difference from the gated model's predictions on the test
    images, and the parameters against the cost model's count;
-4. `to_int8_tflite` (in a child process), LiteRT on the test images: the int8 model's argmax
+4. `to_int8_tflite`, LiteRT on the test images: the int8 model's argmax
    agreement with the float model, its accuracy and size;
 5. the stripped model saved as `.keras`, loaded back, and its predictions compared.
 

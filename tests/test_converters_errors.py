@@ -59,6 +59,7 @@ def test_layer_normalization_without_int8_kernel_is_named(data):
         converters.to_int8_tflite(keras.Model(inputs, keras.layers.Dense(3)(h)), data)
 
 
+@pytest.mark.slow  # the child process imports TensorFlow (~20 s on 2 loaded cores)
 def test_conversion_in_a_child_process_gives_the_same_model(data, tflite_bytes):
     isolated = converters.to_int8_tflite(_mlp(), data, isolate=True)
     # The same weights, scales and outputs (tensor names may differ by a scope suffix).

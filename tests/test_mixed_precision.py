@@ -24,7 +24,7 @@ def mixed_float16():
 def _cnn():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 1))
-    x = keras.layers.Conv2D(12, 3, activation="relu")(inputs)
+    x = keras.layers.Conv2D(12, 3, activation="relu", name="conv")(inputs)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(16, 3, activation="relu")(x)
@@ -47,7 +47,7 @@ def _data(n=192):
 def test_mixed_float16_model_is_pruned_to_a_target_and_exported_in_float32(mixed_float16):
     x, y = _data()
     base = _cnn()
-    assert base.get_layer("conv2d").compute_dtype == "float16"
+    assert base.get_layer("conv").compute_dtype == "float16"
     model = tfdynhp.gate(base, seed=0)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])

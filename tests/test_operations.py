@@ -141,3 +141,20 @@ def test_a_layer_whose_config_does_not_round_trip_is_named():
         with pytest.raises(ValueError, match=r"(?s)Cannot clone layer 'no_config' \(NoConfig\).*"
                                              r"register a clone"):
             tfdynhp.gate(model)
+
+
+def test_the_command_line_on_a_model_file_with_a_lambda_says_why_and_the_fix(tmp_path, capsys):
+    from tfdynhp import cli
+
+    inputs = keras.Input((64,))
+    h = layers.Lambda(lambda t: t * 2.0, name="double")(layers.Dense(8, name="first")(inputs))
+    path = str(tmp_path / "lambda.keras")
+    keras.Model(inputs, layers.Dense(10, activation="softmax")(h)).save(path)
+    for argv in (["train", "--model", path, "--dataset", "digits", "--epochs", "1",
+                  "--out", str(tmp_path / "run"), "--quiet"],
+                 ["export", path, "--to", "pi", "--out", str(tmp_path / "export")]):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "Lambda layer" in err and "keras.ops calls" in err and "safe_mode=False" in err

@@ -14,6 +14,7 @@ from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
 from tfdynhp.math.selection import keep_mask
 from tfdynhp.model.gated_model import GatedModel
 from tfdynhp.surgery import apply_keep_masks
+from tfdynhp.validation import ConfigurationError
 
 GATE_OPTIONS = (
     "l0_lambda",
@@ -180,8 +181,10 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
         A `tfdynhp.GatedModel`, not compiled.
 
     Raises:
-        ValueError: for a model without prunable channels, an already gated model, or a
-            model that is not a built functional / Sequential model.
+        ConfigurationError: (a `ValueError`; the command line reports it in one line) for a
+            model without prunable channels, or a model that is not a built functional /
+            Sequential model.
+        ValueError: for an already gated model.
         TypeError: for an unknown gate option.
 
     Example:
@@ -199,7 +202,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
     unit_graph = graph.analyze(prepared)
     sites = unit_graph.gate_sites()
     if not sites:
-        raise ValueError(
+        raise ConfigurationError(
             f"Model '{model.name}' has no channels tfdynhp can prune. "
             + _pinned_summary(unit_graph)
         )
