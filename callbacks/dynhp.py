@@ -479,7 +479,12 @@ class DynHPCallback(keras.callbacks.Callback):
                                               target_record["scheduled"], masks)
         self._commit(masks)
         if self._controller is not None and epoch + 1 == self._controller.by_epoch:
-            missed = self._controller.missed(model)
+            if tolerance is not None and self.binding == "tolerance":
+                missed = self._controller.missed(model, why=(
+                    f"The tolerance on {tolerance.monitor} refused the larger cuts first "
+                    "(binding='tolerance'): loosen it, or train longer before the target."))
+            else:
+                missed = self._controller.missed(model)
             record[TARGET_MET_KEY] = missed is None
             if missed:
                 warnings.warn(f"DynHPCallback: {missed}", stacklevel=2)

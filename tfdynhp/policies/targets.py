@@ -332,16 +332,17 @@ class TargetController:
         record = {"scheduled": due, "by_gates": by_gates, "reached": reached}
         return masks, new_lambda, record
 
-    def missed(self, model):
+    def missed(self, model, why="Every removable unit was not enough; aim higher or prune "
+               "more layers."):
         """`None` when `model` is within the target, else a message saying by how much it
-        misses it (for the callback to warn with once the target is due)."""
+        misses it, and `why` (for the callback to warn with once the target is due)."""
         now = self.measure(model)
         if now <= self.amount * (1 + 1e-9):
             return None
         return (f"The target of {self.target.describe(self.amount)} was due by epoch "
                 f"{self.by_epoch} but the model has {self.target.describe(now)} "
                 f"({now / self.initial:.1%} of the starting {self.target.describe(self.initial)}"
-                "). Every removable unit was not enough; aim higher or prune more layers.")
+                f"). {why}")
 
     def freezes_after(self, epoch):
         return epoch >= self.by_epoch
