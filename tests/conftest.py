@@ -8,8 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import settings
 
 import tfdynhp
+
+# Property tests draw the same examples on every run (CI must not meet a new one by chance);
+# a developer can explore with `pytest --hypothesis-profile=explore`.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=200)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
