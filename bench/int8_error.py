@@ -84,7 +84,8 @@ def steps_error(float_values, quant_values, scale, zero_point):
 
 def channel_spread(float_values, quant_values, scale, zero_point):
     """Largest over median per-channel max |x| of the float tensor (1 for a flat range)."""
-    values = np.concatenate([np.asarray(v, np.float64).reshape(-1, np.shape(v)[-1])
+    values = np.concatenate([np.asarray(v, np.float64).reshape(-1, np.shape(v)[-1]
+                                                               if np.ndim(v) else 1)
                              for v in float_values])
     ranges = np.max(np.abs(values), axis=0)
     median = np.median(ranges)

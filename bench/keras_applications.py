@@ -198,11 +198,13 @@ def write_markdown(results, path):
         f"{results['epochs']} epochs on {results['train']} Fashion-MNIST images with "
         f"`DynHPCallback(target=\"{results['target']}\")`, `strip()`, int8 export, LiteRT on "
         f"{results['test']} test images, `.keras` reload. Short runs: accuracies are not the "
-        "models' quality."),
+        "models' quality: a model still at chance (10 classes: accuracy near 0.10) predicts one "
+        "class from near-tied outputs, so its int8 copy agrees on all examples or none; the "
+        "int8 agreement of trained models is measured in `bench/int8_error.py`."),
         "",
         ("| family | input | params | gated groups / units | kept params | strip diff | "
-        "int8 agree | int8 KB | reload diff | status | fit s |"),
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "float / int8 acc | int8 agree | int8 KB | reload diff | status | fit s |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in results["rows"]:
         gated = (f"{row['gated_groups']} / {row['gated_units']:,} of {row['all_units']:,}"
@@ -213,6 +215,8 @@ def write_markdown(results, path):
         lines.append(
             f"| {row['family']} | {row['input']} | {_cell(row.get('params'), ',')} | {gated} | "
             f"{kept} | {_cell(row.get('strip_max_abs_diff'), '.1e')} | "
+            f"{_cell(row.get('float_test_accuracy'), '.2f')} / "
+            f"{_cell(row.get('int8_test_accuracy'), '.2f')} | "
             f"{_cell(row.get('int8_float_agreement'), '.2f')} | "
             f"{_cell(row.get('tflite_bytes') and row['tflite_bytes'] / 1024, ',.0f')} | "
             f"{_cell(row.get('reload_max_abs_diff'), '.1e')} | {status} | "
