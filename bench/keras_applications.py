@@ -200,7 +200,7 @@ def write_markdown(results, path):
         f"{results['test']} test images, `.keras` reload. Short runs: accuracies are not the "
         "models' quality: a model still at chance (10 classes: accuracy near 0.10) predicts one "
         "class from near-tied outputs, so its int8 copy agrees on all examples or none; the "
-        "int8 agreement of trained models is measured in `bench/int8_error.py`."),
+        "int8 error layer by layer is `bench/int8_error.py`'s job."),
         "",
         ("| family | input | params | gated groups / units | kept params | strip diff | "
         "float / int8 acc | int8 agree | int8 KB | reload diff | status | fit s |"),
