@@ -5,39 +5,36 @@ optimizer, batch and epochs.
 Configurations (`--configs`):
 
 - `plain`: the model as given;
-- `today`: `gate(model)` + `DynHPCallback()` (the `threshold` rule);
-- `tolerance`: `gate(model)` + `DynHPCallback(tolerance=0.01)` (prune while validation
-  accuracy stays within one point of the best seen, every cut checked first; the defaults of
-  `tfdynhp.policies.tolerance.Tolerance`: the first cut waits until an epoch gains less than the
-  tolerance, a refused cut is dropped);
-- `tolerance_learnt`: `Tolerance(0.01, warmup="learnt")`: cuts start as soon as the run has
-  improved on its first epoch by more than the tolerance;
-- `tolerance_fade`: `Tolerance(0.01, fade=True)`: a refused cut is faded for an epoch and
-  tried again;
-- `tolerance_d01`: `tolerance` with `gate(model, drop_rate_init=0.01)` (less gate noise);
-- (`tolerance_frozen`, in the results: every gate frozen before `fit`; ran before the rebase
-  onto main, where `DynHPCallback` now unfreezes the gates at the start of a new run, so the
-  configuration is gone from this list);
-- `target50`: `gate(model)` + `DynHPCallback(target="50% macs")` (the target path, for
-  comparison); `target50_tol`: the same with `tolerance=0.01` (every scheduled cut checked);
-- `today_dec0.1`, `today_dec0.3`: the `threshold` rule with the decoupled penalty,
-  `gate(model, penalty_mode="decoupled", l0_lambda=0.1 or 0.3)` (prototype of a penalty
-  that is the same for a Dense unit and a conv channel).
+- `default`: `gate(model)` + `DynHPCallback()` as it is now: with validation data and no rule
+  named, the tolerance rule (`tolerance="auto"`, i.e. `Tolerance()`: within 0.01 of the
+  validation accuracy's reference, provisional cuts judged after an epoch, gates frozen);
+- `threshold`: `gate(model)` + `DynHPCallback(tolerance=None)`: the `threshold` rule, which
+  was `DynHPCallback()` before issue 29 (the `today` rows of `results/defaults/phase1.md`);
+  `threshold_d01`: the same with `gate(model, drop_rate_init=0.01)`;
+- `tol_*`: the tolerance rule with one option of `Tolerance` changed (`tol_train`: gates
+  trained, not frozen; `tol_nowarmup`; `tol_patience0`; `tol_window1`; `tol_step02`: first
+  cut 0.2, at most 0.5; `tol_nomaxdrop`: a cut's immediate cost not checked, only its cost
+  after an epoch of training around it);
+- `target50`: `DynHPCallback(target="50% macs")` (the target path, for comparison);
+  `target50_d01` with `drop_rate_init=0.01`; `target50_tol`: with `tolerance=0.01` (every
+  scheduled cut checked).
 
 Every run: `fit(x, y, validation_data=(x_val, y_val))`, validation split from the training
 set (`bench/defaults_setups.py`); the gated models are stripped before they are measured.
 Columns: parameters and MACs (`tfdynhp.complexity.model_costs`), validation accuracy after the
 last epoch, test accuracy, training wall time.
 
-    python bench/defaults.py --problems mlp_wine,mlp_breast_cancer --epochs 40
-    python bench/defaults.py --problems cnn_fashion --epochs 8
-    python bench/defaults.py --problems mobilenet --epochs 10
+    python bench/defaults.py --problems mlp_wine,mlp_breast_cancer --configs plain,default --epochs 40
+    python bench/defaults.py --problems cnn_fashion --configs plain,default --epochs 8
+    python bench/defaults.py --problems mobilenet --configs plain,default --epochs 10
 
-Results are merged into `bench/results/defaults/defaults.json` (one entry per problem and
-configuration, each with the command that made it) and `defaults.md` is rewritten from it.
+Results are merged into `bench/results/defaults/defaults.json` (one entry per problem,
+epochs, configuration and seed, each with the command that made it; several runs of the
+script may write to it at once) and `defaults.md` is rewritten from it.
 """
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -62,15 +59,22 @@ from tfdynhp.policies.tolerance import Tolerance
 
 CONFIGS = {
     "plain": None,
-    "today": ({}, {}),
-    "tolerance": ({}, {"tolerance": 0.01}),
-    "tolerance_d01": ({"drop_rate_init": 0.01}, {"tolerance": 0.01}),
-    "tolerance_learnt": ({}, {"tolerance": Tolerance(0.01, warmup="learnt")}),
-    "tolerance_fade": ({}, {"tolerance": Tolerance(0.01, fade=True)}),
+    # DynHPCallback() as it is: with validation data, the tolerance rule (tolerance="auto").
+    "default": ({}, {}),
+    # What DynHPCallback() did before issue 29: the threshold rule.
+    "threshold": ({}, {"tolerance": None}),
+    "threshold_d01": ({"drop_rate_init": 0.01}, {"tolerance": None}),
+    # Variants of the tolerance rule, one option changed each.
+    "tol_train": ({}, {"tolerance": Tolerance(gates="train")}),
+    "tol_nowarmup": ({}, {"tolerance": Tolerance(warmup=None)}),
+    "tol_patience0": ({}, {"tolerance": Tolerance(patience=0)}),
+    "tol_window1": ({}, {"tolerance": Tolerance(window=1)}),
+    "tol_step02": ({}, {"tolerance": Tolerance(step=0.2, max_step=0.5)}),
+    "tol_nomaxdrop": ({}, {"tolerance": Tolerance(max_drop=None)}),
+    # The target path, for comparison, and with less gate noise.
     "target50": ({}, {"target": "50% macs"}),
+    "target50_d01": ({"drop_rate_init": 0.01}, {"target": "50% macs"}),
     "target50_tol": ({}, {"target": "50% macs", "tolerance": 0.01}),
-    "today_dec0.1": ({"penalty_mode": "decoupled", "l0_lambda": 0.1}, {}),
-    "today_dec0.3": ({"penalty_mode": "decoupled", "l0_lambda": 0.3}, {}),
 }
 OUT = os.path.join(HERE, "results", "defaults")
 
@@ -83,7 +87,7 @@ def run(task, config, epochs, seed):
     model = task.build(seed)
     callbacks, dynhp = [], None
     if CONFIGS[config] is not None:
-        gate_options, callback_options = CONFIGS[config]
+        gate_options, callback_options = copy.deepcopy(CONFIGS[config])
         model = tfdynhp.gate(model, seed=seed, **gate_options)
         dynhp = DynHPCallback(**callback_options)
         callbacks = [dynhp]
@@ -97,7 +101,7 @@ def run(task, config, epochs, seed):
     final = tfdynhp.strip(model) if tfdynhp.is_gated_model(model) else model
     costs = complexity.model_costs(final)
     row = {
-        "problem": task.name, "config": config, "epochs": epochs,
+        "problem": task.name, "config": config, "epochs": epochs, "seed": seed,
         "params": int(costs.params), "macs": int(costs.macs),
         "val_accuracy": round(_accuracy(final, task.x_val, task.y_val), 4),
         "val_curve": [round(float(v), 4) for v in history.history["val_accuracy"]],
@@ -106,37 +110,57 @@ def run(task, config, epochs, seed):
     }
     if dynhp is not None:
         row["binding"] = dynhp.binding
-        row["tolerance_states"] = [h.get("dynhp/tolerance/state") for h in dynhp.history]
-        row["tolerance_best"] = [h.get("dynhp/tolerance/best") for h in dynhp.history]
-        row["tolerance_tried"] = [
-            [(round(t["step"], 3), round(t["metric"], 4), t["committed"], t["faded"])
-             for t in h.get("dynhp/tolerance/tried") or []] for h in dynhp.history]
         row["macs_curve"] = [h["dynhp/macs"] for h in dynhp.history]
+        if dynhp.tolerance is not None:
+            row["tolerance"] = dynhp.tolerance.get_config()
+            row["tolerance_states"] = [h.get("dynhp/tolerance/state") for h in dynhp.history]
+            row["tolerance_reference"] = [h.get("dynhp/tolerance/best") for h in dynhp.history]
+            row["tolerance_tried"] = [
+                [(round(t["step"], 3), round(t["metric"], 4), t["committed"])
+                 for t in h.get("dynhp/tolerance/tried") or []] for h in dynhp.history]
+            row["tolerance_pending"] = [h.get("dynhp/tolerance/pending")
+                                        for h in dynhp.history]
     return row
 
 
+def _key(row):
+    return row["problem"], row["epochs"], row["config"], row.get("seed", 0)
+
+
 def _table(rows):
-    by_problem = {}
+    """One line per model, epochs and configuration: the mean over its seeds, and the test
+    accuracy difference to the plain model of the same seed (each seed's in brackets)."""
+    plain = {(r["problem"], r["epochs"], r.get("seed", 0)): r for r in rows
+             if r["config"] == "plain"}
+    groups = {}
     for row in rows:
-        by_problem.setdefault(row["problem"], {})[row["config"]] = row
-    configs = [c for c in CONFIGS if any(c in r for r in by_problem.values())]
-    lines = [("| model | epochs | config | params | MACs | MACs vs plain | val acc | test acc | "
-              "test vs plain (pts) | time s | binding |"),
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for name, found in by_problem.items():
-        plain = found.get("plain")
-        for config in configs:
-            row = found.get(config)
-            if row is None:
-                continue
-            ratio = (f"{plain['macs'] / row['macs']:.2f}x" if plain and row["macs"] else "")
-            delta = (f"{100 * (row['test_accuracy'] - plain['test_accuracy']):+.1f}"
-                     if plain else "")
-            lines.append(
-                f"| {name} | {row['epochs']} | {config} | {row['params']:,} | "
-                f"{row['macs']:,} | {ratio} | {row['val_accuracy']:.4f} | "
-                f"{row['test_accuracy']:.4f} | {delta} | {row['seconds']:.0f} | "
-                f"{row.get('binding') or ''} |")
+        groups.setdefault((row["problem"], row["epochs"], row["config"]), []).append(row)
+    order = {name: i for i, name in enumerate(CONFIGS)}
+    lines = [("| model | epochs | config | seeds | params | MACs | MACs vs plain | val acc | "
+              "test acc | test vs plain (pts), per seed | time s |"),
+             "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for (name, epochs, config), found in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 99))):
+        found = sorted(found, key=lambda r: r.get("seed", 0))
+        seeds = [r.get("seed", 0) for r in found]
+        pairs = [(r, plain.get((name, epochs, r.get("seed", 0)))) for r in found]
+        ratios = [p["macs"] / r["macs"] for r, p in pairs if p and r["macs"]]
+        deltas = [100 * (r["test_accuracy"] - p["test_accuracy"]) for r, p in pairs if p]
+        mean = lambda values: sum(values) / len(values)
+        ratio = f"{mean(ratios):.2f}x" if ratios else ""
+        if len(ratios) > 1:
+            ratio += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+        delta = ""
+        if deltas:
+            delta = f"{mean(deltas):+.1f}"
+            if len(deltas) > 1:
+                delta += " (" + ", ".join(f"{d:+.1f}" for d in deltas) + ")"
+        lines.append(
+            f"| {name} | {epochs} | {config} | {','.join(map(str, seeds))} | "
+            f"{mean([r['params'] for r in found]):,.0f} | {mean([r['macs'] for r in found]):,.0f} | "
+            f"{ratio} | {mean([r['val_accuracy'] for r in found]):.4f} | "
+            f"{mean([r['test_accuracy'] for r in found]):.4f} | {delta} | "
+            f"{mean([r['seconds'] for r in found]):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,9 +168,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", required=True,
                         help=f"comma-separated, of {', '.join(PROBLEMS)}")
-    parser.add_argument("--configs", default="plain,today,tolerance")
+    parser.add_argument("--configs", default="plain,default")
     parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--out", default=OUT)
     args = parser.parse_args()
     command = "python bench/defaults.py " + " ".join(sys.argv[1:])
@@ -155,24 +179,27 @@ def main():
     commit = commit or os.environ.get("BENCH_COMMIT", "")  # a copy of the tree, not a clone
     path = os.path.join(args.out, "defaults.json")
     os.makedirs(args.out, exist_ok=True)
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            rows = json.load(f)["rows"]
     for name in args.problems.split(","):
         task = problem(name)
-        for config in args.configs.split(","):
-            row = run(task, config, args.epochs, args.seed)
-            row.update(command=command, seed=args.seed, commit=commit)
-            print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
-            rows = [r for r in rows if (r["problem"], r["config"]) != (name, config)] + [row]
-            with open(path, "w") as f:
-                json.dump({"rows": rows, "keras": keras.__version__,
-                           "tensorflow": tf.__version__, "machine": platform.machine()},
-                          f, indent=1)
-            with open(os.path.join(args.out, "defaults.md"), "w") as f:
-                f.write(_table(rows))
-    print(_table(rows))
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for config in args.configs.split(","):
+                row = run(task, config, args.epochs, seed)
+                row.update(command=command, commit=commit)
+                print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
+                rows = []  # read again: other runs of this script may have written meanwhile
+                if os.path.exists(path):
+                    with open(path) as f:
+                        rows = json.load(f)["rows"]
+                rows = [r for r in rows if _key(r) != _key(row)] + [row]
+                with open(path + ".tmp", "w") as f:
+                    json.dump({"rows": rows, "keras": keras.__version__,
+                               "tensorflow": tf.__version__, "machine": platform.machine()},
+                              f, indent=1)
+                os.replace(path + ".tmp", path)
+                with open(os.path.join(args.out, "defaults.md"), "w") as f:
+                    f.write(_table(rows))
+    with open(path) as f:
+        print(_table(json.load(f)["rows"]))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Real microcontroller firmware of int8 models: flash, RAM and instructions per inference.
 
 For each model, exports the `mcu` bundle and runs `tfdynhp.converters.verify_mcu`: the firmware
-is built against TensorFlow Lite Micro (reference kernels) for each target, run (Cortex-M under
+is built against TensorFlow Lite Micro for each target and kernel set (`--kernels`: TFLM's
+reference kernels and/or Arm's CMSIS-NN; the host always builds reference), run (Cortex-M under
 `qemu-system-arm -icount shift=0`), checked bit for bit against TFLM's Python interpreter on
 4 test vectors, and measured: flash = text + data, RAM = data + bss (arena included) from
 `arm-none-eabi-size`, plus the stack high-water mark and heap measured at run time, and guest
@@ -15,15 +16,22 @@ Models (rows):
   `runs/fashion-mnist-dynhp/model_stripped.keras`, or a `.tflite`), or with `--train-dynhp` a
   stand-in trained with `training.train(mode="dynhp", epochs=--dynhp-epochs,
   limit_train=--dynhp-limit-train)`;
-- `--tflite PATH` (repeatable): any int8 model, named after its file.
+- `--tflite PATH` (repeatable): any int8 model, named after its file;
+- `--ds-cnn`: MLPerf Tiny's DS-CNN (`tfdynhp.architectures.build("ds-cnn")`) on the synthetic
+  keyword-spotting set (`--kws-size`, `--kws-difficulty`; MFCC 49x10 input), dense and pruned by
+  DynHP to 1/2 and 1/4 of its MACs in one fit each (`--dscnn-epochs`); the trained models are
+  kept in `--work` and reused by the next run (`--retrain` to train again).
 
     python bench/firmware.py --train-dynhp                       # dense + DynHP stand-in
     python bench/firmware.py --dynhp-model runs/x/model_stripped.keras --no-dense
     python bench/firmware.py --tflite model.tflite --targets cortex-m4,cortex-m3
+    python bench/firmware.py --ds-cnn --kernels reference,cmsis-nn   # -> firmware_dscnn.json/.md
 
-Writes `bench/results/firmware.json` (`--out`) and prints a Markdown table. Needs TFLM
-(`--tflm-dir`, default `$TFLM_DIR` or `../shared/tflm-kit/tflm`), `gcc-arm-none-eabi
-libnewlib-arm-none-eabi qemu-system-arm` and Debian's `dataset-fashion-mnist`.
+Writes `bench/results/firmware.json` (`firmware_dscnn.json` and `.md` with `--ds-cnn`; `--out`)
+and prints a Markdown table. Needs TFLM (`--tflm-dir`, default `$TFLM_DIR` or
+`../shared/tflm-kit/tflm`; with CMSIS-NN for `--kernels cmsis-nn`), `gcc-arm-none-eabi
+libnewlib-arm-none-eabi qemu-system-arm`, Debian's `dataset-fashion-mnist` (Fashion-MNIST rows)
+or espeak-ng (`--ds-cnn`).
 """
 
 import argparse
@@ -34,6 +42,8 @@ import platform
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -84,8 +94,58 @@ def _model_row(name, path):
     return {"row": name, "source": path, "model": model, "params": model.count_params()}
 
 
-def measure(row, data, targets, tflm_dir, work_dir, cache_dir):
-    """Converts (if needed), exports the mcu bundle and verifies it on every target."""
+def _slug(name):
+    return name.replace(" ", "_").replace("/", "-")
+
+
+def _dscnn_rows(args):
+    """DS-CNN dense, 1/2 and 1/4 MACs (DynHP), trained on synthetic-kws or reused from --work."""
+    import keras
+
+    from tfdynhp import costs, training
+    from tfdynhp.training import kws as kws_training
+
+    data, info = kws_training.load_splits(None, args.kws_difficulty, args.kws_size, args.seed,
+                                          verbose=0)
+    rows = []
+    for name, mode, target in (("ds-cnn dense", "dense", None),
+                               ("ds-cnn 1/2 MACs", "dynhp", "50% macs"),
+                               ("ds-cnn 1/4 MACs", "dynhp", "25% macs")):
+        folder = os.path.join(args.work, "dscnn", _slug(name))
+        path = os.path.join(folder, "model_stripped.keras")
+        options = {"arch": "ds-cnn", "mode": mode, "target": target, "epochs": args.dscnn_epochs,
+                   "batch_size": 32, "lr": 3e-3, "bn_momentum": kws_training.BN_MOMENTUM,
+                   "seed": args.seed, "dataset": "synthetic-kws"}
+        if mode == "dense":
+            options["budget"] = None
+        start = time.perf_counter()
+        if args.retrain or not os.path.isfile(path):
+            result = training.train(data=data, out_dir=folder, verbose=0, keras_verbose=0,
+                                    labels=list(info.labels), **options)
+            model, test_accuracy = result.stripped, result.summary["test_accuracy"]
+            with open(os.path.join(folder, "bench_summary.json"), "w") as f:
+                json.dump({"test_accuracy": test_accuracy, "options": options}, f)
+        else:
+            model = keras.saving.load_model(path)
+            with open(os.path.join(folder, "bench_summary.json")) as f:
+                test_accuracy = json.load(f)["test_accuracy"]
+        rows.append({
+            "row": name,
+            "source": (f"tfdynhp.training.train({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+                       f" on synthetic-kws ({args.kws_size}, {args.kws_difficulty}, MFCC 49x10)"),
+            "model": model,
+            "params": model.count_params(),
+            "macs": int(costs.model_costs(model).macs),
+            "test_accuracy": test_accuracy,
+            "train_seconds": time.perf_counter() - start,
+        })
+    return rows, ((data[0][0], data[0][1]), (data[-1][0], data[-1][1]))
+
+
+def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cmsis-nn",),
+            profile=False):
+    """Converts (if needed), exports the mcu bundle and verifies it on every target and kernel
+    set (`firmware["<target> <kernels>"]`; the host builds the reference kernels only)."""
     from tfdynhp import converters
     from tfdynhp.datasets import shaping as inputs
 
@@ -98,10 +158,11 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir):
     representative = inputs.representative_subset(x_train)
     if tflite is None:
         tflite = converters.to_int8_tflite(model, representative)
-    bundle = os.path.join(work_dir, row["row"])
+    bundle = os.path.join(work_dir, _slug(row["row"]))
     converters.export(tflite, "mcu", bundle, representative)
     litert = converters.evaluate(tflite, x_test, y_test, "litert")
     row.update(
+        layers=layer_work(tflite),
         tflite_bytes=len(tflite),
         ops=list(converters.read_model_info(tflite).ops),
         int8_test_error_pct=100.0 * (1.0 - litert["accuracy"]),
@@ -112,34 +173,64 @@ def measure(row, data, targets, tflm_dir, work_dir, cache_dir):
         firmware={},
     )
     for target in targets:
-        result = converters.verify_mcu(bundle, tflm_dir, target, cache_dir=cache_dir)
-        row["firmware"][target] = converters.firmware.report_figures(result)
-        print(f"  {row['row']} {target}: bit_exact={result.bit_exact} flash="
-              f"{result.flash_bytes} ram={result.ram_total_bytes} instructions="
-              f"{result.instructions_per_inference} build {result.build_seconds:.1f} s "
-              f"({result.tflm_sources_compiled} TFLM sources compiled)", flush=True)
+        for kernels in (("reference",) if target == "host" else kernel_sets):
+            result = converters.verify_mcu(bundle, tflm_dir, target, kernels=kernels,
+                                           cache_dir=cache_dir)
+            row["firmware"][f"{target} {kernels}"] = converters.firmware.report_figures(result)
+            if profile and target != "host":
+                profiled = converters.firmware.profile_ops(bundle, tflm_dir, target,
+                                                           kernels=kernels, cache_dir=cache_dir,
+                                                           per_layer=True)
+                row["firmware"][f"{target} {kernels}"]["op_instructions"] = profiled["model"]
+                row["firmware"][f"{target} {kernels}"]["layer_instructions"] = profiled["layers"]
+            print(f"  {row['row']} {target} {kernels}: bit_exact={result.bit_exact} flash="
+                  f"{result.flash_bytes} ram={result.ram_total_bytes} instructions="
+                  f"{result.instructions_per_inference} build {result.build_seconds:.1f} s "
+                  f"({result.tflm_sources_compiled} TFLM sources compiled)", flush=True)
     return row
+
+
+def layer_work(tflite):
+    """Channels, MACs and output values of every operator of an int8 `.tflite`, in order."""
+    from tfdynhp.converters import tflite_model
+
+    layers = []
+    for op, inputs, outputs in tflite_model.op_shapes(tflite):
+        outputs_n = int(np.prod(outputs[0])) if outputs else 0
+        per_output = {"CONV_2D": lambda w: int(np.prod(w[1:])),
+                      "DEPTHWISE_CONV_2D": lambda w: int(np.prod(w[1:3])),
+                      "FULLY_CONNECTED": lambda w: int(w[1])}.get(op)
+        layers.append({
+            "op": op, "in_channels": inputs[0][-1] if inputs and inputs[0] else None,
+            "out_channels": outputs[0][-1] if outputs and outputs[0] else None,
+            "kernel": list(inputs[1][1:-1]) if op in ("CONV_2D", "DEPTHWISE_CONV_2D") else None,
+            "outputs": outputs_n,
+            "macs": outputs_n * per_output(inputs[1]) if per_output else 0,
+        })
+    return layers
 
 
 def _count(value):
     return "-" if value is None else f"{value:,}"
 
 
-def table_markdown(rows, targets):
+def table_markdown(rows, targets=None):
     lines = [
         (
-            "| model | params | int8 .tflite B | target | flash B (text+data) | "
+            "| model | params | int8 .tflite B | target | kernels | flash B (text+data) | "
             "RAM B (data+bss) | stack B | heap B | RAM total B | arena B (used) | "
             "instructions / inference | bit-exact |"
         ),
-        "|" + " --- |" * 12,
+        "|" + " --- |" * 13,
     ]
     for r in rows:
-        for target in targets:
-            f = r["firmware"][target]
+        for key, f in r["firmware"].items():
+            target, _, kernels = key.partition(" ")
+            kernels = f.get("kernels", kernels or "reference")
             instructions = f["instructions_per_inference"]
             lines.append(
                 f"| {r['row']} | {_count(r.get('params'))} | {r['tflite_bytes']:,} | {target} | "
+                f"{kernels} | "
                 f"{f['flash_bytes']:,} | {f['ram_static_bytes']:,} | "
                 f"{f['stack_used_bytes'] if f['stack_used_bytes'] is not None else '-'} | "
                 f"{f['heap_used_bytes'] if f['heap_used_bytes'] is not None else '-'} | "
@@ -148,6 +239,144 @@ def table_markdown(rows, targets):
                 f"{'yes' if f['bit_exact'] else 'NO'} ({f['num_vectors']}) |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _ratio(rows, name, key, other_name, other_key, field="instructions_per_inference"):
+    a = next(r for r in rows if r["row"] == name)["firmware"].get(key)
+    b = next(r for r in rows if r["row"] == other_name)["firmware"].get(other_key)
+    return None if not a or not b else b[field] / a[field]
+
+
+def _layer_class(index, layer):
+    if layer["op"] == "CONV_2D":
+        return "first conv" if index == 0 else "pointwise conv"
+    return {"DEPTHWISE_CONV_2D": "depthwise conv"}.get(layer["op"], "pool, FC, softmax")
+
+
+def layer_markdown(rows, name, other_name, key):
+    """Per-operator instructions of two models' profiled builds side by side, and where the
+    smaller model's instruction ratio falls short of its MAC ratio."""
+    a = next((r for r in rows if r["row"] == name), None)
+    b = next((r for r in rows if r["row"] == other_name), None)
+    if not a or not b or "layer_instructions" not in a["firmware"].get(key, {}) \
+            or "layer_instructions" not in b["firmware"].get(key, {}):
+        return []
+    la, lb = a["layers"], b["layers"]
+    ia = [n for _, n in a["firmware"][key]["layer_instructions"]]
+    ib = [n for _, n in b["firmware"][key]["layer_instructions"]]
+    if [x["op"] for x in la] != [x["op"] for x in lb] or len(ia) != len(la) or len(ib) != len(lb):
+        return ["(per-operator tables skipped: the two models' operators differ)", ""]
+
+    def per(n, m):
+        return f"{n / m:.2f}" if m else "-"
+
+    lines = [
+        (f"Instructions of every operator, {key} (`profile_ops(per_layer=True)`), {name} vs "
+         f"{other_name}:"), "",
+        ("| # | op | channels in -> out | MACs | instructions | per MAC | channels in -> out | "
+         "MACs | instructions | per MAC | instructions ratio |"),
+        "|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for i, (x, y) in enumerate(zip(la, lb)):
+        lines.append(
+            f"| {i} | {x['op']} | {x['in_channels']} -> {x['out_channels']} | {x['macs']:,} | "
+            f"{ia[i]:,} | {per(ia[i], x['macs'])} | {y['in_channels']} -> {y['out_channels']} | "
+            f"{y['macs']:,} | {ib[i]:,} | {per(ib[i], y['macs'])} | {ia[i] / ib[i]:.2f}x |")
+    lines += ["", f"By operator class ({name} / {other_name}):", "",
+              ("| class | MACs ratio | instructions ratio | share of MACs | share of "
+               "instructions | per MAC |"), "|---|---:|---:|---|---|---|"]
+    classes = list(dict.fromkeys(_layer_class(i, x) for i, x in enumerate(la)))
+    total = {"ma": sum(x["macs"] for x in la), "mb": sum(y["macs"] for y in lb),
+             "ia": sum(ia), "ib": sum(ib)}
+    for c in classes:
+        idx = [i for i, x in enumerate(la) if _layer_class(i, x) == c]
+        ma, mb = sum(la[i]["macs"] for i in idx), sum(lb[i]["macs"] for i in idx)
+        sa, sb = sum(ia[i] for i in idx), sum(ib[i] for i in idx)
+        lines.append(
+            f"| {c} | {f'{ma / mb:.2f}x' if mb else '-'} | {sa / sb:.2f}x | "
+            f"{100 * ma / total['ma']:.0f} % -> {100 * mb / total['mb']:.0f} % | "
+            f"{100 * sa / total['ia']:.0f} % -> {100 * sb / total['ib']:.0f} % | "
+            + (f"{per(sa, ma)} -> {per(sb, mb)} |" if all(la[i]["macs"] for i in idx)
+               else "- |"))
+    same_rate = sum(ib[i] if not x["macs"] else lb[i]["macs"] * ia[i] / x["macs"]
+                    for i, x in enumerate(la))
+    # Pointwise convolutions of every profiled model: instructions ~ a * MACs + b * outputs.
+    points = [(layer["macs"], layer["outputs"], n) for r in rows
+              if "layer_instructions" in r["firmware"].get(key, {})
+              for i, (layer, (_, n)) in enumerate(zip(r["layers"],
+                                                      r["firmware"][key]["layer_instructions"]))
+              if _layer_class(i, layer) == "pointwise conv"]
+    fit = []
+    if len(points) >= 3:
+        design = np.array([[m, o] for m, o, _ in points], dtype=float)
+        measured = np.array([n for _, _, n in points], dtype=float)
+        (a_mac, b_out), *_ = np.linalg.lstsq(design, measured, rcond=None)
+        worst = np.max(np.abs(design @ [a_mac, b_out] - measured) / measured)
+        fit = [(f"Pointwise convolutions ({len(points)} layers of {len(rows)} models, {key}): "
+                f"instructions = {a_mac:.2f} x MACs + {b_out:.1f} x output values "
+                f"(least squares, worst layer off by {100 * worst:.0f} %): a fixed cost per "
+                "output value (requantization, clamping, the kernel's loop set-up) that a "
+                "layer with fewer input channels spreads over fewer MACs."), ""]
+    lines += [
+        "",
+        (f"All operators: {total['ma'] / total['mb']:.2f}x fewer MACs, "
+         f"{total['ia'] / total['ib']:.2f}x fewer profiled instructions. At the {name}'s "
+         f"instructions per MAC, layer by layer, {other_name} would take {same_rate:,.0f} "
+         f"({total['ia'] / same_rate:.2f}x fewer): the rest of the gap is each layer's cost "
+         "per MAC growing as its channels shrink."), "",
+    ] + fit
+    return lines
+
+
+def write_dscnn_markdown(result, table, path):
+    """The DS-CNN table with the issue's goals checked."""
+    rows = result["rows"]
+    lines = [
+        "# DS-CNN firmware: TFLM reference kernels vs CMSIS-NN (Cortex-M4, QEMU)", "",
+        f"Command: `{result['command']}` ({result['seconds'] / 60:.1f} min; {result['machine']}).",
+        "", result["notes"], "",
+        "| model | MACs | held-out test accuracy (float) | source |", "| --- | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r.get('macs', 0):,} | "
+                     f"{100 * r.get('test_accuracy', float('nan')):.1f} % | {r['source']} |")
+    lines += ["", table]
+    profiled = [(r["row"], k, f["op_instructions"]) for r in rows
+                for k, f in r["firmware"].items() if f.get("op_instructions")]
+    if profiled:
+        ops = list(dict.fromkeys(op for _, _, p in profiled for op in p))
+        lines += [
+            ("Instructions per operator type over one inference (a profiling build: "
+             "`--profile`, `converters.firmware.profile_ops`; each hook adds a few "
+             "instructions):"),
+            "", "| model | build | " + " | ".join(ops) + " |", "|---|---|" + "---:|" * len(ops)]
+        for name, key, p in profiled:
+            lines.append(f"| {name} | {key} | "
+                         + " | ".join(f"{p.get(op, 0):,}" for op in ops) + " |")
+        lines.append("")
+    m4 = "cortex-m4 reference", "cortex-m4 cmsis-nn"
+    dense, quarter = "ds-cnn dense", "ds-cnn 1/4 MACs"
+    lines += layer_markdown(rows, dense, quarter, m4[1])
+    speedup = _ratio(rows, dense, m4[1], dense, m4[0])
+    quarter_gain = _ratio(rows, quarter, m4[1], dense, m4[1])
+    flash = [r["firmware"][m4[1]]["flash_bytes"] - r["firmware"][m4[0]]["flash_bytes"]
+             for r in rows if m4[0] in r["firmware"] and m4[1] in r["firmware"]]
+    exact = all(f["bit_exact"] for r in rows for f in r["firmware"].values())
+    lines += [
+        "Goals (issue 28):", "",
+        f"- CMSIS-NN vs reference on the dense DS-CNN: **{speedup:.1f}x** fewer instructions "
+        f"(goal >= 10x): {'met' if speedup and speedup >= 10 else 'NOT met'}."
+        if speedup else "- CMSIS-NN speed-up: not measured (run with both kernel sets).",
+        f"- 1/4-MACs model vs dense, both CMSIS-NN: **{quarter_gain:.2f}x** fewer instructions "
+        f"(goal >= 3x): {'met' if quarter_gain >= 3 else 'NOT met'}."
+        if quarter_gain else "- 1/4 MACs vs dense: not measured.",
+        f"- CMSIS-NN flash minus reference flash: {', '.join(f'{d:+,} B' for d in flash)} "
+        f"(goal <= +15,360 B): {'met' if flash and max(flash) <= 15 * 1024 else 'NOT met'}."
+        if flash else "- Flash difference: not measured.",
+        f"- Bit-exact against Python TFLM on every build: {'yes' if exact else 'NO'}.", "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
 
 
 def main(argv=None):
@@ -162,20 +391,39 @@ def main(argv=None):
     parser.add_argument("--dense-epochs", type=int, default=2)
     parser.add_argument("--targets", default="cortex-m4",
                         help="comma-separated among host, cortex-m4, cortex-m3")
+    parser.add_argument("--kernels", default="cmsis-nn",
+                        help="Cortex-M kernel sets, comma-separated among cmsis-nn, reference")
+    parser.add_argument("--ds-cnn", action="store_true",
+                        help="DS-CNN rows (dense, 1/2 and 1/4 MACs) on synthetic-kws")
+    parser.add_argument("--dscnn-epochs", type=int, default=8)
+    parser.add_argument("--kws-size", default="ci")
+    parser.add_argument("--kws-difficulty", default="easy")
+    parser.add_argument("--profile", action="store_true",
+                        help="also count instructions per operator type (a profiling build)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the DS-CNN models again instead of reusing --work's")
     parser.add_argument("--tflm-dir", default=DEFAULT_TFLM)
     parser.add_argument("--cache-dir", default=None, help="TFLM object cache (default ~/.cache)")
     parser.add_argument("--work", default=os.path.join(REPO, "runs", "bench-firmware"),
                         help="folder for the exported bundles")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "firmware.json"))
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: bench/results/firmware.json, "
+                        "firmware_dscnn.json with --ds-cnn)")
     args = parser.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
+    kernel_sets = [k for k in args.kernels.split(",") if k]
+    args.out = args.out or os.path.join(
+        HERE, "results", "firmware_dscnn.json" if args.ds_cnn else "firmware.json")
 
     from tfdynhp.datasets.shaping import load_data
 
-    data = load_data("fashion-mnist")
     rows = []
-    if not args.no_dense:
+    if args.ds_cnn:
+        rows, data = _dscnn_rows(args)
+    else:
+        data = load_data("fashion-mnist")
+    if not args.no_dense and not args.ds_cnn:
         rows.append(_trained_row("dense LeNet-300-100",
                                  {"mode": "dense", "epochs": args.dense_epochs}, data, args.seed))
     if args.dynhp_model:
@@ -194,11 +442,13 @@ def main(argv=None):
     measured = []
     for row in rows:
         print(f"== {row['row']} ({row['source']})", flush=True)
-        measured.append(measure(row, data, targets, args.tflm_dir, args.work, args.cache_dir))
+        measured.append(measure(row, data, targets, args.tflm_dir, args.work, args.cache_dir,
+                                kernel_sets, args.profile))
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+                    f"{os.getloadavg()[0]:.0f} at the end"),
         "tools": {
             "arm-none-eabi-g++": _tool_version(["arm-none-eabi-g++", "--version"]),
             "qemu-system-arm": _tool_version(["qemu-system-arm", "--version"]),
@@ -208,8 +458,10 @@ def main(argv=None):
         "notes": (
             "flash = text + data, RAM = data + bss (tensor arena included) from (arm-none-eabi-)"
             "size; stack and heap measured in the running firmware (painted stack, newlib "
-            "break). Firmware = TFLM reference kernels + model + 4 test vectors + newlib-nano + "
-            "semihosting; instructions per inference are guest instructions counted by QEMU "
+            "break). Firmware = TFLM (reference or CMSIS-NN kernels; CMSIS-NN with the int8-only "
+            "registrations of a full-int8 model) + model + 4 test vectors + newlib-nano + "
+            "semihosting; the bundle's default -O levels (core -Os, kernels and CMSIS-NN -O2); "
+            "instructions per inference are guest instructions counted by QEMU "
             "-icount shift=0 (QEMU is not cycle-accurate: no pipeline, caches or wait states)."
         ),
         "seconds": time.perf_counter() - start,
@@ -219,7 +471,10 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print(table_markdown(measured, targets))
+    table = table_markdown(measured)
+    print(table)
+    if args.ds_cnn:
+        write_dscnn_markdown(result, table, args.out[:-len(".json")] + ".md")
     print(f"wrote {args.out}")
     return 0
 

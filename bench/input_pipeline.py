@@ -1,9 +1,11 @@
-"""What `tfdynhp.DynamicBatches` costs `fit`: stock Keras LeNet-300-100, one epoch on arrays
-against the same epoch on `DynamicBatches` (same batch), interleaved rounds.
+"""What the `tfdynhp.DynamicBatches` feed costs `fit`: stock Keras LeNet-300-100, one epoch on
+arrays against the same epoch on `DynamicBatches` (its `tf.data` pipeline, what `fit` reads)
+and on the same `DynamicBatches` read through Keras' `PyDataset` feed (a Python generator:
+the feed before issue 27), same batch, interleaved rounds.
 
-Each round fits both models for 2 epochs, one after the other, and keeps the second epoch's
-time (the first traces the step); the ratio of a round is DynamicBatches / arrays, two epochs
-measured side by side. Two clocks: wall time, and the CPU time of this process (all its
+Each round fits the three models for 2 epochs, one after the other, and keeps the second
+epoch's time (the first traces the step); the ratios of a round are DynamicBatches / arrays
+(`ratio_*`) and PyDataset feed / arrays (`pydataset_ratio_*`), epochs measured side by side. Two clocks: wall time, and the CPU time of this process (all its
 threads), which other jobs on a shared machine inflate far less than the wall time. The result
 gives every round's times and ratios, and their median and range, with the machine's load
 average before and after.
@@ -26,11 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras
 import speed
+from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
 import tfdynhp
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CLOCKS = ("wall", "cpu")
+FEEDS = ("arrays", "dynamic", "pydataset")
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -49,35 +53,36 @@ class EpochClock(keras.callbacks.Callback):
 
 
 def measure(x, y, batch, rounds):
-    """Per-round epoch seconds of plain Keras on arrays and on `DynamicBatches`."""
-    models = {k: speed.compile_model(speed.base_model("mlp")) for k in ("arrays", "dynamic")}
+    """Per-round epoch seconds of plain Keras on arrays, on `DynamicBatches` and on the same
+    `DynamicBatches` through Keras' `PyDataset` feed."""
+    models = {k: speed.compile_model(speed.base_model("mlp")) for k in FEEDS}
     data = tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=0)
     rows = []
     for r in range(rounds):
         row = {}
-        # Alternate which side goes first, so a load change does not always hit the same one.
-        order = ("arrays", "dynamic") if r % 2 == 0 else ("dynamic", "arrays")
-        for name in order:
+        # Alternate the order, so a load change does not always hit the same one.
+        for name in FEEDS if r % 2 == 0 else reversed(FEEDS):
             clock = EpochClock()
             if name == "arrays":
                 models[name].fit(x, y, batch_size=batch, epochs=2, verbose=0, callbacks=[clock])
             else:
-                models[name].fit(data, epochs=2, verbose=0, callbacks=[clock])
+                feed = data if name == "dynamic" else PyDatasetAdapter(data, shuffle=False)
+                models[name].fit(feed, epochs=2, verbose=0, callbacks=[clock])
             for c in CLOCKS:
                 row[f"{name}_{c}_s"] = clock.seconds[c][1]
         for c in CLOCKS:
             row[f"ratio_{c}"] = row[f"dynamic_{c}_s"] / row[f"arrays_{c}_s"]
+            row[f"pydataset_ratio_{c}"] = row[f"pydataset_{c}_s"] / row[f"arrays_{c}_s"]
         rows.append(row)
     result = {"batch_size": batch, "rounds": rows}
     for c in CLOCKS:
-        ratios = [row[f"ratio_{c}"] for row in rows]
-        result[c] = {
-            "arrays_median_s": statistics.median(row[f"arrays_{c}_s"] for row in rows),
-            "dynamic_median_s": statistics.median(row[f"dynamic_{c}_s"] for row in rows),
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-        }
+        result[c] = {f"{k}_median_s": statistics.median(row[f"{k}_{c}_s"] for row in rows)
+                     for k in FEEDS}
+        for prefix in ("", "pydataset_"):
+            ratios = [row[f"{prefix}ratio_{c}"] for row in rows]
+            result[c].update({f"{prefix}ratio_median": statistics.median(ratios),
+                              f"{prefix}ratio_min": min(ratios),
+                              f"{prefix}ratio_max": max(ratios)})
     return result
 
 
@@ -102,7 +107,8 @@ def main(argv=None):
             print(f"batch {batch}, {c}: arrays {r['arrays_median_s']:.3f} s, DynamicBatches "
                   f"{r['dynamic_median_s']:.3f} s per epoch ({args.n_train} examples): "
                   f"{r['ratio_median']:.2f}x (rounds {r['ratio_min']:.2f}-"
-                  f"{r['ratio_max']:.2f}x)", flush=True)
+                  f"{r['ratio_max']:.2f}x); PyDataset feed {r['pydataset_median_s']:.3f} s: "
+                  f"{r['pydataset_ratio_median']:.2f}x", flush=True)
     record = {
         "command": command.strip(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

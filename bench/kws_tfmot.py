@@ -3,9 +3,10 @@
 TF-MOT only accepts `tf_keras` models, so this runs in its own process with
 `TF_USE_LEGACY_KERAS=1` and rebuilds MLPerf Tiny's DS-CNN in tf_keras layer for layer as
 `tfdynhp.architectures.ds_cnn` (same BatchNormalization momentum as the DynHP rows). Magnitude
-pruning of every Conv2D, DepthwiseConv2D and Dense kernel, polynomial decay from 0 to the
-sparsity giving `--target-nonzero` non-zero weights, ending at 2/3 of the epochs. Reads the
-splits from `--data` (`.npz` with x_train, y_train, x_val, y_val, x_calib), writes
+pruning of every Conv2D and Dense kernel (TF-MOT does not prune depthwise kernels), polynomial
+decay from 0 to the sparsity giving `--target-nonzero` non-zero values in all (biases,
+BatchNormalization and depthwise kernels counted as non-zero), ending at 2/3 of the epochs.
+Reads the splits from `--data` (`.npz` with x_train, y_train, x_val, y_val, x_calib), writes
 `model.tflite` (full int8) and `result.json` in `--out`.
 
     TF_USE_LEGACY_KERAS=1 python bench/kws_tfmot.py --data d.npz --target-nonzero 11000 \
@@ -47,8 +48,11 @@ def ds_cnn(tf_keras, shape, num_classes, bn_momentum):
 
 
 def prunable_count(model):
-    """Kernel weights TF-MOT prunes (biases and BatchNormalization are left dense)."""
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights if "kernel" in w.name))
+    """Kernel weights TF-MOT prunes: Conv2D and Dense kernels. Biases, BatchNormalization and
+    depthwise kernels are left dense (TF-MOT's prune registry lists no weight of
+    DepthwiseConv2D)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights
+                   if w.name.split("/")[-1].startswith("kernel")))
 
 
 def nonzero_params(model):
@@ -77,9 +81,9 @@ def main(argv=None):
     x, y, xv, yv = d["x_train"], d["y_train"], d["x_val"], d["y_val"]
     num_classes = int(y.max()) + 1
     base = ds_cnn(tf_keras, x.shape[1:], num_classes, args.bn_momentum)
-    dense_nonzero = nonzero_params(base)
     kernels = prunable_count(base)
-    others = dense_nonzero - kernels  # biases and BatchNormalization: never pruned
+    # Never pruned, and non-zero once trained (zero-initialized biases, betas and means too).
+    others = int(sum(np.prod(w.shape) for w in base.weights)) - kernels
     sparsity = float(np.clip(1.0 - (args.target_nonzero - others) / kernels, 0.0, 0.99))
     steps = int(np.ceil(len(x) / args.batch_size))
     schedule = tfmot.sparsity.keras.PolynomialDecay(
@@ -109,7 +113,7 @@ def main(argv=None):
     result = {
         "method": "tfmot_prune_low_magnitude", "target_nonzero": args.target_nonzero,
         "final_sparsity": sparsity, "nonzero_params": nonzero_params(stripped),
-        "dense_params": dense_nonzero, "epochs": args.epochs, "wall_time_s": wall,
+        "dense_params": others + kernels, "epochs": args.epochs, "wall_time_s": wall,
         "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
         "float_accuracy": float_acc, "tflite_bytes": len(tflite),
     }

@@ -40,6 +40,8 @@ from tfdynhp.callbacks.dynhp import VARIANCE_EVERY
 import tfdynhp
 from tfdynhp import architectures, datasets
 from tfdynhp.graph import gated_groups
+from tfdynhp.graph.units import UnitGraph
+from tfdynhp.layers import SelectFeatures
 from tfdynhp.math.batch_rule import variance_batch_candidate
 from tfdynhp.surgery import apply_keep_masks
 
@@ -88,11 +90,15 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.seconds, self.batch_sizes = [], []
 
+        self.cpu_seconds = []
+
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+        self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
 
 class StepRatios(keras.callbacks.Callback):
@@ -160,7 +166,7 @@ class _Case:
                 options.get("jit_compile", False))
             self.data = tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=0)
             self.every = options.get("variance_every", VARIANCE_EVERY)
-        self.seconds = []
+        self.seconds, self.cpu_seconds = [], []
 
     def run(self, epochs):
         timer = EpochTimer()
@@ -173,6 +179,7 @@ class _Case:
             self.model.fit(self.data, epochs=epochs, verbose=0, callbacks=[timer, dynhp])
             assert self.data.batch_size == self.batch
         self.seconds += timer.seconds[1:]  # the first epoch of a fit traces the step
+        self.cpu_seconds += timer.cpu_seconds[1:]
 
 
 def epoch_ratios(arch, n_train, batches, settings, rounds, epochs=2):
@@ -184,13 +191,98 @@ def epoch_ratios(arch, n_train, batches, settings, rounds, epochs=2):
             for case in cases if r % 2 == 0 else reversed(cases):
                 case.run(epochs)
         plain = statistics.median(cases[0].seconds)
+        plain_cpu = statistics.median(cases[0].cpu_seconds)
         for case in cases[1:]:
             seconds = statistics.median(case.seconds)
+            cpu = statistics.median(case.cpu_seconds)
+            # Per epoch pair (the same round, side by side): the spread of the ratio.
+            pairs = [a / b for a, b in zip(case.seconds, cases[0].seconds)]
             rows.append({"arch": arch, "batch_size": batch, "setting": case.setting,
-                         "plain_epoch_s": plain, "dynhp_epoch_s": seconds,
-                         "ratio": seconds / plain, "epochs_timed": len(case.seconds)})
+                         "n_train": len(x), "plain_epoch_s": plain, "dynhp_epoch_s": seconds,
+                         "ratio": seconds / plain, "ratio_pairs_min": min(pairs),
+                         "ratio_pairs_max": max(pairs), "plain_epoch_cpu_s": plain_cpu,
+                         "dynhp_epoch_cpu_s": cpu, "ratio_cpu": cpu / plain_cpu,
+                         "epochs_timed": len(case.seconds)})
             print(f"  {arch} batch {batch:4d} {case.setting:9s} plain {plain:6.3f} s, "
-                  f"DynHP {seconds:6.3f} s: {seconds / plain:5.2f}x", flush=True)
+                  f"DynHP {seconds:6.3f} s: {seconds / plain:5.2f}x wall, "
+                  f"{cpu / plain_cpu:5.2f}x CPU", flush=True)
+    return rows
+
+
+# -- frozen -----------------------------------------------------------------------------------
+
+def _frozen_dynhp(x, y, batch, epochs, target, seed):
+    """A DynHP fit that meets `target` by epoch 2, then freezes (and folds) the gates: the
+    wall and CPU seconds of its frozen epochs after the first (which retraces), the final
+    widths and the number of gates left unfolded."""
+    model = compile_model(gated("mlp", len(x), seed=seed))
+    data = tfdynhp.DynamicBatches(x, y, batch_size=batch, seed=seed)
+    timer = EpochTimer()
+    dynhp = DynHPCallback(target=target, target_epoch=2)
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[timer, dynhp])
+    assert all(gate.frozen for gate in model.gate_layers)
+    widths = [group.units for group in gated_groups(model)]
+    unfolded = sum(not getattr(gate, "folded", False) for gate in model.gate_layers)
+    kept = next(layer.indices for layer in model.layers if isinstance(layer, SelectFeatures))
+    return timer.seconds[3:], timer.cpu_seconds[3:], (widths, kept), unfolded
+
+
+def _plain_widths(x, y, widths, batch, epochs, seed, kept=None):
+    """A plain model of the final widths fed the kept input features; with `kept`, fed all
+    784 and gathering the kept ones itself, as the DynHP model does (`SelectFeatures`)."""
+    model = base_model("mlp", seed, widths)
+    if kept is not None:
+        model = keras.Sequential([keras.Input((x.shape[1],)), SelectFeatures(kept), model])
+    model = compile_model(model)
+    timer = EpochTimer()
+    model.fit(x if kept is not None else x[:, : widths[0]], y, batch_size=batch, epochs=epochs,
+              verbose=0, callbacks=[timer])
+    return timer.seconds[1:], timer.cpu_seconds[1:]
+
+
+def frozen_ratios(n_train, batches, rounds, epochs=6, target="25% params"):
+    """Frozen-phase epochs of a DynHP fit (LeNet-300-100, `target` met at epoch 2, gates
+    frozen and folded, fixed batch) over a plain model of the final widths at the same batch,
+    same number of timed epochs; one fresh DynHP fit and one plain fit per round, their order
+    alternating."""
+    x, y, _, _ = load(n_train, 1)
+    rows = []
+    for batch in batches:
+        sides = ("dynhp", "plain", "plain_gather")
+        times = {side: ([], []) for side in sides}
+        final = unfolded = None
+        for r in range(rounds):
+            for side in sides if r % 2 == 0 else reversed(sides):
+                if side == "dynhp":
+                    wall, cpu, final, unfolded = _frozen_dynhp(x, y, batch, epochs, target, 0)
+                else:
+                    if final is None:  # the first round's plain fits need the widths
+                        _, _, final, unfolded = _frozen_dynhp(x, y, batch, 3, target, 0)
+                    wall, cpu = _plain_widths(x, y, final[0], batch, epochs - 2, 0,
+                                              final[1] if side == "plain_gather" else None)
+                times[side][0].extend(wall)
+                times[side][1].extend(cpu)
+        widths = final[0]
+        d, p, g = times["dynhp"], times["plain"], times["plain_gather"]
+        row = {"batch_size": batch, "n_train": n_train, "target": target, "final_units": widths,
+               "gates_left_unfolded": unfolded, "epochs_timed": len(d[0]),
+               "dynhp_frozen_epoch_s": statistics.median(d[0]),
+               "plain_final_epoch_s": statistics.median(p[0]),
+               "dynhp_frozen_epoch_cpu_s": statistics.median(d[1]),
+               "plain_final_epoch_cpu_s": statistics.median(p[1])}
+        row["ratio"] = row["dynhp_frozen_epoch_s"] / row["plain_final_epoch_s"]
+        row["ratio_cpu"] = row["dynhp_frozen_epoch_cpu_s"] / row["plain_final_epoch_cpu_s"]
+        row["plain_gather_epoch_s"] = statistics.median(g[0])
+        row["plain_gather_epoch_cpu_s"] = statistics.median(g[1])
+        row["ratio_vs_plain_gather"] = row["dynhp_frozen_epoch_s"] / row["plain_gather_epoch_s"]
+        row["ratio_cpu_vs_plain_gather"] = (row["dynhp_frozen_epoch_cpu_s"]
+                                            / row["plain_gather_epoch_cpu_s"])
+        rows.append(row)
+        print(f"  frozen batch {batch}: units {widths}, DynHP frozen "
+              f"{row['dynhp_frozen_epoch_s']:.3f} s vs plain {row['plain_final_epoch_s']:.3f} s"
+              f": {row['ratio']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU; vs the plain model "
+              f"gathering its inputs {row['ratio_vs_plain_gather']:.2f}x wall, "
+              f"{row['ratio_cpu_vs_plain_gather']:.2f}x CPU", flush=True)
     return rows
 
 
@@ -229,8 +321,9 @@ def plain_final(widths, batch, n_train, epochs=3, seed=0):
 
 
 def surgery_time(n_train, batch=128, repeats=3, seed=0):
-    """Seconds of one epoch-end surgery (half the units of every group) and of the next
-    step's retrace (first step after surgery minus a normal step), LeNet-300-100."""
+    """Seconds (wall and CPU) of one epoch-end surgery (half the units of every group), of
+    the `UnitGraph` analysis inside it, and of the next step's retrace (first step after
+    surgery minus a normal step), LeNet-300-100 with the gradient variance on."""
     x, y, _, _ = load(n_train, 1)
     rows = []
     for r in range(repeats):
@@ -239,25 +332,38 @@ def surgery_time(n_train, batch=128, repeats=3, seed=0):
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         rng = np.random.default_rng(r)
         masks = {g.name: rng.random(g.units) < 0.5 for g in gated_groups(model)}
-        start = time.perf_counter()
+        row = {}
+        clocks = (time.perf_counter, time.process_time)
+        start = [c() for c in clocks]
+        UnitGraph(model)  # what an analysis costs (apply_keep_masks runs one before, one after)
+        row["analysis_s"], row["analysis_cpu_s"] = [c() - s0 for c, s0 in zip(clocks, start)]
+        start = [c() for c in clocks]
         apply_keep_masks(model, masks)
-        surgery = time.perf_counter() - start
-        start = time.perf_counter()
+        row["surgery_s"], row["surgery_cpu_s"] = [c() - s0 for c, s0 in zip(clocks, start)]
+        start = [c() for c in clocks]
         model.train_on_batch(x[:batch], y[:batch])
-        first = time.perf_counter() - start
-        start = time.perf_counter()
+        first = [c() - s0 for c, s0 in zip(clocks, start)]
+        start = [c() for c in clocks]
         for _ in range(5):
             model.train_on_batch(x[:batch], y[:batch])
-        step = (time.perf_counter() - start) / 5
-        rows.append({"surgery_s": surgery, "retrace_s": first - step, "step_s": step})
-    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        step = [(c() - s0) / 5 for c, s0 in zip(clocks, start)]
+        row.update({"retrace_s": first[0] - step[0], "retrace_cpu_s": first[1] - step[1],
+                    "step_s": step[0], "step_cpu_s": step[1]})
+        row["total_s"] = row["surgery_s"] + row["retrace_s"]
+        row["total_cpu_s"] = row["surgery_cpu_s"] + row["retrace_cpu_s"]
+        rows.append(row)
+    result = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    result["rounds"] = rows
+    return result
 
 
 # -- report -----------------------------------------------------------------------------------
 
 def markdown(result):
     lines = [f"# bench/speed.py\n\nCommand: `{result['command']}`\n",
-             f"Machine: {result['machine']}.\n"]
+             (f"Machine: {result['machine']}; load average (1, 5, 15 min) before "
+              f"{result.get('load_average_before')}, after {result.get('load_average_after')}."
+              "\n")]
     if "spread" in result:
         s = result["spread"]
         lines += [(f"## Variance on one step in k (LeNet-300-100, {s['n_train']} examples, "
@@ -273,10 +379,12 @@ def markdown(result):
                      f"{s['rows'][0]['step_cv_within_epoch']:.2f}.\n")
     if "epochs" in result:
         lines += ["## Whole-epoch time, DynHP / plain Keras (same widths and batch)\n",
-                  "| model | batch | setting | plain s/epoch | DynHP s/epoch | ratio |",
-                  "|---|---|---|---|---|---|"]
+                  ("| model | batch | setting | plain s/epoch | DynHP s/epoch | ratio "
+                   "| ratio, CPU time |"),
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['arch']} | {r['batch_size']} | {r['setting']} | "
-                  f"{r['plain_epoch_s']:.3f} | {r['dynhp_epoch_s']:.3f} | {r['ratio']:.2f}x |"
+                  f"{r['plain_epoch_s']:.3f} | {r['dynhp_epoch_s']:.3f} | {r['ratio']:.2f}x | "
+                  + (f"{r['ratio_cpu']:.2f}x |" if "ratio_cpu" in r else "- |")
                   for r in result["epochs"]]
         lines.append("")
     if "runs" in result:
@@ -293,18 +401,44 @@ def markdown(result):
         p = result["plain_full"]
         lines.append(f"\nPlain LeNet-300-100, same data and epochs, batch {p['batch_size']}: "
                      f"test accuracy {p['test_accuracy']:.4f}.\n")
+    if "frozen" in result:
+        lines += [("## Frozen-phase epochs, DynHP / plain model of the final widths "
+                   "(LeNet-300-100, same batch)\n"),
+                  ("| batch | target | final units | gates unfolded | DynHP frozen s/epoch | "
+                   "plain s/epoch | ratio | ratio, CPU time | ratio vs plain + input gather, "
+                   "wall / CPU |"),
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['batch_size']} | {r['target']} | {r['final_units']} | "
+                  f"{r['gates_left_unfolded']} | {r['dynhp_frozen_epoch_s']:.3f} | "
+                  f"{r['plain_final_epoch_s']:.3f} | {r['ratio']:.2f}x | {r['ratio_cpu']:.2f}x | "
+                  + (f"{r['ratio_vs_plain_gather']:.2f}x / {r['ratio_cpu_vs_plain_gather']:.2f}x"
+                     if "ratio_vs_plain_gather" in r else "-") + " |"
+                  for r in result["frozen"]]
+        lines.append("\nThe plain model is fed the kept input features; \"plain + input gather\" "
+                     "takes all of them and gathers the kept ones (`SelectFeatures`), as the "
+                     "DynHP model does.\n")
     if "surgery" in result:
         s = result["surgery"]
-        lines.append(f"## Surgery + retrace (LeNet-300-100, half of every group)\n\n"
-                     f"surgery {s['surgery_s']:.3f} s, retrace {s['retrace_s']:.3f} s, "
-                     f"total {s['surgery_s'] + s['retrace_s']:.3f} s (goal <= 0.5 s).\n")
+        text = (f"## Surgery + retrace (LeNet-300-100, half of every group)\n\n"
+                f"surgery {s['surgery_s']:.3f} s, retrace {s['retrace_s']:.3f} s, "
+                f"total {s['surgery_s'] + s['retrace_s']:.3f} s (goal <= 0.5 s)")
+        if "total_cpu_s" in s:
+            text += (f"; CPU time: surgery {s['surgery_cpu_s']:.3f} s (one UnitGraph "
+                     f"analysis alone: {s['analysis_cpu_s']:.3f} s), retrace "
+                     f"{s['retrace_cpu_s']:.3f} s, total {s['total_cpu_s']:.3f} s")
+        lines.append(text + " (medians of the rounds).\n")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="spread,epochs,run")
+    parser.add_argument("--parts", default="spread,epochs,run",
+                        help="comma-separated: spread, epochs, run, frozen, surgery")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
+    parser.add_argument("--batches", default="16,128,512", help="batches of epochs and frozen")
+    parser.add_argument("--settings", default="defaults,k=1,batch,jit",
+                        help="settings of `epochs` (LeNet-5 runs those of them but batch, jit)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of epochs and frozen")
     parser.add_argument("--out", default=os.path.join(RESULTS, "speed.json"))
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -313,7 +447,11 @@ def main(argv=None):
     result = {"command": command.strip(),
               "machine": f"{os.cpu_count()} CPU cores shared with other jobs, Python "
                          f"{platform.python_version()}, Keras {keras.__version__}",
-              "variance_every_default": VARIANCE_EVERY}
+              "variance_every_default": VARIANCE_EVERY,
+              "load_average_before": [round(v, 2) for v in os.getloadavg()]}
+    batches = tuple(int(b) for b in args.batches.split(","))
+    settings = tuple(args.settings.split(","))
+    rounds = 1 if q else args.rounds
     if "spread" in parts:
         result["spread"] = spread(1000 if q else 8000, 64, 2 if q else 4)
         for r in result["spread"]["rows"]:
@@ -321,11 +459,15 @@ def main(argv=None):
                   f"p90 {r['relative_error_p90']:.3f}, max {r['relative_error_max']:.3f}, "
                   f"candidate change <= {r['batch_candidate_change_max']}", flush=True)
     if "epochs" in parts:
-        rows = epoch_ratios("mlp", 1000 if q else 8000, (16, 128, 512),
-                            ("defaults", "k=1", "batch", "jit"), 1 if q else 2)
-        rows += epoch_ratios("lenet5", 300 if q else 1500, (16, 128, 512),
-                             ("defaults", "k=1"), 1 if q else 2)
+        rows = epoch_ratios("mlp", 1000 if q else 8000, batches, settings, rounds)
+        rows += epoch_ratios("lenet5", 300 if q else 1500, batches,
+                             tuple(s for s in settings if s not in ("batch", "jit")), rounds)
         result["epochs"] = rows
+    if "frozen" in parts:
+        result["frozen"] = frozen_ratios(1000 if q else 8000, batches, rounds)
+    if "surgery" in parts:
+        result["surgery"] = surgery_time(1000 if q else 8000, repeats=1 if q else 3)
+        print(f"surgery {result['surgery']}", flush=True)
     if "run" in parts:
         n, n_test, epochs = (1000, 500, 2) if q else (8000, 2000, 6)
         runs = []
@@ -348,6 +490,7 @@ def main(argv=None):
         result["runs"] = runs
         result["surgery"] = surgery_time(n)
         print(f"surgery {result['surgery']}", flush=True)
+    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

@@ -16,6 +16,7 @@ from tfdynhp.math import batch_rule as batch_rules
 from tfdynhp.math import budget as budget_lib
 from tfdynhp.math.selection import keep_mask
 from tfdynhp.model.dynamic_batches import DynamicBatches
+from tfdynhp.model.folding import fold_frozen_gates
 from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
 from tfdynhp.policies import criteria as criteria_lib
 from tfdynhp.policies import targets
@@ -45,6 +46,12 @@ class DynHPCallback(keras.callbacks.Callback):
     `tfdynhp.DynamicBatches` input grows by the gradient-variance rule
     `b + ceil((1 - alpha_bs) ||S||_1 / F)` (paper eq. 8), never beyond what fits in `budget`
     (eqs. 9-10), and never shrinks.
+
+    With validation data in `fit` and no rule named (no `threshold`, `criterion` or
+    `target`), `DynHPCallback()` prunes by the tolerance rule instead: as far as the
+    validation accuracy stays within one point of its reference, every cut made
+    provisionally, judged after an epoch of training around it, and removed only then (see
+    `tolerance`); without validation data it warns and uses the threshold rule.
 
     With a `target` ("32k params", "2.5M macs", "40KB", "900KB memory", or a
     `tfdynhp.policies.targets.Target`) the model is brought to it by `target_epoch` (see
@@ -78,8 +85,9 @@ class DynHPCallback(keras.callbacks.Callback):
     as it is, and unfreezes gates an earlier target froze, so that they train again.
 
     Args:
-        threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Defaults to
-            `0.5`.
+        threshold: minimum gate activation rate to keep a unit (the paper's 0.5). Naming it
+            chooses this rule over the tolerance rule (see `tolerance`). Defaults to `None`
+            (`0.5` wherever the rule applies).
         min_units: units never removed from a group. Defaults to `1`.
         frequency: prune every `frequency` epochs (and, with a target, at its epoch).
             Defaults to `1`.
@@ -111,20 +119,26 @@ class DynHPCallback(keras.callbacks.Callback):
             `None` (keep training the gates). Defaults to `"freeze"`.
         penalty: the resource the gates' penalty counts (`tfdynhp.costs.units.RESOURCES`);
             `None` keeps the gates' own unless a target gives one. Defaults to `None`.
-        tolerance: prune as far as validation allows: a number (e.g. `0.01`, one point of
-            accuracy) or a `tfdynhp.policies.tolerance.Tolerance` (monitor, mode, resource, step
-            sizes). At each pruning epoch the lowest-ranked units (Taylor importance per MAC
-            saved) have their gates forced to zero and the validation data are evaluated; the
-            cut is committed only when the monitored metric stays within `tolerance` of the
-            best value the run has seen, else the model is left unchanged and a smaller cut
-            is tried. Replaces the `threshold` rule. Needs `validation_data` or
-            `validation_split` in `fit`; without them it warns and uses the `threshold` rule.
-            With a `target`, every scheduled cut is checked the same way, and pruning stops
-            at whichever binds first (`binding` says which). Logs `dynhp/tolerance/best`,
-            `.../value` (before the epoch's cuts), `.../after`, `.../cut` (fraction of the
-            resource removed), `.../trials`, `.../step`; `history` also keeps `.../state`
-            and `.../tried` (every trial: size, units, metric, committed). Defaults to
-            `None`.
+        tolerance: prune as far as validation allows (`tfdynhp.policies.tolerance`): a
+            number (e.g. `0.01`, one point of accuracy), a
+            `tfdynhp.policies.tolerance.Tolerance` (monitor, mode, resource, step sizes),
+            `"auto"` or `None`. At an epoch end the lowest-ranked units (Taylor importance
+            per MAC saved) are cut provisionally (their gates closed, nothing removed yet);
+            the network trains one epoch without them and the cut is committed (surgery,
+            after one more check on the validation data) only if the monitored validation
+            metric is within `tolerance` of its reference (the best mean of two consecutive
+            epochs), else it is undone (the units get their gates back) and the next cut is
+            smaller. The gates are frozen at their test-time values while the rule runs (no
+            sampling noise, no L0 penalty). Needs `validation_data` or `validation_split` in
+            `fit`; without them it warns and uses the `threshold` rule. With a `target`,
+            every scheduled cut is checked before surgery, and pruning stops at whichever
+            binds first (`binding` says which). `"auto"` is `Tolerance()` (0.01, MACs) when
+            no `threshold`, `criterion` or `target` is named and `prune=True`, else `None`
+            (the named rule alone). Logs `dynhp/tolerance/value`, `.../best` (the
+            reference), `.../after`, `.../cut` (fraction of the resource removed this epoch),
+            `.../pending` (of the provisional cut), `.../trials`, `.../step`; `history` also
+            keeps `.../state`, `.../tried` (every check: size, units, metric, committed)
+            and `.../provisional`. Defaults to `"auto"`.
         variance_every: with `dynamic_batch`, compute the gradient variance of the batch rule
             on one training step in `variance_every` (the rule uses its epoch mean; see
             `tfdynhp.GatedModel.enable_gradient_variance`); `1` for every step. Defaults to
@@ -151,7 +165,7 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def __init__(
         self,
-        threshold=0.5,
+        threshold=None,
         min_units=1,
         frequency=1,
         prune=True,
@@ -167,10 +181,22 @@ class DynHPCallback(keras.callbacks.Callback):
         final_phase="freeze",
         penalty=None,
         variance_every=None,
-        tolerance=None,
+        tolerance="auto",
         verbose=0,
     ):
         super().__init__()
+        # A rule the caller names (a threshold, a criterion, a target, soft pruning) is that
+        # rule; with none named, `tolerance="auto"` prunes as far as validation allows.
+        names_a_rule = threshold is not None or criterion is not None or target is not None
+        auto = isinstance(tolerance, str) and tolerance == "auto"
+        if isinstance(tolerance, str) and not auto:
+            raise ValueError("`tolerance` must be 'auto', a non-negative number (e.g. 0.01: one "
+                             "point of accuracy), a tfdynhp.policies.tolerance.Tolerance or "
+                             f"None. Received: tolerance={tolerance!r}")
+        if auto:
+            tolerance = None if (names_a_rule or not prune) else tolerance_lib.Tolerance()
+        self._auto_tolerance = auto and tolerance is not None
+        threshold = 0.5 if threshold is None else threshold
         if isinstance(criterion, str):
             options = {"threshold": threshold} if criterion == "gate_rate" else {}
             criterion = criteria_lib.get(criterion, **options)
@@ -394,6 +420,9 @@ class DynHPCallback(keras.callbacks.Callback):
                 gate.unfreeze()
             retrace = True
         self._frozen = all(gate.frozen for gate in self.model.gate_layers)
+        if self._frozen and fold_frozen_gates(self.model, optimizer_slots=self.optimizer_slots):
+            retrace = True  # a continued run's frozen phase, saved before gates were folded
+        retrace = self._freeze_for_tolerance() or retrace
         penalty = self.penalty
         if penalty is None and self._controller is not None and all(
             gate.cost_resource == "units" for gate in self.model.gate_layers
@@ -410,11 +439,17 @@ class DynHPCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.tolerance is not None and self.tolerance.pending is not None:
-            last = self.tolerance.finish(
-                lambda masks: self._trial(self.tolerance, masks), self._commit,
-                lambda masks: self._unfade(self.tolerance))
+            # The fit stopped before its last epoch (e.g. EarlyStopping): the provisional
+            # cut is judged now, on the validation data, never left behind.
+            last = self.tolerance.finish(lambda masks: self._trial(self.tolerance, masks),
+                                         self._commit, self._undo)
             if self.history:
                 self.history[-1][TOLERANCE_PREFIX + "final_trial"] = vars(last)
+        if self._tolerance_froze:
+            for gate in self._tolerance_froze:
+                gate.unfreeze()
+            self.model.train_function = None  # the next fit traces the gates' noise again
+            self._tolerance_froze = []
         # Later fits of the same model should not pay for the estimate.
         if self._data is not None:
             self.model.disable_gradient_variance()
@@ -461,7 +496,7 @@ class DynHPCallback(keras.callbacks.Callback):
         model = self.model
         tolerance = self._tolerance_monitor(logs or {})
         if tolerance is not None and self._controller is None:
-            self._tolerance_epoch(tolerance, logs, record)
+            self._tolerance_epoch(tolerance, logs, record, epoch)
             return
         groups = gated_groups(model)
         scores, masks = self._scores_and_masks(groups)
@@ -493,6 +528,8 @@ class DynHPCallback(keras.callbacks.Callback):
         ):
             for gate in model.gate_layers:
                 gate.freeze()
+            # The frozen phase trains the stripped layers: no gate work left in the step.
+            fold_frozen_gates(model, optimizer_slots=self.optimizer_slots)
             model.make_train_function(force=True)
             self._frozen = True
 
@@ -531,6 +568,7 @@ class DynHPCallback(keras.callbacks.Callback):
             record["dynhp/budget_bytes"] = self.budget_bytes
         state = record.pop(TOLERANCE_PREFIX + "state", None)
         tried = record.pop(TOLERANCE_PREFIX + "tried", None)
+        provisional = record.pop(TOLERANCE_PREFIX + "provisional", None)
         logs.update(record)
         model.dynhp_run = self._run_state(epoch + 1)
         self.history.append({"epoch": epoch, **record, **{
@@ -539,6 +577,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if state is not None:  # not scalars: kept out of `logs` (TensorBoard writes scalars)
             self.history[-1][TOLERANCE_PREFIX + "state"] = state
             self.history[-1][TOLERANCE_PREFIX + "tried"] = tried
+            self.history[-1][TOLERANCE_PREFIX + "provisional"] = provisional
         if self.verbose:
             self._print_epoch(epoch, record, batch_size, next_batch)
 
@@ -552,12 +591,11 @@ class DynHPCallback(keras.callbacks.Callback):
         if TARGET_KEY in record:
             line += (f", target due {self.target.describe(record[TARGET_KEY])}, "
                      f"lambda {record[LAMBDA_KEY]:.3g}")
-        if TOLERANCE_PREFIX + "best" in record:
+        if TOLERANCE_PREFIX + "value" in record:
+            best = record.get(TOLERANCE_PREFIX + "best")
             line += (f", {self.tolerance.monitor} {record[TOLERANCE_PREFIX + 'value']:.4g} "
-                     f"(best {record[TOLERANCE_PREFIX + 'best']:.4g}, after cut "
-                     f"{record[TOLERANCE_PREFIX + 'after']:.4g}), cut "
-                     f"{record[TOLERANCE_PREFIX + 'cut']:.1%} of {self.tolerance.resource} "
-                     f"in {int(record[TOLERANCE_PREFIX + 'trials'])} trial(s)")
+                     f"(reference {'-' if best is None else format(best, '.4g')}), "
+                     f"{self._tolerance_text}")
             if self.binding:
                 line += f", {self.binding} binds"
         if self._frozen:
@@ -570,22 +608,46 @@ class DynHPCallback(keras.callbacks.Callback):
         self.binding = None
         self._validation = None
         self._tolerance_warned = False
-        self._faded = None
+        self._tolerance_froze = []
+        self._tolerance_text = ""
+        self._saved_gates = None
         if self.tolerance is None:
             return
         self.tolerance.reset()
-        self._validation = tolerance_lib.validation_of(
-            self.model.fit_args)
+        self._validation = tolerance_lib.validation_of(self.model.fit_args)
         if self._validation is None:
             self._warn_no_validation()
+            return
+        if self._controller is None and self.tolerance.warmup:
+            # The metric before training, which the warm-up is measured from.
+            logs = tolerance_lib.evaluate_all(self.model, self._validation,
+                                              self._epoch_batch_size() or 256)
+            monitor = self.tolerance.resolve_monitor({f"val_{k}": v for k, v in logs.items()})
+            if monitor is not None:
+                self.tolerance.begin(logs[self.tolerance.metric_key()])
+
+    def _freeze_for_tolerance(self):
+        """Freezes the gates while the tolerance rule runs (`Tolerance(gates="frozen")`);
+        returns whether the train function must be traced again."""
+        tolerance = self.tolerance
+        if (tolerance is None or self._validation is None or self._controller is not None
+                or tolerance.gates != "frozen"):
+            return False
+        self._tolerance_froze = [g for g in self.model.gate_layers if not g.frozen]
+        for gate in self._tolerance_froze:
+            gate.freeze()
+        return bool(self._tolerance_froze)
 
     def _warn_no_validation(self):
         if not self._tolerance_warned:
+            what = ("DynHPCallback() prunes as far as validation accuracy allows when `fit` has "
+                    "validation data" if self._auto_tolerance else
+                    "DynHPCallback(tolerance=...) checks every cut on validation data")
             warnings.warn(
-                "DynHPCallback(tolerance=...) checks every cut on validation data, and this "
-                "fit has none: it prunes with the `threshold` rule instead (units whose gates "
-                "closed go, unchecked). Pass `validation_data=(x_val, y_val)` or "
-                "`validation_split=0.1` to `fit`.", stacklevel=2)
+                f"{what}, and this fit has none: it prunes with the `threshold` rule instead "
+                "(units whose gates the L0 penalty closed go, unchecked). Pass "
+                "`validation_data=(x_val, y_val)` or `validation_split=0.1` to `fit`, or "
+                "`DynHPCallback(tolerance=None)` to choose the threshold rule.", stacklevel=2)
             self._tolerance_warned = True
 
     def _tolerance_monitor(self, logs):
@@ -598,11 +660,13 @@ class DynHPCallback(keras.callbacks.Callback):
             return None
         return self.tolerance
 
-    def _unfade(self, tolerance):
-        """Gives the faded units their gates back; returns the validation metric then."""
-        tolerance_lib.restore_gates(self._faded or [])
-        self._faded = None
-        return tolerance_lib.evaluate(self.model, self._validation, tolerance.metric_key(),
+    def _undo(self, masks=None):
+        """Gives the provisionally cut units their gates back; returns the validation metric
+        then."""
+        tolerance_lib.restore_gates(self._saved_gates or [])
+        self._saved_gates = None
+        return tolerance_lib.evaluate(self.model, self._validation,
+                                      self.tolerance.metric_key(),
                                       self._epoch_batch_size() or 256)
 
     def _trial(self, tolerance, masks):
@@ -610,54 +674,70 @@ class DynHPCallback(keras.callbacks.Callback):
                                           tolerance.metric_key(),
                                           self._epoch_batch_size() or 256)
 
-    def _record_tolerance(self, tolerance, result, before, after, record):
-        committed = [t for t in result["trials"] if t.committed]
+    def _record_tolerance(self, tolerance, result, before, after, record, provisional=0.0):
+        committed = [t for t in result["trials"] if t.committed and t.kind == "commit"]
         record.update({
-            TOLERANCE_PREFIX + "best": result["best"],
             TOLERANCE_PREFIX + "value": result["value"],
             TOLERANCE_PREFIX + "after": committed[-1].metric if committed else result["value"],
             TOLERANCE_PREFIX + "cut": 1.0 - after / before if before else 0.0,
-            TOLERANCE_PREFIX + "trials": float(len(result["trials"])),
+            TOLERANCE_PREFIX + "trials": float(len(result["trials"])),  # validation passes
             TOLERANCE_PREFIX + "step": result["step"],
             TOLERANCE_PREFIX + "state": result["state"],
             TOLERANCE_PREFIX + "tried": [
                 {"step": t.step, "amount_after": t.amount_after, "units": t.units,
-                 "metric": t.metric, "committed": t.committed, "faded": t.faded}
+                 "metric": t.metric, "committed": t.committed, "kind": t.kind}
                 for t in result["trials"]],
+            TOLERANCE_PREFIX + "provisional": None if result.get("cut") is None else {
+                "step": result["cut"][0], "amount_after": result["cut"][1],
+                "units": result["cut"][2]},
         })
+        if result["reference"] is not None:  # None during the warm-up
+            record[TOLERANCE_PREFIX + "best"] = result["reference"]
+        record[TOLERANCE_PREFIX + "pending"] = provisional
+        text = result["state"]
+        if committed:
+            text += f" ({1.0 - after / before:.1%} of {tolerance.resource} removed)"
+        if result.get("cut") is not None:
+            text += f", next cut {result['cut'][0]:.1%} ({result['cut'][2]} units) on trial"
+        if result.get("restored") is not None:
+            text += f", units back: {result['restored']:.4g}"
+        self._tolerance_text = text
 
-    def _tolerance_epoch(self, tolerance, logs, record):
+    def _tolerance_epoch(self, tolerance, logs, record, epoch):
         model = self.model
-        cache = {}
 
         def propose(step):
-            if "keys" not in cache:
-                data = tolerance_lib.as_arrays(self._validation)
-                resource = {"int8_bytes": "params"}.get(tolerance.resource, tolerance.resource)
-                cache["keys"] = tolerance_lib.rank_scores(
-                    tolerance_lib.importance(model, data),
-                    resources.unit_costs(model, resource), tolerance.resource_aware)
-            return tolerance_lib.propose_cut(model, cache["keys"], step, tolerance.resource,
+            data = tolerance_lib.as_arrays(self._validation)
+            resource = {"int8_bytes": "params"}.get(tolerance.resource, tolerance.resource)
+            keys = tolerance_lib.rank_scores(
+                tolerance_lib.importance(model, data),
+                resources.unit_costs(model, resource), tolerance.resource_aware)
+            return tolerance_lib.propose_cut(model, keys, step, tolerance.resource,
                                              self.min_units)
 
-        before = tolerance_lib.measure(model, tolerance.resource)
         def commit(masks):
+            self._saved_gates = None
             self._commit(masks)
-            cache.clear()  # the units changed: rank them again
 
-        def fade(masks):
-            self._faded = tolerance_lib.set_gates(model, masks, tolerance_lib.FADE_LOG_ALPHA)
+        def cut(masks):
+            self._saved_gates = tolerance_lib.set_gates(model, masks,
+                                                        tolerance_lib.CLOSED_LOG_ALPHA)
 
-        def unfade(masks):
-            return self._unfade(tolerance)
-
+        before = tolerance_lib.measure(model, tolerance.resource)
+        epochs = int(self.params.get("epochs") or 0)
+        final = epoch + 1 >= epochs
+        may_cut = epoch + 1 <= tolerance_lib.last_cut_epoch(epochs, tolerance.until)
         result = tolerance.epoch_end(
             float(logs[tolerance.monitor]), propose,
-            lambda masks: self._trial(tolerance, masks), commit,
-            fade if tolerance.fade else None, unfade)
+            lambda masks: self._trial(tolerance, masks), commit, cut, self._undo, final,
+            may_cut)
         after = tolerance_lib.measure(model, tolerance.resource)
-        self._record_tolerance(tolerance, result, before, after, record)
-        if result["state"] in ("refused", "exhausted"):
+        provisional = 0.0
+        if tolerance.pending is not None:
+            provisional = 1.0 - tolerance.pending.amount_after / after if after else 0.0
+        self._record_tolerance(tolerance, result, before, after, record, provisional)
+        if result["state"] in ("converged", "exhausted") or (
+                result["state"] == "undone" and tolerance.converged):
             self.binding = "tolerance"
 
     def _tolerance_check(self, tolerance, logs, record, groups, scores, due, masks):

@@ -11,6 +11,7 @@
 """
 
 from tfdynhp.converters.arena import measure_arena_size
+from tfdynhp.converters.audio_mcu import write_audio_mcu
 from tfdynhp.converters.boards import BOARDS, Board, get_board
 from tfdynhp.converters.export import TARGETS, export
 from tfdynhp.converters.firmware import FirmwareError, FirmwareResult, verify_mcu
@@ -34,4 +35,5 @@ __all__ = [
     "run_tflite",
     "to_int8_tflite",
     "verify_mcu",
+    "write_audio_mcu",
 ]

@@ -24,6 +24,7 @@ def export(
     preprocessing=None,
     board=boards.DEFAULT_BOARD,
     arena_margin=0.25,
+    kernels=None,
 ):
     """Writes an int8 TFLite deployment bundle for one target.
 
@@ -57,6 +58,8 @@ def export(
         board: MCU board for the `"mcu"` report: a name in `boards.BOARDS`, a dict or a
             `boards.Board`. Defaults to `"nano33ble"` (1 MB flash, 256 KB SRAM).
         arena_margin: Relative margin on the measured TFLM arena (`"mcu"`). Defaults to `0.25`.
+        kernels: Kernel set of the `"mcu"` bundle's Cortex-M builds: `"cmsis-nn"` (Arm's
+            CMSIS-NN) or `"reference"`. Defaults to `None` (`"cmsis-nn"`).
 
     Returns:
         Dict mapping file roles (`"model"`, `"labels"`, `"model_json"`, ...) to written paths.
@@ -89,5 +92,6 @@ def export(
             board=board,
             arena_margin=arena_margin,
             test_inputs=data[: mcu.DEFAULT_TEST_VECTORS],
+            kernels=kernels,
         )
     return TARGETS[target](tflite_bytes, out_dir, **options)

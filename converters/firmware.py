@@ -24,7 +24,8 @@ import subprocess
 import time
 
 import numpy as np
-from tfdynhp.converters import mcu, runtimes, tflite_model
+from tfdynhp.converters import audio_pipeline, mcu, runtimes, tflite_model
+from tfdynhp.converters import kernels as kernel_sets
 
 TARGETS = ("host", "cortex-m4", "cortex-m3")
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m3": "mps2-an385"}
@@ -48,6 +49,7 @@ class FirmwareResult:
 
     Attributes:
         target: `"host"`, `"cortex-m4"` or `"cortex-m3"`.
+        kernels: The TFLM kernel set built: `"reference"` or `"cmsis-nn"`.
         bit_exact: The firmware's raw outputs equal TFLite Micro's Python interpreter's on
             every test vector.
         num_vectors: Number of test vectors run.
@@ -70,9 +72,13 @@ class FirmwareResult:
         tflm_sources_compiled: TFLM sources compiled by this build (0: all from the cache).
         firmware_path: The built firmware.
         run_command: The command that ran it.
+        frontend_instructions_per_clip: Raw-audio bundles: guest instructions of the front end
+            alone over one clip (`instructions_per_inference` is front end + classifier).
+        frontend_frames: Raw-audio bundles: front-end invocations (windows) per clip.
     """
 
     target: str
+    kernels: str
     bit_exact: bool
     num_vectors: int
     mismatched_vectors: tuple
@@ -97,6 +103,8 @@ class FirmwareResult:
     tflm_sources_compiled: int
     firmware_path: str
     run_command: str
+    frontend_instructions_per_clip: object = None
+    frontend_frames: object = None
 
     def to_dict(self):
         """JSON-serializable dict (arrays as nested lists)."""
@@ -162,6 +170,22 @@ def _make(bundle_dir, args, timeout, nice):
     return proc
 
 
+def bundle_kernels(bundle_dir, target, kernels=None):
+    """The kernel set a build of the bundle uses: `kernels`, else the bundle's default.
+
+    The bundle's default is `"reference"` on the host and, on Cortex-M, what it was exported
+    with (`CORTEX_M_KERNELS` in `model.mk`; `"cmsis-nn"` unless chosen otherwise).
+
+    Raises:
+        ValueError: For an unknown kernel set or CMSIS-NN on the host.
+    """
+    if kernels is None and target != "host":
+        with open(os.path.join(bundle_dir, "model.mk"), encoding="utf-8") as f:
+            found = re.search(r"^CORTEX_M_KERNELS \??:?= *(\S+)", f.read(), re.MULTILINE)
+        kernels = found.group(1) if found else "cmsis-nn"
+    return kernel_sets.check_kernels(kernels, target)
+
+
 def _make_vars(tflm_dir, cache_dir, bench_repeats, make_args):
     variables = {"TFLM_DIR": tflm_dir}
     if cache_dir is not None:
@@ -172,9 +196,24 @@ def _make_vars(tflm_dir, cache_dir, bench_repeats, make_args):
     return [f"{k}={v}" for k, v in variables.items()]
 
 
+def _kernel_arg(kernels):
+    return "KERNELS=" + kernels.replace("-", "_")
+
+
+def build_dir(bundle_dir, target, kernels, make_args=None):
+    """The folder the bundle's Makefile builds `target` with `kernels` into (asks make;
+    `make_args` as for `build_firmware`, e.g. a `BUILD_DIR`)."""
+    variables = [f"{k}={v}" for k, v in (make_args or {}).items()]
+    proc = _make(bundle_dir, ["-s", f"TARGET={target}", _kernel_arg(kernels), "build-dir",
+                              *variables], 60, None)
+    if proc.returncode != 0:
+        raise FirmwareError(_make_error(proc.stdout + proc.stderr, target, "(make build-dir)"))
+    return os.path.join(bundle_dir, proc.stdout.strip())
+
+
 def build_firmware(
-    bundle_dir, tflm_dir=None, target="cortex-m4", *, cache_dir=None, jobs=2, nice=10,
-    bench_repeats=None, make_args=None, timeout=1800,
+    bundle_dir, tflm_dir=None, target="cortex-m4", *, kernels=None, cache_dir=None, jobs=2,
+    nice=10, bench_repeats=None, make_args=None, timeout=1800,
 ):
     """Builds a bundle's firmware with its Makefile; returns `(firmware_path, seconds, compiled)`.
 
@@ -182,6 +221,8 @@ def build_firmware(
         bundle_dir: Folder written by the `"mcu"` export.
         tflm_dir: TFLM source tree. Defaults to the `TFLM_DIR` environment variable.
         target: One of `TARGETS`. Defaults to `"cortex-m4"`.
+        kernels: `"cmsis-nn"` or `"reference"` (see `bundle_kernels`). Defaults to the
+            bundle's: CMSIS-NN on Cortex-M, reference on the host.
         cache_dir: Cache of compiled TFLM objects (`TFLM_CACHE`). Defaults to the Makefile's
             (`~/.cache/tfdynhp/tflm`).
         jobs: Parallel compile jobs. Defaults to `2`.
@@ -201,12 +242,13 @@ def build_firmware(
     if target not in TARGETS:
         raise ValueError(f"`target` must be one of {TARGETS}. Received: target={target!r}")
     bundle_dir = _check_bundle(bundle_dir)
+    kernels = bundle_kernels(bundle_dir, target, kernels)
     variables = _make_vars(_tflm_dir(tflm_dir), cache_dir, bench_repeats, make_args)
     start = time.perf_counter()
-    proc = _make(bundle_dir, [f"-j{int(jobs)}", f"TARGET={target}", "firmware", *variables],
-                 timeout, nice)
+    proc = _make(bundle_dir, [f"-j{int(jobs)}", f"TARGET={target}", _kernel_arg(kernels),
+                              "firmware", *variables], timeout, nice)
     seconds = time.perf_counter() - start
-    out_dir = os.path.join(bundle_dir, "build", target)
+    out_dir = build_dir(bundle_dir, target, kernels, make_args)
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "build.log")
     log = proc.stdout + proc.stderr
@@ -214,7 +256,8 @@ def build_firmware(
         f.write(log)
     if proc.returncode != 0:
         raise FirmwareError(_make_error(log, target, log_path), log)
-    compiled = len(re.findall(r"^CXX  tensorflow/", proc.stdout, re.MULTILINE))
+    compiled = len(re.findall(r"^(?:CXX  (?:tensorflow|signal)/|CC   cmsis_nn/)", proc.stdout,
+                              re.MULTILINE))
     firmware = os.path.join(out_dir, "firmware" if target == "host" else "firmware.elf")
     return firmware, seconds, compiled
 
@@ -241,16 +284,26 @@ def parse_sections(text):
 def parse_run_output(text):
     """Parses what `main.cc` prints: `{"outputs": {i: [...]}, key: int, ...}`.
 
-    Lines `output <i> <v>...` go to `outputs`; `<key> <int>` lines become integer entries;
-    `error <words>` lines are collected in `errors`.
+    Lines `output <i> <v>...` go to `outputs`, `eval <i> <class> <v>...` (raw-audio bundles
+    classifying extra clips) to `eval` as `(class, [v...])`; `<key> <int>` lines become integer
+    entries; `error <words>` lines are collected in `errors`.
     """
-    record = {"outputs": {}, "errors": []}
+    record = {"outputs": {}, "errors": [], "eval": {}}
     for line in text.splitlines():
         fields = line.split()
         if not fields:
             continue
         if fields[0] == "output" and len(fields) >= 2:
             record["outputs"][int(fields[1])] = [int(v) for v in fields[2:]]
+        elif fields[0] == "detect" and len(fields) == 4:
+            record.setdefault("detect", []).append(tuple(int(v) for v in fields[1:]))
+        elif fields[0] == "op_ticks" and len(fields) == 4:
+            record.setdefault("op_ticks", {})[(fields[1], fields[2])] = int(fields[3])
+        elif fields[0] == "op_layer" and len(fields) == 5:
+            record.setdefault("op_layers", {}).setdefault(fields[1], []).append(
+                (int(fields[2]), fields[3], int(fields[4])))
+        elif fields[0] == "eval" and len(fields) >= 3:
+            record["eval"][int(fields[1])] = (int(fields[2]), [int(v) for v in fields[3:]])
         elif fields[0] == "error":
             record["errors"].append(" ".join(fields[1:]))
         elif len(fields) == 2 and re.fullmatch(r"-?\d+", fields[1]):
@@ -260,9 +313,10 @@ def parse_run_output(text):
     return record
 
 
-def _run_command(bundle_dir, target, make_args):
+def _run_command(bundle_dir, target, kernels, make_args):
     variables = [f"{k}={v}" for k, v in (make_args or {}).items()]
-    proc = _make(bundle_dir, ["-s", f"TARGET={target}", "run-command", *variables], 60, None)
+    proc = _make(bundle_dir, ["-s", f"TARGET={target}", _kernel_arg(kernels), "run-command",
+                              *variables], 60, None)
     if proc.returncode != 0:
         raise FirmwareError(_make_error(proc.stdout + proc.stderr, target, "(make run-command)"))
     return proc.stdout.strip()
@@ -293,7 +347,7 @@ def _arena_setting(bundle_dir):
     return int(found.group(1)) if found else "?"
 
 
-def run_firmware(bundle_dir, target="cortex-m4", *, make_args=None, timeout=600):
+def run_firmware(bundle_dir, target="cortex-m4", *, kernels=None, make_args=None, timeout=600):
     """Runs a built firmware (natively or under QEMU); returns `(record, seconds, command)`.
 
     Raises:
@@ -301,7 +355,8 @@ def run_firmware(bundle_dir, target="cortex-m4", *, make_args=None, timeout=600)
             (an arena too small is named as such).
     """
     bundle_dir = _check_bundle(bundle_dir)
-    command = _run_command(bundle_dir, target, make_args)
+    kernels = bundle_kernels(bundle_dir, target, kernels)
+    command = _run_command(bundle_dir, target, kernels, make_args)
     start = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -311,7 +366,7 @@ def run_firmware(bundle_dir, target="cortex-m4", *, make_args=None, timeout=600)
     except subprocess.TimeoutExpired as e:
         raise FirmwareError(f"The {target} firmware did not finish within {timeout} s.") from e
     seconds = time.perf_counter() - start
-    log_path = os.path.join(bundle_dir, "build", target, "run.log")
+    log_path = os.path.join(build_dir(bundle_dir, target, kernels, make_args), "run.log")
     with open(log_path, "w", encoding="utf-8") as f:
         f.write(f"$ {command}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     record = parse_run_output(proc.stdout)
@@ -326,9 +381,16 @@ def run_firmware(bundle_dir, target="cortex-m4", *, make_args=None, timeout=600)
 def reference_outputs(bundle_dir):
     """Runs the bundle's test vectors in TFLite Micro's Python interpreter, now.
 
+    For a raw-audio bundle (`audio_mcu`), the inputs are its clips and the outputs those of its
+    front end then classifier (`audio_pipeline.bundle_pipeline_outputs`).
+
     Returns:
         `(inputs, outputs)`: quantized inputs and raw outputs, one row per vector.
     """
+    if audio_pipeline.is_audio_bundle(bundle_dir):
+        with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
+            clips = np.asarray(json.load(f)["inputs"], np.int16)
+        return clips, audio_pipeline.bundle_pipeline_outputs(bundle_dir)[1]
     with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
         vectors = json.load(f)
     with open(os.path.join(bundle_dir, "model.tflite"), "rb") as f:
@@ -356,7 +418,7 @@ def _instructions(record, target):
     return record["bench_ticks"] * per_tick / record["bench_inferences"]
 
 
-def _result(bundle_dir, target, record, build, run_seconds, command):
+def _result(bundle_dir, target, kernels, record, build, run_seconds, command):
     firmware, build_seconds, compiled = build
     out_dir = os.path.dirname(firmware)
     with open(os.path.join(out_dir, "size.txt"), encoding="utf-8") as f:
@@ -381,6 +443,7 @@ def _result(bundle_dir, target, record, build, run_seconds, command):
     ram_static = size["data"] + size["bss"]
     return FirmwareResult(
         target=target,
+        kernels=kernels,
         bit_exact=not mismatched,
         num_vectors=n,
         mismatched_vectors=mismatched,
@@ -407,7 +470,50 @@ def _result(bundle_dir, target, record, build, run_seconds, command):
         tflm_sources_compiled=compiled,
         firmware_path=firmware,
         run_command=command,
+        frontend_instructions_per_clip=(
+            record["frontend_bench_ticks"] * record["instructions_per_tick"]
+            / record["bench_inferences"]
+            if on_device and "frontend_bench_ticks" in record else None),
+        frontend_frames=record.get("frontend_frames"),
     )
+
+
+def profile_ops(bundle_dir, tflm_dir=None, target="cortex-m4", *, kernels=None, cache_dir=None,
+                timeout=1800, per_layer=False):
+    """Instructions per operator type over one inference, from a profiling build.
+
+    Builds the bundle with `PROFILE=1` (into `build/profile/`, a `MicroProfilerInterface` that
+    reads SysTick around every operator) and runs it under QEMU. The profiled build is not the
+    one `verify_mcu` measures: its per-operator hooks cost a few instructions each.
+
+    Args:
+        per_layer: Also return every operator instance of the classifier, in execution order.
+
+    Returns:
+        `{"model": {op: instructions}}` (raw-audio bundles also `"frontend"`, summed over the
+        clip's windows); with `per_layer`, also `"layers": [(op, instructions), ...]`, one entry
+        per operator of the classifier's graph (mcu bundles with a feature input only).
+    """
+    if target == "host":
+        raise ValueError("Profiling counts QEMU instructions: use a Cortex-M target.")
+    make_args = {"PROFILE": 1, "BUILD_DIR": "build/profile"}
+    build_firmware(bundle_dir, tflm_dir, target, kernels=kernels, cache_dir=cache_dir,
+                   make_args=make_args, timeout=timeout)
+    record, _, _ = run_firmware(bundle_dir, target, kernels=kernels, make_args=make_args,
+                                timeout=timeout)
+    per_tick = record["instructions_per_tick"]
+    result = {}
+    for (model, op), ticks in record.get("op_ticks", {}).items():
+        result.setdefault(model, {})[op] = ticks * per_tick
+    if per_layer:
+        layers = sorted(record.get("op_layers", {}).get("model", []))
+        if not layers:
+            raise RuntimeError(
+                f"The profiling firmware of {bundle_dir} printed no per-operator records "
+                "('op_layer'); per_layer=True needs a bundle exported by this version of "
+                "tfdynhp with a feature input (not a raw-audio bundle). Re-export the bundle.")
+        result["layers"] = [(op, ticks * per_tick) for _, op, ticks in layers]
+    return result
 
 
 def report_figures(result):
@@ -428,6 +534,7 @@ def verify_mcu(
     tflm_dir=None,
     target="cortex-m4",
     *,
+    kernels=None,
     cache_dir=None,
     jobs=2,
     nice=10,
@@ -439,7 +546,8 @@ def verify_mcu(
     """Builds an MCU bundle's firmware, runs it and checks it bit for bit against Python TFLM.
 
     The bundle's Makefile compiles the TFLM core and this model's kernels from `tflm_dir`
-    (cached: a rebuild costs seconds), links the firmware, and runs it natively (`"host"`) or
+    (Arm's CMSIS-NN kernels on Cortex-M by default, TFLM's reference kernels on the host or
+    with `kernels="reference"`; objects cached: a rebuild costs seconds), links the firmware, and runs it natively (`"host"`) or
     under `qemu-system-arm -icount shift=0` (`"cortex-m4"`: mps2-an386, `"cortex-m3"`:
     mps2-an385). The raw outputs it prints for the shipped test vectors must equal those of
     TFLite Micro's Python interpreter (`tflite_micro`) on the same inputs. Flash and RAM are read
@@ -451,6 +559,10 @@ def verify_mcu(
         tflm_dir: TFLM source tree (e.g. a `git clone` of tflite-micro with its third-party
             downloads). Defaults to the `TFLM_DIR` environment variable.
         target: `"host"`, `"cortex-m4"` or `"cortex-m3"`. Defaults to `"cortex-m4"`.
+        kernels: `"cmsis-nn"` (Arm's optimized kernels; Cortex-M only; needs CMSIS-NN and
+            CMSIS in the tree, as TFLM's `third_party_downloads` with
+            `OPTIMIZED_KERNEL_DIR=cmsis_nn` puts them) or `"reference"`. Defaults to `None`:
+            the bundle's (CMSIS-NN on Cortex-M unless exported otherwise, reference on host).
         cache_dir: Cache of compiled TFLM objects. Defaults to `~/.cache/tfdynhp/tflm`.
         jobs: Parallel compile jobs. Defaults to `2`.
         nice: Niceness of the build. Defaults to `10`.
@@ -465,7 +577,8 @@ def verify_mcu(
         `.instructions_per_inference`, ...; `.to_dict()` for JSON).
 
     Raises:
-        ValueError: On an unknown target, a folder that is not a bundle, or no TFLM tree.
+        ValueError: On an unknown target or kernel set, CMSIS-NN for the host, a folder that is
+            not a bundle, or no TFLM tree.
         FirmwareError: If TFLM, the toolchain or QEMU is missing, the build fails, the arena is
             too small, or the firmware crashes; the message names what is missing and how to
             get it.
@@ -475,16 +588,22 @@ def verify_mcu(
     >>> converters.export(tflite_bytes, "mcu", "out/mcu", x_train[:200])
     >>> result = converters.verify_mcu("out/mcu", tflm_dir="~/tflite-micro", target="cortex-m4")
     >>> result.bit_exact, result.flash_bytes, result.instructions_per_inference
+    >>> converters.verify_mcu("out/mcu", target="cortex-m4", kernels="reference")  # to compare
     """
+    if target not in TARGETS:
+        raise ValueError(f"`target` must be one of {TARGETS}. Received: target={target!r}")
+    kernels = bundle_kernels(_check_bundle(bundle_dir), target, kernels)
     build = build_firmware(
-        bundle_dir, tflm_dir, target, cache_dir=cache_dir, jobs=jobs, nice=nice,
-        bench_repeats=bench_repeats, make_args=make_args, timeout=timeout,
+        bundle_dir, tflm_dir, target, kernels=kernels, cache_dir=cache_dir, jobs=jobs,
+        nice=nice, bench_repeats=bench_repeats, make_args=make_args, timeout=timeout,
     )
     record, run_seconds, command = run_firmware(
-        bundle_dir, target, make_args=make_args, timeout=timeout
+        bundle_dir, target, kernels=kernels, make_args=make_args, timeout=timeout
     )
-    result = _result(os.fspath(bundle_dir), target, record, build, run_seconds, command)
+    result = _result(os.fspath(bundle_dir), target, kernels, record, build, run_seconds,
+                     command)
     if update_report:
-        report = mcu.with_firmware(mcu.read_report(bundle_dir), target, report_figures(result))
+        key = mcu.firmware_key(target, kernels, bundle_kernels(bundle_dir, target))
+        report = mcu.with_firmware(mcu.read_report(bundle_dir), key, report_figures(result))
         mcu.write_report(bundle_dir, report)
     return result

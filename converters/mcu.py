@@ -18,7 +18,8 @@ import shutil
 from importlib import resources
 
 import numpy as np
-from tfdynhp.converters import arena, boards, c_source, kernels, metadata, runtimes, tflite_model
+from tfdynhp.converters import arena, boards, c_source, metadata, runtimes, tflite_model
+from tfdynhp.converters import kernels as kernels_module
 
 DEFAULT_TEST_VECTORS = 4
 TEST_VECTORS_JSON = "test_vectors.json"
@@ -114,6 +115,16 @@ def _board_fits(flash, ram, board):
     }
 
 
+def firmware_key(target, kernels, default_kernels):
+    """The key of a build in `mcu_report.json`'s `"firmware"`: the target for the bundle's
+    default kernel set, `"<target>/<kernels>"` for the other one (pure)."""
+    return target if kernels == default_kernels else f"{target}/{kernels}"
+
+
+def _target_of(key):
+    return key.split("/")[0]
+
+
 def with_firmware(report, target, figures):
     """Returns a copy of `report` with the measured figures of a firmware build (pure).
 
@@ -123,13 +134,15 @@ def with_firmware(report, target, figures):
 
     Args:
         report: A dict from `mcu_report` (or a previous `with_firmware`).
-        target: `"host"`, `"cortex-m4"` or `"cortex-m3"`.
+        target: `"host"`, `"cortex-m4"` or `"cortex-m3"`, or a `firmware_key` such as
+            `"cortex-m4/reference"`.
         figures: Dict with at least `flash_bytes` and `ram_total_bytes` (as in
             `FirmwareResult.to_dict()`).
     """
     report = json.loads(json.dumps(report))
     report.setdefault("firmware", {})[target] = figures
-    measured = {t: f for t, f in report["firmware"].items() if t in CORTEX_M_TARGETS}
+    measured = {t: f for t, f in report["firmware"].items()
+                if _target_of(t) in CORTEX_M_TARGETS}
     if not measured:
         return report
     worst_flash = max(measured, key=lambda t: measured[t]["flash_bytes"])
@@ -166,15 +179,16 @@ def _firmware_lines(report):
         "## Measured firmware",
         "",
         (
-            "| Target | Flash (text + data) | RAM (data + bss) | Stack used | Heap used | "
-            "RAM total | Instructions / inference | Bit-exact vs Python TFLM |"
+            "| Target | Kernels | Flash (text + data) | RAM (data + bss) | Stack used | "
+            "Heap used | RAM total | Instructions / inference | Bit-exact vs Python TFLM |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for target, f in sorted(firmware.items()):
+    for key, f in sorted(firmware.items()):
         instructions = f.get("instructions_per_inference")
         lines.append(
-            f"| {target} | {f['flash_bytes']} B ({_kib(f['flash_bytes'])}) | "
+            f"| {_target_of(key)} | {f.get('kernels', 'reference')} | "
+            f"{f['flash_bytes']} B ({_kib(f['flash_bytes'])}) | "
             f"{f['ram_static_bytes']} B | {f.get('stack_used_bytes') or '-'} | "
             f"{f.get('heap_used_bytes') or '-'} | {f['ram_total_bytes']} B "
             f"({_kib(f['ram_total_bytes'])}) | "
@@ -313,6 +327,7 @@ def write_mcu(
     board=boards.DEFAULT_BOARD,
     arena_margin=0.25,
     test_inputs=None,
+    kernels=None,
 ):
     """Writes the TensorFlow Lite Micro firmware bundle into `out_dir`.
 
@@ -332,6 +347,10 @@ def write_mcu(
         test_inputs: Float samples `(num_vectors,) + input_shape[1:]` the firmware runs and
             checks against TFLite Micro's Python interpreter (a few real inputs, e.g.
             representative data). Defaults to `[sample]`.
+        kernels: The kernel set the Cortex-M builds use by default: `"cmsis-nn"` (Arm's
+            CMSIS-NN, as TFLM's own Cortex-M builds) or `"reference"`; the host always builds
+            the reference kernels, and `make ... KERNELS=` or `verify_mcu(kernels=)` picks the
+            other set. Defaults to `None` (`"cmsis-nn"`).
 
     Returns:
         Dict of written paths: `model`, `labels`, `model_json`, `model_data_cc`,
@@ -344,9 +363,14 @@ def write_mcu(
             do not match the model, or the model does not run in TFLite Micro.
     """
     board = boards.get_board(board)
+    cortex_m_kernels = kernels_module.check_kernels(kernels, "cortex-m4")
     info = tflite_model.read_model_info(tflite_bytes)
-    resolver = c_source.op_resolver_header(info.ops)  # fails early on ops TFLM lacks
-    model_mk = kernels.model_makefile(info.ops)
+    resolver = c_source.op_resolver_header(  # fails early on ops TFLM lacks
+        info.ops, registrations=kernels_module.int8_registrations(tflite_bytes))
+    model_mk = kernels_module.model_makefile(info.ops) + (
+        "# Kernel set of the Cortex-M builds unless KERNELS= says otherwise (host: reference).\n"
+        f"CORTEX_M_KERNELS := {cortex_m_kernels.replace('-', '_')}\n"
+    )
     x = _test_inputs(info, sample, test_inputs)
     if sample is None:
         sample = x[0]
@@ -399,6 +423,9 @@ def write_mcu(
     )
 
     report = mcu_report(tflite_bytes, board, measured, arena_bytes, arena_margin)
+    report["kernels"] = {"cortex-m": cortex_m_kernels, "host": "reference",
+                         "int8_only_registrations": sorted(
+                             kernels_module.int8_registrations(tflite_bytes))}
     report["sample_expected_class"] = expected
     report["test_vectors"] = len(x)
     paths.update(write_report(out_dir, report))

@@ -194,6 +194,72 @@ def read_model_info(tflite_bytes):
     )
 
 
+def op_tensor_types(tflite_bytes):
+    """Every operator instance with the types of its tensors, in execution order.
+
+    Args:
+        tflite_bytes: The model bytes.
+
+    Returns:
+        A list of `(op_name, [(dtype, is_constant), ...])`, one entry per operator instance,
+        its inputs then outputs (optional inputs left out). `dtype` is the lower-case TFLite
+        type name (`"int8"`, `"int32"`, `"float32"`, `"int4"`, ...); a tensor is constant when
+        its buffer holds data (weights, bias, shapes).
+
+    Raises:
+        ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
+    """
+    tflite_bytes = check_tflite_bytes(tflite_bytes)
+    schema = _schema()
+    model = _unpack(tflite_bytes)
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    buffers = model.buffers or []
+
+    def constant(tensor):
+        buffer = buffers[tensor.buffer] if 0 < tensor.buffer < len(buffers) else None
+        has_data = buffer is not None and buffer.data is not None and len(buffer.data) > 0
+        return bool(has_data or (buffer is not None and buffer.size))
+
+    result = []
+    for subgraph in model.subgraphs:
+        tensors = subgraph.tensors or []
+        for op in subgraph.operators or []:
+            name = _op_name(model.operatorCodes[op.opcodeIndex], builtin_names)
+            indices = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
+            result.append((name, [(type_names[tensors[i].type].lower(), constant(tensors[i]))
+                                  for i in indices]))
+    return result
+
+
+def op_shapes(tflite_bytes):
+    """Every operator instance with the shapes of its tensors, in execution order.
+
+    Args:
+        tflite_bytes: The model bytes.
+
+    Returns:
+        A list of `(op_name, input_shapes, output_shapes)`, one entry per operator instance of
+        the main subgraph; shapes are tuples (optional inputs left out).
+
+    Raises:
+        ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
+    """
+    tflite_bytes = check_tflite_bytes(tflite_bytes)
+    schema = _schema()
+    model = _unpack(tflite_bytes)
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    main = model.subgraphs[0]
+    tensors = main.tensors or []
+
+    def shape(i):
+        return () if tensors[i].shape is None else tuple(int(d) for d in tensors[i].shape)
+
+    return [(_op_name(model.operatorCodes[op.opcodeIndex], builtin_names),
+             [shape(i) for i in op.inputs if i >= 0], [shape(i) for i in op.outputs if i >= 0])
+            for op in main.operators or []]
+
+
 def quantize(x, info):
     """Quantizes float values for a tensor: `q = clip(round(x / scale) + zero_point)`.
 

@@ -79,15 +79,22 @@ def fit(data, epochs, new_sizes=None, **fit_kwargs):
 
 
 class CallLog(DynamicBatches):
-    """Records, for every __getitem__ call, whether an epoch was in progress."""
+    """Records, for every batch the tf.data pipeline gathers, which epoch had started, whether
+    it was in progress, and the batch's example indices."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.calls = []
 
-    def __getitem__(self, index):
-        self.calls.append((self.epochs_started, self._in_epoch, int(index)))
-        return super().__getitem__(index)
+    def _record(self, indices):
+        self.calls.append((self.epochs_started, self._in_epoch, indices.numpy().tolist()))
+        return 0
+
+    _parallel_gathers = None  # one gather at a time: recorded in order
+
+    def _gather(self, indices, data):
+        with tf.control_dependencies([tf.py_function(self._record, [indices], tf.int32)]):
+            return super()._gather(indices, data)
 
 
 def test_fit_grows_batches_at_epoch_boundaries_and_sees_every_example_once():
@@ -107,21 +114,23 @@ def test_fit_grows_batches_at_epoch_boundaries_and_sees_every_example_once():
     assert len({tuple(o) for o in log.orders}) == 4  # reshuffled every epoch
     # Epochs 1-3 have fewer batches than the 6 steps fit read at its start.
     assert len(ran_out) == 3
-    # Keras canary: apart from its 2-batch signature probe before the first epoch, every
-    # batch is read inside an epoch, so no read can mix two snapshots.
-    assert data.calls[:2] == [(0, False, 0), (0, False, 1)]
-    assert all(in_epoch for _, in_epoch, _ in data.calls[2:])
-    assert len(data.calls) == 2 + 6 + 3 + 2 + 1
+    # The pipeline gathers every batch inside its epoch (no probe before the first one), in
+    # the epoch's snapshot: no read can mix two.
+    assert all(in_epoch for _, in_epoch, _ in data.calls)
+    assert [e for e, _, _ in data.calls] == [1] * 6 + [2] * 3 + [3] * 2 + [4]
+    assert [i for _, _, i in data.calls] == [b for epoch in log.epochs for b in epoch]
 
 
-def test_fit_with_keras_batch_shuffling_still_covers_every_example():
+def test_fit_shuffle_does_not_reorder_the_batches():
+    """`fit(shuffle=True)` (the default) reordered a PyDataset's batches with Python's global
+    `random`; a DataAdapter keeps its own order, the seed's alone."""
     x, y = id_data()
     data = DynamicBatches(x, y, batch_size=5, seed=3)
-    log, _ = fit(data, epochs=2, new_sizes={0: 10})  # fit(shuffle=True): Keras reorders batches
-    assert sorted(len(b) for b in log.epochs[0]) == [1, 5, 5, 5, 5]
-    assert sorted(len(b) for b in log.epochs[1]) == [1, 10, 10]
-    for epoch in log.epochs:
-        assert sorted(i for batch in epoch for i in batch) == list(range(N))
+    log, _ = fit(data, epochs=2, new_sizes={0: 10})  # fit(shuffle=True)
+    assert [len(b) for b in log.epochs[0]] == [5, 5, 5, 5, 1]
+    assert [len(b) for b in log.epochs[1]] == [10, 10, 1]
+    for epoch, order in zip(log.epochs, log.orders):
+        np.testing.assert_array_equal([i for batch in epoch for i in batch], order)
 
 
 class GrowMidEpoch(keras.callbacks.Callback):
@@ -283,6 +292,85 @@ def test_bad_data_and_setter_errors():
     with pytest.raises(TypeError, match="integer batch index"):
         data[0.0]
     np.testing.assert_array_equal(data[np.int64(1)][0], np.zeros((2, 2)))
+
+
+def test_an_iterator_made_before_the_epoch_reads_the_epoch_s_size_and_order():
+    """Keras makes the next epoch's iterator before the callbacks' `on_epoch_end` can change
+    the size: the pipeline lays out an epoch at its first element, not at `iter()`."""
+    x, y = id_data()
+    data = DynamicBatches(x, y, batch_size=4, seed=5)
+    dataset = data.get_tf_dataset()
+    early = iter(dataset)
+    data.batch_size = 8  # outside any loop: applies at once
+    data.on_epoch_begin()
+    batches = [b[0].numpy()[:, 0].astype(int).tolist() for b in early]
+    data.on_epoch_end()
+    assert [len(b) for b in batches] == [8, 8, 5]
+    np.testing.assert_array_equal(np.concatenate(batches), data.epoch_order)
+    assert data.examples_seen_per_epoch == [N]
+    np.testing.assert_array_equal(data.last_epoch_counts, np.ones(N))
+    # The numpy view and the pipeline give the same batches.
+    np.testing.assert_array_equal(data[2][0][:, 0], batches[2])
+
+
+def test_tf_data_and_pydataset_inputs_are_read_once():
+    x, y = id_data()
+    w = np.linspace(0.0, 1.0, N).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(4)  # a last batch of 1
+    from_dataset = DynamicBatches(dataset, batch_size=8, shuffle=False)
+    bx, by, bw = from_dataset[1]
+    np.testing.assert_array_equal(bx, x[8:16])
+    np.testing.assert_array_equal(by, y[8:16])
+    np.testing.assert_array_equal(bw, w[8:16])
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return x[7 * index: 7 * index + 7], y[7 * index: 7 * index + 7]
+
+    from_pydataset = DynamicBatches(Batches(), batch_size=10, seed=0)
+    assert from_pydataset.num_examples == N and len(from_pydataset[0]) == 2
+    model = RecordingModel()
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(from_pydataset, epochs=1, verbose=0)
+    assert sorted(i for b in model.batches_seen for i in b) == list(range(N))
+    with pytest.raises(ValueError, match="infinite tf.data dataset"):
+        DynamicBatches(dataset.repeat())
+    with pytest.raises(ValueError, match="Pass the data set alone"):
+        DynamicBatches(dataset, y)
+
+
+def test_class_weight_and_list_inputs():
+    x, _ = id_data()
+    labels = (np.arange(N) % 2).astype("float32")
+    weighted = DynamicBatches(x, labels, batch_size=N, shuffle=False)
+    seen = []
+
+    class WeightModel(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+        def train_step(self, data):
+            tf.py_function(lambda w: seen.append(w.numpy()) or 0, [data[2]], tf.int32)
+            return super().train_step(data)
+
+    model = WeightModel()
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(weighted, epochs=1, verbose=0, class_weight={0: 0.5, 1: 2.0})
+    np.testing.assert_array_equal(seen[0], np.where(labels == 1, 2.0, 0.5))
+    # A list of inputs stays a list of inputs (tf.data would stack it into one tensor).
+    inputs = [keras.Input((2,)), keras.Input((1,))]
+    two = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(inputs)))
+    two.compile(optimizer="sgd", loss="mse")
+    listed = DynamicBatches([x, x[:, :1]], labels, batch_size=8, seed=0)
+    history = two.fit(listed, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 def test_ignore_ran_out_of_data_warning_silences_only_that_warning():

@@ -25,7 +25,9 @@ import tfdynhp
 from tfdynhp import cli, converters
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TFLM_DIR = os.environ.get("TFLM_DIR") or str(REPO.parent / "shared" / "tflm-kit" / "tflm")
+KIT_TREES = [p / "shared" / "tflm-kit" / "tflm" for p in REPO.parents]  # next to a checkout
+TFLM_DIR = os.environ.get("TFLM_DIR") or str(next((p for p in KIT_TREES if p.is_dir()),
+                                                  KIT_TREES[0]))
 CACHE_DIR = os.environ.get("TFLM_CACHE")  # None: the Makefile's default cache
 
 
@@ -157,7 +159,7 @@ def test_pruned_mlp_firmware_on_qemu_cortex_m4(mlp_bundle):
     assert report["fits"] is True and report["boards"]["nano33ble"]["fits"] is True
     md = (mlp_bundle / "mcu_report.md").read_text()
     assert "## Measured firmware" in md and "not cycle-accurate" in md
-    assert f"| cortex-m4 | {result.flash_bytes} B" in md
+    assert f"| cortex-m4 | cmsis-nn | {result.flash_bytes} B" in md  # CMSIS-NN by default
 
 
 @pytest.mark.slow
@@ -184,8 +186,8 @@ def test_cli_export_verify_host_and_cortex_m4(tmp_path, capsys, digits, pruned_m
     lines = [line for line in out.splitlines() if line.startswith("mcu firmware")]
     assert len(lines) == 2 and all("bit-exact vs Python TFLM on 4 test vectors" in x
                                    for x in lines)
-    assert re.search(r"cortex-m4: .*flash [\d,]+ B, RAM [\d,]+ B .* instructions per inference",
-                     lines[1])
+    assert re.search(r"cortex-m4 \(cmsis-nn kernels\): .*flash [\d,]+ B, RAM [\d,]+ B .* "
+                     r"instructions per inference", lines[1])
     report = json.loads((tmp_path / "out" / "mcu" / "mcu_report.json").read_text())
     assert set(report["firmware"]) == {"host", "cortex-m4"}
 
@@ -284,10 +286,19 @@ def test_kernel_table_matches_the_tflm_tree():
     root = pathlib.Path(TFLM_DIR)
     if not (root / "tensorflow/lite/micro/micro_mutable_op_resolver.h").is_file():
         pytest.skip(f"no TensorFlow Lite Micro tree at {TFLM_DIR}")
-    assert set(kernels.KERNEL_SOURCES) == set(c_source.TFLM_OPS)
+    assert set(kernels.KERNEL_SOURCES) | set(kernels.SIGNAL_SOURCES) == set(c_source.TFLM_OPS)
     resolver = (root / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text()
     kdir = root / kernels.KERNEL_DIR
+    for op, sources in kernels.SIGNAL_SOURCES.items():  # custom ops of the audio front end
+        method = c_source.TFLM_OPS[op]
+        body = re.search(rf"TfLiteStatus {method}\((.*?)\}}", resolver, re.DOTALL).group(1)
+        assert f'"{op.split(":")[1]}"' in body, (op, method)  # AddCustom("SignalX", ...)
+        register = re.search(r"tflm_signal::(Register_\w+)\(\)", body).group(1)
+        assert all((root / path).is_file() for path in sources), op
+        assert re.search(rf"TFLMRegistration\* {register}\(\)", (root / sources[0]).read_text())
     for op, method in c_source.TFLM_OPS.items():
+        if op in kernels.SIGNAL_SOURCES:
+            continue
         found = re.search(rf"TfLiteStatus {method}\(\s*(?:const TFLMRegistration& registration"
                           rf"\s*=\s*(?:tflite::)?(Register_\w+)\(\))?", resolver)
         assert found, (op, method)
@@ -303,7 +314,8 @@ def test_kernel_table_matches_the_tflm_tree():
 def test_model_makefile_lists_the_kernels_of_the_ops():
     text = kernels.model_makefile(["CONV_2D", "FULLY_CONNECTED", "CONV_2D"])
     assert "MODEL_OPS := CONV_2D FULLY_CONNECTED CONV_2D" in text
-    assert re.findall(r"kernels/(\w+)\.cc", text) == [
+    reference = text.split("MODEL_KERNEL_SRCS :=")[1].split("MODEL_CMSIS_NN")[0]
+    assert re.findall(r"kernels/(\w+)\.cc", reference) == [
         "conv", "conv_common", "fully_connected", "fully_connected_common"
     ]
 
@@ -342,7 +354,7 @@ def test_report_uses_measured_firmware_figures():
     }
     figures = {"flash_bytes": 57_676, "ram_static_bytes": 3_456, "stack_used_bytes": 1_512,
                "heap_used_bytes": 1_468, "ram_total_bytes": 6_436, "bit_exact": True,
-               "num_vectors": 4, "instructions_per_inference": 22_848.0}
+               "num_vectors": 4, "instructions_per_inference": 22_848.0, "kernels": "cmsis-nn"}
     host = mcu.with_firmware(report, "host", dict(figures, ram_total_bytes=9_999_999))
     assert host["fits"] is True and "boards" not in host  # host builds are not judged
     measured = mcu.with_firmware(host, "cortex-m4", figures)
@@ -352,5 +364,5 @@ def test_report_uses_measured_firmware_figures():
     assert measured["boards"]["nano33ble"]["fits"] is True
     md = mcu.report_markdown(measured)
     assert "does NOT fit (measured firmware (cortex-m4): flash 57676 B, RAM 6436 B)" in md
-    assert "| cortex-m4 | 57676 B (56.3 KiB) | 3456 B | 1512 | 1468 | 6436 B (6.3 KiB) | " \
-           "22,848 | yes (4 vectors) |" in md
+    assert "| cortex-m4 | cmsis-nn | 57676 B (56.3 KiB) | 3456 B | 1512 | 1468 | 6436 B " \
+           "(6.3 KiB) | 22,848 | yes (4 vectors) |" in md

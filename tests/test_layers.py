@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
 from tfdynhp.math import hard_concrete as gates
@@ -125,3 +126,87 @@ def test_gate_applies_its_own_adam_step_and_none_when_frozen():
     gate.apply_gradient(np.array([1.0, 1.0, 1.0], "float32"))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(gate.log_alpha), after)
     assert float(gate.l0_penalty()) == 0.0
+
+
+@pytest.mark.parametrize(
+    "shape, sampling, dtype",
+    [((6, 5), "example", "float32"), ((3, 4, 4, 5), "example", "float32"),
+     ((3, 7, 5), "example", "float32"), ((6, 5), "batch", "float32"),
+     ((3, 4, 4, 5), "batch", "float32"), ((6, 5), "example", "float16")],
+)
+def test_gate_gradients_equal_autodiff_of_the_reference_formula(shape, sampling, dtype):
+    """The gate's written-out gradient (and its cheaper sample) against TensorFlow's autodiff
+    of `sigmoid((log u - log(1 - u) + log_alpha) / beta)`, stretched and clipped."""
+    import tensorflow as tf
+
+    policy = "mixed_float16" if dtype == "float16" else "float32"
+    gate = HardConcreteGate(seed=3, sampling=sampling, dtype=policy)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=shape), dtype)
+    gate.build(shape)
+    # Gates open, closed and in between, so every branch of the clip is taken.
+    gate.log_alpha.assign(np.array([-3.0, -0.5, 0.3, 1.5, 4.0], "float32"))
+    upstream = tf.constant(rng.normal(size=shape), dtype)
+    state = np.array(keras.ops.convert_to_numpy(gate.seed_generator.state))
+    with tf.GradientTape() as tape:
+        tape.watch(gate.log_alpha.value)
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.cast(gate(x, training=True) * upstream, tf.float32))
+    got = tape.gradient(loss, [gate.log_alpha.value, x])
+    gate.seed_generator.state.assign(state)  # the same noise again
+    noise_shape = (shape[0],) + (1,) * (len(shape) - 2) + (5,) if sampling == "example" else (5,)
+    from tfdynhp.layers.gate import philox_uniform
+
+    u = philox_uniform(noise_shape, gate.seed_generator)
+    log_alpha = tf.constant(keras.ops.convert_to_numpy(gate.log_alpha))
+    with tf.GradientTape() as tape:
+        tape.watch(log_alpha)
+        tape.watch(x)
+        s = tf.sigmoid((tf.math.log(u) - tf.math.log(1.0 - u) + log_alpha) / gates.BETA)
+        z = tf.clip_by_value(s * 1.2 - 0.1, 0.0, 1.0)
+        loss = tf.reduce_sum(tf.cast(x * tf.cast(z, dtype) * upstream, tf.float32))
+    expected = tape.gradient(loss, [log_alpha, x])
+    tolerance = 2e-3 if dtype == "float16" else 2e-5
+    np.testing.assert_allclose(got[0], expected[0], rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(got[1], expected[1], rtol=tolerance, atol=tolerance)
+
+
+def test_gate_adam_equals_the_reference_update_over_steps():
+    """The fused Adam kernel is the reference update; a skipped step (a boolean tensor, the
+    loss scale's) changes nothing."""
+    gate = HardConcreteGate(seed=0)
+    gate.build((None, 4))
+    gate.set_steps_per_epoch(3)
+    log_alpha = keras.ops.convert_to_numpy(gate.log_alpha).astype("float64")
+    m = v = np.zeros(4)
+    rng = np.random.default_rng(1)
+    for step in range(1, 6):
+        gradient = rng.normal(size=4).astype("float32")
+        gate.apply_gradient(gradient)
+        gate.apply_gradient(gradient * 100, apply=tf.constant(False))  # skipped
+        delta, m, v = (np.asarray(a, "float64") for a in gates.adam_update(
+            gradient, m.astype("float32"), v.astype("float32"), float(step), 1.0 / 3))
+        log_alpha = log_alpha + delta
+    # float32 steps of ~0.3 accumulate ~1e-5 of rounding against the float64 reference.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gate.log_alpha), log_alpha,
+                               rtol=1e-5, atol=3e-5)
+    assert float(keras.ops.convert_to_numpy(gate.gate_steps)) == 5.0
+
+
+def test_a_folded_gate_is_an_identity_with_open_test_time_gates():
+    gate = HardConcreteGate(seed=0, drop_rate_init=0.3)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    gate(x)
+    with pytest.raises(ValueError, match="freeze"):
+        gate.fold()
+    gate.freeze()
+    gate.fold()
+    np.testing.assert_array_equal(gate.test_time_gates(), np.ones(3))
+    np.testing.assert_array_equal(gate(x, training=True), x)
+    assert gate.get_config()["folded"] and float(gate.l0_penalty()) == 0.0
+    clone = HardConcreteGate.from_config(gate.get_config())
+    assert clone.folded and clone.frozen
+    gate.unfreeze()
+    assert not gate.folded
+    with pytest.raises(ValueError, match="must be frozen"):
+        HardConcreteGate(folded=True)

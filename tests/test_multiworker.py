@@ -205,17 +205,22 @@ def test_killed_worker_run_resumes_from_the_chiefs_pruned_checkpoint(tmp_path):
 
 
 class _RecordingBatches(tfdynhp.DynamicBatches):
-    """DynamicBatches that records the example indices of every batch Keras reads in an
-    epoch, in the order it reads them."""
+    """DynamicBatches that records the example indices of every batch its tf.data pipeline
+    gathers in an epoch, in order."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reads = []
 
-    def __getitem__(self, index):
-        if self._in_epoch:  # not the batches Keras reads to build the model
-            self.reads.append(self.batch_indices(index).tolist())
-        return super().__getitem__(index)
+    def _record(self, indices):
+        self.reads.append(indices.numpy().tolist())
+        return 0
+
+    _parallel_gathers = None  # one gather at a time: recorded in order
+
+    def _gather(self, indices, data):
+        with tf.control_dependencies([tf.py_function(self._record, [indices], tf.int32)]):
+            return super()._gather(indices, data)
 
 
 def test_a_gated_fit_reads_batches_in_the_order_of_the_data_seed_alone(digits):
@@ -248,11 +253,19 @@ def test_two_workers_with_default_shuffle_read_the_same_global_batches(tmp_path)
     out = str(tmp_path / "out_{rank}.npz")
     _reports(multiworker.run_workers("multiworker_fit.py", ["shuffle", out], timeout=150,
                                      env={"MW_EPOCHS": "2"}))
-    reads = [json.loads(str(np.load(out.format(rank=r))["report"]))["reads"] for r in (0, 1)]
+    reports = [json.loads(str(np.load(out.format(rank=r))["report"])) for r in (0, 1)]
+    reads = [report["reads"] for report in reports]
     assert len(reads[0]) == 2
     assert reads[0] == reads[1]
     for epoch in reads[0]:
         assert sorted(i for batch in epoch for i in batch) == list(range(768))
+    # Auto-sharding: each worker trains on its own half of every global batch.
+    first, second = (report["local_digests"] for report in reports)
+    for epoch, global_batches in enumerate(reports[0]["global_digests"]):
+        assert len(first[epoch]) == len(second[epoch]) == len(global_batches)
+        for mine, theirs, whole in zip(first[epoch], second[epoch], global_batches):
+            assert sorted(mine + theirs) == whole
+            assert abs(len(mine) - len(theirs)) <= 1
 
 
 class _Killed(Exception):

@@ -12,6 +12,7 @@ worker reads. `--no-fix` creates the
 strategy straight from TensorFlow, without tfdynhp's Keras fix (to show it is needed).
 """
 
+import itertools
 import json
 import os
 import random
@@ -97,21 +98,52 @@ elif mode == "resume":
     )
     report["units"] = [g.units for g in tfdynhp.graph.gated_groups(model)]
 elif mode == "shuffle":
+    import hashlib
+
     random.seed(1000 + distribute.parse_tf_config().rank)  # unseeded processes differ
-    reads = {}
+    reads, local = {}, []
+
+    def digest(row):
+        return hashlib.sha1(np.asarray(row, "float32").tobytes()).hexdigest()[:16]
 
     class RecordingBatches(tfdynhp.DynamicBatches):
-        def __getitem__(self, index):
-            if self._in_epoch:
-                reads.setdefault(self.epochs_started, []).append(
-                    self.batch_indices(index).tolist())
-            return super().__getitem__(index)
+        """Records the global batches its pipeline gathers, per epoch."""
 
+        def _record(self, indices):
+            if self._in_epoch:
+                reads.setdefault(self.epochs_started, []).append(indices.numpy().tolist())
+            return 0
+
+        _parallel_gathers = None  # one gather at a time: recorded in order
+
+        def _gather(self, indices, data):
+            with tf.control_dependencies([tf.py_function(self._record, [indices], tf.int32)]):
+                return super()._gather(indices, data)
+
+    class RecordingModel(tfdynhp.GatedModel):
+        """Records the rows this worker's replica trains on, per step."""
+
+        def train_step(self, data):
+            tf.py_function(lambda rows: local.append([digest(r) for r in rows.numpy()]) or 0,
+                           [data[0]], tf.int32)
+            return super().train_step(data)
+
+    with strategy.scope():
+        model = RecordingModel(model.inputs, model.outputs)
+        model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    steps = []
     history = model.fit(RecordingBatches(x, y, batch_size=32, seed=0), epochs=epochs, verbose=0,
-                        callbacks=[DynHPCallback(budget="400KB", alpha_bs=0.5)])
+                        callbacks=[DynHPCallback(budget="400KB", alpha_bs=0.5),
+                                   keras.callbacks.LambdaCallback(
+                                       on_epoch_end=lambda e, logs: steps.append(len(local)))])
     # Under a strategy Keras opens an epoch of the data before training to build the model
     # (a few prefetched batches): only the last `epochs` are training epochs.
     report["reads"] = [reads[epoch] for epoch in sorted(reads)][-epochs:]
+    report["global_digests"] = [[sorted(digest(x[i]) for i in batch) for batch in epoch]
+                                for epoch in report["reads"]]
+    bounds = [0, *steps]
+    report["local_digests"] = [local[a:b] for a, b in itertools.pairwise(bounds)]
 elif mode == "bad":
     # Refused before training: a batch that does not split over the replicas, then a budget
     # too small for one replica's share.

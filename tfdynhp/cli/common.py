@@ -59,6 +59,9 @@ def add_verify_options(parser, bundle, note):
                         f"cortex-m4, cortex-m3 ({note})")
     parser.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR"),
                         help="TensorFlow Lite Micro source tree for --verify (default: $TFLM_DIR)")
+    parser.add_argument("--kernels", default=None, choices=("cmsis-nn", "reference"),
+                        help="TFLM kernels of the Cortex-M firmware: cmsis-nn (Arm's CMSIS-NN, "
+                        "the default) or reference; the host build uses the reference kernels")
 
 
 def check_out_dir(path):
@@ -166,13 +169,16 @@ def firmware_text(r):
         if r.instructions_per_inference is not None
         else f"{r.host_ns_per_inference / 1e3:.1f} us per inference on this host"
     )
+    if r.frontend_instructions_per_clip:  # raw-audio bundle: front end + classifier per clip
+        speed += (f", of which the front end {r.frontend_instructions_per_clip:,.0f} "
+                  f"({r.frontend_instructions_per_clip / r.frontend_frames:,.0f} per window)")
     extra = (
         f" + stack {r.stack_used_bytes:,} + heap {r.heap_used_bytes:,}"
         if r.stack_used_bytes is not None
         else ""
     )
     return (
-        f"mcu firmware {r.target}: "
+        f"mcu firmware {r.target} ({r.kernels} kernels): "
         + ("bit-exact" if r.bit_exact else f"MISMATCH on vectors {list(r.mismatched_vectors)}")
         + f" vs Python TFLM on {r.num_vectors} test vectors; flash {r.flash_bytes:,} B, RAM "
         f"{r.ram_total_bytes:,} B (data+bss {r.ram_static_bytes:,}{extra}); {speed}; build "

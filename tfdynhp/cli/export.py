@@ -72,7 +72,8 @@ def run(args):
     all_exact = True
     for target in verify:
         try:
-            firmware = converters.verify_mcu(f"{out_dir}/mcu", args.tflm_dir, target)
+            firmware = converters.verify_mcu(f"{out_dir}/mcu", args.tflm_dir, target,
+                                             kernels=None if target == "host" else args.kernels)
         except (ValueError, converters.FirmwareError) as e:
             raise common.UsageError(str(e)) from e
         print(common.firmware_text(firmware))

@@ -62,9 +62,18 @@ def add_parser(commands):
                         f"dynhp, {training.FIXED_BATCH_DEFAULT} otherwise)")
     parser.add_argument("--lr", type=common.positive_float, default=None,
                         help=f"Adam learning rate (default: {defaults['lr']})")
-    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
-                        help="per-epoch learning-rate schedule (default: "
+    parser.add_argument("--lr-schedule", choices=training.LR_SCHEDULES, default=None,
+                        help="per-epoch learning-rate schedule; cosine-restart starts the "
+                        "cosine again when the target is met (default: "
                         f"{defaults['lr_schedule']})")
+    parser.add_argument("--teacher", default=None,
+                        help="a trained .keras model (e.g. the dense one) distilled into the "
+                        "gated model during the fit (modes sp, hp, dynhp; default: none)")
+    parser.add_argument("--distill-temperature", type=common.positive_float, default=4.0,
+                        help="softening temperature of --teacher (default: %(default)s)")
+    parser.add_argument("--distill-alpha", type=common.unit_float, default=0.5,
+                        help="weight of the distillation loss; 1 - alpha weights the labels' "
+                        "loss (default: %(default)s)")
     parser.add_argument("--l0-lambda", type=common.non_negative_float, default=None,
                         help="lambda of the L0 penalty, divided by the training-set size "
                         f"(default: {defaults['l0_lambda']})")
@@ -107,6 +116,10 @@ def add_parser(commands):
                      "(default: Speech Commands' ten)")
     kws.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium",
                      help="noise and channel effects (default: %(default)s)")
+    kws.add_argument("--front-end", choices=("mfcc", "micro"), default="mfcc",
+                     help="features: mfcc (TensorFlow's MFCCs, as MLPerf Tiny) or micro "
+                     "(TFLite Micro's signal ops, the same model in training and on the device: "
+                     "the mcu bundle then takes 1 s of raw 16 kHz audio) (default: %(default)s)")
     kws.add_argument("--size", default="small",
                      help="total clips (train/val/test) or ci, small, medium, large "
                      "(default: %(default)s)")
@@ -121,6 +134,8 @@ def _run_options(args):
 
     if args.model is not None:
         common.check_model_file(args.model)
+    if args.teacher is not None:
+        common.check_model_file(args.teacher)
     if args.budget is not None:
         from tfdynhp.math import budget as budget_lib
 
@@ -158,6 +173,9 @@ def _run_options(args):
         "bn_momentum": args.bn_momentum,
         "variance_every": args.variance_every,
         "distribute": args.distribute,
+        "teacher": args.teacher,
+        "distill_temperature": args.distill_temperature,
+        "distill_alpha": args.distill_alpha,
     }
     try:
         config = training.RunConfig(**options).resolve()
@@ -215,9 +233,10 @@ def run(args):
     try:
         if kws:
             _, firmware = pipeline.finish_run(result, info, out_dir, exports, verify,
-                                              args.tflm_dir)
+                                              args.tflm_dir, kernels=args.kernels)
         else:
-            firmware = training.verify_exports(out_dir, verify, args.tflm_dir)
+            firmware = training.verify_exports(out_dir, verify, args.tflm_dir,
+                                               kernels=args.kernels)
             if firmware:
                 result.summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
                 training.write_summary(result.summary, out_dir)
@@ -226,6 +245,10 @@ def run(args):
     common.say(_train_report(result.summary, out_dir), args.quiet)
     for r in firmware.values():
         common.say(common.firmware_text(r), args.quiet)
+    for target, a in result.summary.get("firmware_agreement", {}).items():
+        common.say(f"raw-audio firmware {target}: same keyword as the Python pipeline on "
+                   f"{a['class_agreement']:.1%} of {a['n']} held-out clips (raw outputs "
+                   f"bit-exact on {a['bit_exact_fraction']:.1%})", args.quiet)
     return 0 if all(r.bit_exact for r in firmware.values()) else 1
 
 
@@ -240,6 +263,7 @@ def _load_kws(args):
     size = int(args.size) if args.size.strip().isdigit() else args.size
     try:
         return pipeline.load_splits(keywords, args.difficulty, size, args.seed,
+                                    args.front_end,
                                     verbose=training.fit_verbosity(0 if args.quiet else 1))
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise common.UsageError(str(e)) from e

@@ -48,9 +48,6 @@ class _UnionFind:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
-    def roots(self, ids):
-        return np.fromiter((self.find(int(i)) for i in ids), np.int64, len(ids))
-
 
 @dataclasses.dataclass(frozen=True)
 class Space:
@@ -114,6 +111,10 @@ class UnitGraph:
             calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
         for node in self.nodes:
             self._visit(node, calls[id(node.operation)])
+        # No more merges: every unit's root, looked up by array indexing from here on.
+        self._root_table = np.fromiter(
+            (self._uf.find(i) for i in range(len(self._uf.parent))), np.int64,
+            len(self._uf.parent))
         for tensor in graph_model.outputs:
             self._pin(self.labels(tensor), OUTPUT_PIN)
         self.groups = self._make_groups()
@@ -204,7 +205,7 @@ class UnitGraph:
     # -- groups -----------------------------------------------------------------------------
 
     def roots(self, ids):
-        return self._uf.roots(ids)
+        return self._root_table[np.asarray(ids, np.int64)]
 
     def _make_groups(self):
         space_roots = [self.roots(space.ids) for space in self.spaces]
@@ -222,7 +223,7 @@ class UnitGraph:
             members.setdefault(links.find(index), []).append(index)
         pinned_roots = {}
         for unit, reasons in self._pins.items():
-            pinned_roots.setdefault(self._uf.find(unit), []).extend(reasons)
+            pinned_roots.setdefault(int(self._root_table[unit]), []).extend(reasons)
         groups = []
         for indices in members.values():
             all_roots = set()
@@ -396,9 +397,31 @@ def _channels(tensor):
     return int(size)
 
 
+def _fingerprint(model):
+    """What a `UnitGraph` is computed from: the layer calls with the shapes of their outputs,
+    the model's inputs and the layer types registered (surgery changes the shapes)."""
+    return (
+        tuple((id(node), id(node.operation), tuple(tuple(t.shape) for t in node.outputs))
+              for node in graph_nodes(model)),
+        tuple(tuple(t.shape) for t in functional_of(model).inputs),
+        registry.generation(),
+    )
+
+
 def analyze(model):
-    """Builds the `UnitGraph` of `model` (gated or not)."""
-    return UnitGraph(model)
+    """The `UnitGraph` of `model` (gated or not).
+
+    Kept with the model until its graph changes (another layer call, another shape after
+    surgery, another registered layer type): a DynHP epoch end asks for it about ten times.
+    Treat it as read-only.
+    """
+    fingerprint = _fingerprint(model)
+    cached = getattr(model, "_tfdynhp_unit_graph", None)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    unit_graph = UnitGraph(model)
+    object.__setattr__(model, "_tfdynhp_unit_graph", (fingerprint, unit_graph))
+    return unit_graph
 
 
 def gate_layers(model):

@@ -206,6 +206,12 @@ class LayerType:
 
 
 _TYPES = {}
+_GENERATION = [0]  # bumped by every register(): analyses made before are stale
+
+
+def generation():
+    """How many times `register` has been called (keys the cached `UnitGraph`s)."""
+    return _GENERATION[0]
 
 
 def register(
@@ -289,6 +295,7 @@ def register(
         bool(fuses_activation), clone,
     )
     _TYPES[layer_class] = entry
+    _GENERATION[0] += 1
     return entry
 
 

@@ -2,6 +2,7 @@
 tensor) and `SelectFeatures` (a gather of the surviving input features)."""
 
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from tfdynhp.math import hard_concrete as gate_math
 from tfdynhp.validation import check_real
 
 SAMPLING = ("example", "batch")
-PENALTY_MODES = ("loss", "decoupled")
+PHILOX = 1  # tf.random.Algorithm.PHILOX
 
 
 def philox_uniform(shape, seed_generator):
@@ -24,7 +25,54 @@ def philox_uniform(shape, seed_generator):
     """
     seed = seed_generator.next()
     seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-    return tf.random.stateless_uniform(shape, seed=seed, alg="philox")
+    # `tf.random.stateless_uniform(shape, seed, alg="philox")` in two ops instead of about
+    # forty: the kernel scrambles the seed into Philox's key and counter the way its Python
+    # wrapper does (the same numbers).
+    key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
+    return tf.raw_ops.StatelessRandomUniformV2(
+        shape=tf.convert_to_tensor(shape, tf.int32), key=key, counter=counter,
+        alg=PHILOX, dtype=tf.float32)
+
+
+def _handle(variable):
+    """The resource handle of a Keras variable (under a distribution strategy, the current
+    replica's)."""
+    return variable.value.handle
+
+
+def _gate(inputs, log_alpha, noise, beta, gamma, zeta):
+    """`(inputs * z, z_stretched)` for Hard Concrete gates `z` drawn from `noise`, with the
+    gradient written out: `dz/dlog_alpha = (zeta - gamma) s (1 - s) / beta` where `0 < z < 1`
+    (else 0). Autodiff of the same formula gives the same numbers with about twice the ops.
+    `noise` has the shape of the sample: `(batch, 1, .., units)` per example, `(units,)` per
+    batch."""
+
+    @tf.custom_gradient
+    def gate(x, log_alpha):
+        s = gate_math.concrete_sample(log_alpha, noise, beta)
+        stretched = s * (zeta - gamma) + gamma
+        z = tf.clip_by_value(stretched, 0.0, 1.0)
+        y = x * tf.cast(z, x.dtype)
+
+        def gradient(dy, d_stretched=None):
+            # Sum over the positions sharing one gate sample, then over the samples.
+            dx = dy * tf.cast(z, dy.dtype)
+            product = tf.cast(dy * x, tf.float32)
+            spatial = list(range(1, len(x.shape) - 1))
+            if len(noise.shape) == 1:
+                product = tf.reduce_sum(product, axis=list(range(len(x.shape) - 1)))
+            elif spatial:
+                product = tf.reduce_sum(product, axis=spatial, keepdims=True)
+            slope = tf.where((stretched > 0.0) & (stretched < 1.0), s * (1.0 - s), 0.0)
+            d_log_alpha = product * slope * ((zeta - gamma) / beta)
+            if len(noise.shape) > 1:
+                d_log_alpha = tf.reshape(d_log_alpha, (-1, d_log_alpha.shape[-1]))
+                d_log_alpha = tf.reduce_sum(d_log_alpha, axis=0)
+            return dx, d_log_alpha
+
+        return (y, tf.stop_gradient(stretched)), gradient
+
+    return gate(inputs, log_alpha)
 
 
 @keras.saving.register_keras_serializable(package="tfdynhp")
@@ -80,14 +128,9 @@ class HardConcreteGate(keras.layers.Layer):
         frozen: `True` fixes the gates at their test-time values in training too (no noise,
             no counting, no penalty, no gradient to `log_alpha`): the final fine-tuning phase
             of a target (see `freeze`). Defaults to `False`.
-        penalty_mode: `"loss"` adds the expected-L0 penalty to the loss (Louizos; its
-            gradient on `log_alpha` is divided by `N` and competes with a data gradient whose
-            size depends on the layer, see `bench/defaults.md`); `"decoupled"` leaves it out
-            of the loss and pulls every `log_alpha` down by `l0_lambda * unit_cost` per step
-            after the gates' Adam step, in the Adam step's own units (as AdamW decouples weight
-            decay): the pull is the same for a Dense unit and a conv channel, whatever `N`,
-            and a gate closes when its data gradient's signal-to-noise ratio is below
-            `l0_lambda * unit_cost`. Prototype (issue 29). Defaults to `"loss"`.
+        folded: `True` (only with `frozen`) makes the layer an identity: its test-time values
+            were folded into the weights of the layers reading its channels (see `fold` and
+            `tfdynhp.model.fold_frozen_gates`). Defaults to `False`.
 
     Example:
     >>> gate = HardConcreteGate(l0_lambda=0.1)
@@ -109,7 +152,7 @@ class HardConcreteGate(keras.layers.Layer):
         seed=None,
         gate_speed=1.0,
         frozen=False,
-        penalty_mode="loss",
+        folded=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -140,11 +183,10 @@ class HardConcreteGate(keras.layers.Layer):
         self.limit_high = float(limit_high)
         self.seed = seed
         self.frozen = bool(frozen)
+        if folded and not frozen:
+            raise ValueError("A folded gate must be frozen. Received: folded=True, frozen=False")
+        self.folded = bool(folded)
         self.gate_speed = float(check_real("gate_speed", gate_speed))
-        if penalty_mode not in PENALTY_MODES:
-            raise ValueError(f"`penalty_mode` must be one of {PENALTY_MODES}. "
-                             f"Received: penalty_mode={penalty_mode!r}")
-        self.penalty_mode = penalty_mode
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -193,12 +235,6 @@ class HardConcreteGate(keras.layers.Layer):
             initializer=keras.initializers.Constant(self._penalty_weight_value()),
             trainable=False,
         )
-        if self.penalty_mode == "decoupled":
-            self.decoupled_pull = self.add_weight(
-                name="decoupled_pull", shape=(),
-                initializer=keras.initializers.Constant(self._decoupled_pull_value()),
-                trainable=False, aggregation="only_first_replica",
-            )
 
     @property
     def units(self):
@@ -213,35 +249,51 @@ class HardConcreteGate(keras.layers.Layer):
     def apply_gradient(self, gradient, apply=True):
         """One Adam step of `log_alpha` along `gradient` (already summed over replicas).
 
+        `tfdynhp.math.hard_concrete.adam_update`, in TensorFlow's fused Adam kernel (one op
+        instead of about twenty): its `lr sqrt(1 - b2^t) / (1 - b1^t)` step with the epsilon
+        rescaled by `sqrt(1 - b2^t)` is the same update.
+
         `apply` may be a boolean tensor: when it is False the step is skipped and nothing
         changes (selected, not branched on, so it also runs inside a distribution strategy's
-        replica context)."""
+        replica context; this path uses the reference update, not the fused kernel)."""
         if self.frozen:
             return
+        if apply is not True:
+            self._apply_selected(gradient, apply)
+            return
+        step = self.gate_steps.value + 1.0
+        beta_1 = tf.constant(gate_math.ADAM_BETA_1, tf.float32)
+        beta_2 = tf.constant(gate_math.ADAM_BETA_2, tf.float32)
+        beta_2_power = tf.pow(beta_2, step)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(self.log_alpha), m=_handle(self.gate_first_moment),
+            v=_handle(self.gate_second_moment), beta1_power=tf.pow(beta_1, step),
+            beta2_power=beta_2_power, lr=self.gate_learning_rate.value, beta1=beta_1,
+            beta2=beta_2, epsilon=gate_math.ADAM_EPSILON * tf.sqrt(1.0 - beta_2_power),
+            grad=tf.cast(gradient, tf.float32),
+        )
+        self.gate_steps.assign(step)
+
+    def _apply_selected(self, gradient, apply):
+        """`apply_gradient` with `apply` a boolean tensor (the reference Adam, selected)."""
         step = self.gate_steps + 1.0
         delta, first, second = gate_math.adam_update(
             ops.cast(gradient, "float32"), self.gate_first_moment, self.gate_second_moment,
             step, self.gate_learning_rate,
         )
-        if self.penalty_mode == "decoupled":
-            delta = delta - self.gate_learning_rate * self.decoupled_pull
-        if apply is not True:
-            delta = ops.where(apply, delta, ops.zeros_like(delta))
-            first = ops.where(apply, first, self.gate_first_moment)
-            second = ops.where(apply, second, self.gate_second_moment)
-            step = ops.where(apply, step, self.gate_steps)
+        delta = ops.where(apply, delta, ops.zeros_like(delta))
+        first = ops.where(apply, first, self.gate_first_moment)
+        second = ops.where(apply, second, self.gate_second_moment)
+        step = ops.where(apply, step, self.gate_steps)
         self.gate_first_moment.assign(first)
         self.gate_second_moment.assign(second)
         self.gate_steps.assign(step)
         self.log_alpha.assign_add(delta)
 
     def _penalty_weight_value(self):
-        if self.frozen or self.penalty_mode == "decoupled":
+        if self.frozen:
             return 0.0
         return self.l0_lambda * self.unit_cost / (self.dataset_size or 1)
-
-    def _decoupled_pull_value(self):
-        return 0.0 if self.frozen else self.l0_lambda * self.unit_cost
 
     def freeze(self):
         """Fixes the gates at their test-time values for the rest of training (retrace the
@@ -249,16 +301,41 @@ class HardConcreteGate(keras.layers.Layer):
         self.frozen = True
         if self.built:
             self.penalty_weight.assign(0.0)
-            if self.penalty_mode == "decoupled":
-                self.decoupled_pull.assign(0.0)
 
     def unfreeze(self):
         """Lets the gates train again (noise, counting, penalty and `log_alpha` updates), from
         where they were frozen: a new pruning run after a frozen one. Retrace the train
         function afterwards: `model.make_train_function(force=True)`."""
         self.frozen = False
+        self.folded = False
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
+
+    def fold(self):
+        """Makes this frozen gate an identity, once the caller has folded its test-time values
+        into the weights of the layers reading its channels (`W' = diag(z_hat) W`, as
+        `tfdynhp.model.strip` does): the frozen phase then trains the stripped layers, at the
+        speed of a plain model. `log_alpha` moves to where the test-time gates are exactly 1
+        (so `test_time_gates()`, `strip()` and an `unfreeze()` see an open gate) and the
+        gates' Adam state restarts. Retrace the train function afterwards.
+
+        Raises:
+            ValueError: if the gate is not frozen.
+        """
+        if not self.frozen:
+            raise ValueError(f"Gate '{self.name}' is not frozen: freeze() it before fold().")
+        self.log_alpha.assign(np.full(self.units, self.open_log_alpha(), "float32"))
+        for moment in (self.gate_first_moment, self.gate_second_moment):
+            moment.assign(np.zeros(self.units, "float32"))
+        self.gate_steps.assign(0.0)
+        self.folded = True
+
+    def open_log_alpha(self):
+        """A `log_alpha` whose test-time gate is exactly 1: the initial one when it is (the
+        default `drop_rate_init`), else the smallest with a margin of 0.1."""
+        # z_hat = 1 when sigmoid(log_alpha) >= (1 - gamma) / (zeta - gamma).
+        smallest = math.log((1.0 - self.limit_low) / (self.limit_high - 1.0))
+        return max(gate_math.initial_log_alpha(self.drop_rate_init), smallest + 0.1)
 
     def set_penalty(self, l0_lambda=None, unit_cost=None, dataset_size=None):
         """Changes `lambda`, the cost of a channel or `N` (takes effect at the next step,
@@ -271,13 +348,13 @@ class HardConcreteGate(keras.layers.Layer):
             self.dataset_size = int(check_real("dataset_size", dataset_size, 1.0))
         if self.built:
             self.penalty_weight.assign(self._penalty_weight_value())
-            if self.penalty_mode == "decoupled":
-                self.decoupled_pull.assign(self._decoupled_pull_value())
 
     def _gate_kwargs(self):
         return {"gamma": self.limit_low, "zeta": self.limit_high}
 
     def call(self, inputs, training=False):
+        if self.folded:
+            return inputs  # its test-time values live in the next layer's weights
         if not training or self.frozen:
             log_alpha = ops.stop_gradient(self.log_alpha) if self.frozen else self.log_alpha
             z = gate_math.deterministic_gates(log_alpha, **self._gate_kwargs())
@@ -289,21 +366,26 @@ class HardConcreteGate(keras.layers.Layer):
         else:
             noise_shape = (self.units,)
         noise = philox_uniform(noise_shape, self.seed_generator)
-        z = gate_math.sample_gates(
-            self.log_alpha, noise, beta=self.temperature, **self._gate_kwargs()
-        )
-        open_gates = ops.cast(ops.greater(z, 0.0), self.gate_active_count.dtype)
-        open_gates = ops.reshape(open_gates, (-1, self.units))
+        # In float32 under a mixed policy too (Keras autocasts the variable to the compute
+        # dtype inside `call`).
+        log_alpha = ops.cast(self.log_alpha.value, "float32")
+        outputs, stretched = _gate(inputs, log_alpha, noise, self.temperature, self.limit_low,
+                                   self.limit_high)
+        open_gates = ops.cast(ops.greater(stretched, 0.0), self.gate_active_count.dtype)
         examples = ops.cast(batch, "float32")
         if self.sampling == "example":
-            self.gate_active_count.assign_add(ops.sum(open_gates, axis=0))
+            self.gate_active_count.assign_add(
+                ops.sum(ops.reshape(open_gates, (-1, self.units)), axis=0))
         else:
-            self.gate_active_count.assign_add(open_gates[0] * examples)
+            self.gate_active_count.assign_add(open_gates * examples)
         self.gate_observations.assign_add(examples)
-        return inputs * ops.cast(z, inputs.dtype)
+        return outputs
 
     def l0_penalty(self):
-        """The expected-L0 penalty `penalty_weight * sum_j P(z_j > 0)` (a scalar tensor)."""
+        """The expected-L0 penalty `penalty_weight * sum_j P(z_j > 0)` (a scalar tensor; a
+        constant 0 for a frozen gate, whose penalty weight is 0)."""
+        if self.frozen:
+            return tf.constant(0.0)
         probabilities = gate_math.prob_nonzero(
             self.log_alpha, beta=self.temperature, **self._gate_kwargs()
         )
@@ -348,7 +430,7 @@ class HardConcreteGate(keras.layers.Layer):
             "seed": self.seed,
             "gate_speed": self.gate_speed,
             "frozen": self.frozen,
-            "penalty_mode": self.penalty_mode,
+            "folded": self.folded,
         }
         return {**super().get_config(), **config}
 

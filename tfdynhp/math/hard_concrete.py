@@ -14,7 +14,6 @@ from keras import ops
 BETA = 2.0 / 3.0
 GAMMA = -0.1
 ZETA = 1.1
-EPSILON = 1e-6
 
 
 def stretched_gate(s, gamma=GAMMA, zeta=ZETA):
@@ -22,16 +21,29 @@ def stretched_gate(s, gamma=GAMMA, zeta=ZETA):
     return ops.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
 
 
-def sample_gates(log_alpha, uniform_noise, beta=BETA, gamma=GAMMA, zeta=ZETA):
-    """Samples Hard Concrete gates `z` from uniform noise `u ~ U(eps, 1 - eps)`.
-
-    `s = sigmoid((log u - log(1 - u) + log_alpha) / beta)`, `z = clip(s (zeta - gamma) + gamma,
-    0, 1)`. `uniform_noise` has the shape of the sample, e.g. `(batch, units)`; `log_alpha`
-    broadcasts against it.
+def concrete_sample(log_alpha, uniform_noise, beta=BETA):
+    """The binary Concrete sample `s = sigmoid((log u - log(1 - u) + log_alpha) / beta)`,
+    computed as `1 / (1 + exp(-log_alpha / beta) ((1 - u) / u)^(1 / beta))`: the same number
+    with one transcendental per gate instead of three per sample (`^(3/2)`, the default
+    temperature's power, is `r sqrt(r)`). `u = 0` gives `s = 0` (no NaN); `log_alpha`
+    broadcasts against `uniform_noise`.
     """
-    u = ops.clip(uniform_noise, EPSILON, 1.0 - EPSILON)
-    s = ops.sigmoid((ops.log(u) - ops.log(1.0 - u) + log_alpha) / beta)
-    return stretched_gate(s, gamma, zeta)
+    odds = (1.0 - uniform_noise) / uniform_noise
+    if beta == BETA:
+        powered = odds * ops.sqrt(odds)
+    else:
+        powered = ops.power(odds, 1.0 / beta)
+    return 1.0 / (1.0 + ops.exp(-log_alpha / beta) * powered)
+
+
+def sample_gates(log_alpha, uniform_noise, beta=BETA, gamma=GAMMA, zeta=ZETA):
+    """Samples Hard Concrete gates `z` from uniform noise `u ~ U(0, 1)`.
+
+    `s = sigmoid((log u - log(1 - u) + log_alpha) / beta)` (see `concrete_sample`), `z =
+    clip(s (zeta - gamma) + gamma, 0, 1)`. `uniform_noise` has the shape of the sample, e.g.
+    `(batch, units)`; `log_alpha` broadcasts against it.
+    """
+    return stretched_gate(concrete_sample(log_alpha, uniform_noise, beta), gamma, zeta)
 
 
 def deterministic_gates(log_alpha, gamma=GAMMA, zeta=ZETA):

@@ -1,8 +1,12 @@
 """The gated model: `GatedModel` (its training step: gates, L0 penalty, gradient variance),
-`gate()` / `strip()`, and `DynamicBatches`, the feed whose batch size DynHP changes."""
+`gate()` / `strip()`, `DynamicBatches`, the feed whose batch size DynHP changes, and
+`Distillation`, a teacher for the training loss."""
 
+from tfdynhp.model.distillation import Distillation
 from tfdynhp.model.dynamic_batches import DynamicBatches
+from tfdynhp.model.folding import fold_frozen_gates
 from tfdynhp.model.gated_model import GatedModel
 from tfdynhp.model.gating import float32_model, gate, is_gated_model, strip
 
-__all__ = ["DynamicBatches", "GatedModel", "float32_model", "gate", "is_gated_model", "strip"]
+__all__ = ["Distillation", "DynamicBatches", "GatedModel", "float32_model", "fold_frozen_gates",
+           "gate", "is_gated_model", "strip"]

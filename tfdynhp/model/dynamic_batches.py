@@ -1,21 +1,27 @@
 """Mini-batches whose size can grow between epochs of one `model.fit` call (DynHP, section 4.2).
 
-`DynamicBatches` is a `keras.utils.PyDataset`: pass it to `model.fit` and let a callback raise
-`data.batch_size` between epochs. How Keras 3 (3.12-3.15, TensorFlow backend) consumes a
-`PyDataset`, read from `keras/src/trainers/epoch_iterator.py`,
-`trainers/data_adapters/py_dataset_adapter.py` and `backend/tensorflow/trainer.py`, and
-checked with real `fit` calls in `tests/test_batches.py`:
+`DynamicBatches` holds the examples in memory and builds each epoch's batches inside a
+`tf.data` pipeline: pass it to `model.fit` and let a callback raise `data.batch_size` between
+epochs. It is a Keras `DataAdapter` (Keras 3.12-3.15, TensorFlow backend: `fit` takes a
+`DataAdapter` as it is, `keras/src/trainers/data_adapters/__init__.py`), so `fit`,
+`evaluate` and `predict` of any Keras model read it through `get_tf_dataset()`; it is also a
+`PyDataset` (`len(data)`, `data[i]`) for inspection. How Keras consumes it, read from
+`keras/src/trainers/epoch_iterator.py` and `backend/tensorflow/trainer.py`, and checked with
+real `fit` calls in `tests/test_batches.py`:
 
 1. When `fit` starts it reads `num_batches` (the progress bar's target and the most steps an
-   epoch will run), then builds the `tf.data` signature by calling `data[0]` and `data[1]`
-   *outside* any epoch, then calls `data.on_epoch_end()` once (its `reset()`).
-2. Each epoch: the callbacks' `on_epoch_begin`, then `data.on_epoch_begin()`, then a fresh
-   `tf.data` iterator whose generator reads `num_batches` and calls `data[i]` for every `i`
-   (from `tf.data` worker threads, in an order shuffled by Python's global `random` when
-   `fit(shuffle=True)`, the default), then `data.on_epoch_end()`, then the callbacks'
-   `on_epoch_end`. At the end of a full epoch Keras already creates the next iterator, before
-   the callbacks' `on_epoch_end`; it is discarded unused at the next epoch's start (the
-   generator only runs on the first `next`).
+   epoch will run), calls `get_tf_dataset()` once (the pipeline of the whole `fit`), then
+   `data.on_epoch_end()` once (its `reset()`). Under a distribution strategy it opens one
+   epoch and reads one batch to build the model before training.
+2. Each epoch: the callbacks' `on_epoch_begin`, then `data.on_epoch_begin()` (which applies
+   the requested batch size, draws the permutation and writes both to the pipeline's
+   variables), then a fresh iterator over the pipeline, whose first element reads those
+   variables and lays out the epoch's batches as gathers of the in-memory tensors (parallel
+   `map`, `prefetch`: no Python per batch), then `data.on_epoch_end()`, then the callbacks'
+   `on_epoch_end`. At the end of a full epoch Keras already creates the next iterator,
+   before the callbacks' `on_epoch_end`; it is discarded unused at the next epoch's start,
+   and since the pipeline reads its variables only at an epoch's first element, never
+   at iterator creation, an early iterator could not read a stale size anyway.
 3. An epoch runs at most the `num_batches` read in 1. With fewer batches (the batch grew) the
    iterator runs out: Keras warns "Your input ran out of data; interrupting training", ends
    the epoch, and training continues with the next one. With more batches (the batch shrank)
@@ -32,9 +38,14 @@ Hence the rules of `DynamicBatches`:
   Requested outside any loop, it applies at once (so `len(data)` is right when `fit` starts).
 - Shrinking so much that the running loop would skip examples (more batches than the steps
   it reads at its start) raises `ValueError`. Outside a loop, any size is allowed.
-- `fit(steps_per_epoch=...)` and multi-worker loading (`workers > 1`,
-  `use_multiprocessing=True`) are refused: both keep an iterator across epochs, so one pass
-  would mix two snapshots.
+- `fit(steps_per_epoch=...)` is refused: Keras then keeps an iterator across epochs, so one
+  pass would mix two snapshots. `workers > 1` and `use_multiprocessing=True` are refused (the
+  pipeline is `tf.data`'s, Keras' worker queue is not used).
+- The order is the data set's own: Keras' `fit(shuffle=...)` does not reorder the batches of
+  a `DataAdapter`, so every worker of a `MultiWorkerMirroredStrategy` reads the same global
+  batches when the seed is the same. `tf.distribute` splits each global batch between the
+  replicas (auto-sharding by data, as Keras does for arrays).
+- `fit(class_weight=...)` is applied as per-example weights, as Keras does for a `PyDataset`.
 - Use `ignore_ran_out_of_data_warning()` to silence exactly Keras' "ran out of data" warning.
 
 The running loop is found by walking the caller's stack for the `epoch_iterator` local of
@@ -53,8 +64,13 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
+from keras.src.trainers.data_adapters import data_adapter as keras_data_adapter
+from keras.src.trainers.data_adapters import data_adapter_utils
 
 RAN_OUT_OF_DATA_MESSAGE = "Your input ran out of data; interrupting training"
+
+_KERAS_LOOPS = ("fit", "evaluate", "predict")
 
 _KERAS_LOOPS = ("fit", "evaluate", "predict")
 
@@ -123,24 +139,64 @@ def _num_examples(name, value):
     return lengths.pop()
 
 
-class DynamicBatches(keras.utils.PyDataset):
-    """A `PyDataset` over in-memory arrays whose batch size can grow between epochs.
+
+
+def _concatenate_batches(name, batches):
+    """One array per leaf of the batches' structure, the batches put end to end."""
+    if not batches:
+        raise ValueError(f"Expected at least one example. Received: `{name}` with no batches.")
+    return keras.tree.map_structure(lambda *leaves: np.concatenate(leaves), *batches)
+
+
+def _read_batches(name, x):
+    """`(x, y, sample_weight)` of every batch of a finite `tf.data` dataset or `PyDataset`,
+    read once into memory (a `fit`-style input: batches of `x`, `(x, y)` or `(x, y, w)`)."""
+    if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+            raise ValueError(
+                f"Expected a finite `{name}`: DynamicBatches reads it once into memory to "
+                "draw its own permutations. Received an infinite tf.data dataset; drop its "
+                "`.repeat()`."
+            )
+        batches = list(x.as_numpy_iterator())
+    else:
+        if x.num_batches is None:
+            raise ValueError(
+                f"Expected a finite `{name}`: DynamicBatches reads it once into memory. "
+                "Received an infinite PyDataset (its `num_batches` is None)."
+            )
+        batches = [x[i] for i in range(x.num_batches)]
+    batches = [data_adapter_utils.unpack_x_y_sample_weight(
+        b if isinstance(b, tuple) else (b,)) for b in batches]
+    parts = []
+    for position, part in enumerate(("x", "y", "sample_weight")):
+        present = [b[position] is not None for b in batches]
+        if any(present) and not all(present):
+            raise ValueError(f"Some batches of `{name}` have {part} and others do not.")
+        parts.append(_concatenate_batches(name, [b[position] for b in batches])
+                     if all(present) else None)
+    return parts
+
+
+class DynamicBatches(keras.utils.PyDataset, keras_data_adapter.DataAdapter):
+    """Examples in memory, fed to Keras in batches whose size can grow between epochs.
 
     DynHP (paper section 4.2) grows the mini-batch during training as pruning frees memory;
     this data set lets a callback do that inside a single `model.fit` call. Each epoch is one
     pass over a fresh permutation (drawn from a seeded generator) in batches of one size; the
-    last batch may be smaller. See the module docstring for when a change takes effect and
-    why.
+    last batch may be smaller. The batches are gathered inside a `tf.data` pipeline (as Keras
+    does for arrays), so feeding them costs about what feeding arrays costs. See the module
+    docstring for when a change takes effect and why.
 
-    A `tfdynhp.GatedModel` reads it in the order of this permutation (its `fit` turns
-    Keras' `shuffle` off for it). With another Keras model pass `shuffle=False` to `fit` if the
-    batch order must be reproducible, and always on several workers: with `fit(shuffle=True)`
-    (the default) Keras also shuffles the order of the batches with Python's global `random`,
-    which differs between processes unless seeded alike (`keras.utils.set_random_seed`).
+    Keras reads it in the order of its own permutation (`fit`'s `shuffle` does not apply), the
+    same on every worker of a distribution strategy when `seed` is the same.
 
     Args:
         x: inputs: a numpy array, a tensor, or a list/tuple/dict of them, with examples along
-            the first axis. Converted to numpy once.
+            the first axis (converted to numpy once); or a finite `tf.data.Dataset` or
+            `keras.utils.PyDataset` of batches as `fit` takes them (`x`, `(x, y)` or
+            `(x, y, sample_weight)`), read once into memory (then leave `y` and
+            `sample_weight` to it).
         y: targets, same length as `x`, or `None` for batches `(x,)`. Defaults to `None`.
         batch_size: the initial batch size, a positive integer. Defaults to `16` (the
             paper's DynHP start).
@@ -152,7 +208,8 @@ class DynamicBatches(keras.utils.PyDataset):
 
     Raises:
         ValueError: if the inputs are empty, scalars, or of different lengths,
-            `sample_weight` is given without `y`, or `batch_size < 1`.
+            `sample_weight` is given without `y`, `batch_size < 1`, or a `tf.data` /
+            `PyDataset` input is infinite or comes with a separate `y` / `sample_weight`.
         TypeError: if `batch_size` is not an integer, `shuffle` not a bool, or `seed` neither
             `None` nor an integer.
 
@@ -166,7 +223,7 @@ class DynamicBatches(keras.utils.PyDataset):
             data.batch_size = 2 * data.batch_size  # applies from the next epoch
 
     with ignore_ran_out_of_data_warning():
-        model.fit(data, epochs=4, callbacks=[Grow()], shuffle=False)
+        model.fit(data, epochs=4, callbacks=[Grow()])
     ```
     """
 
@@ -177,6 +234,14 @@ class DynamicBatches(keras.utils.PyDataset):
             raise TypeError(f"Expected `shuffle` to be a bool. Received: shuffle={shuffle!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"Expected `seed` to be None or an integer. Received: seed={seed!r}")
+        if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
+            if y is not None or sample_weight is not None:
+                raise ValueError(
+                    f"Received a {type(x).__name__} as `x` together with `y` or "
+                    "`sample_weight`: its batches already hold them, as for `fit`. Pass the "
+                    "data set alone."
+                )
+            x, y, sample_weight = _read_batches("x", x)
         self._x = _to_numpy("x", x)
         n = _num_examples("x", self._x)
         if n == 0:
@@ -211,6 +276,7 @@ class DynamicBatches(keras.utils.PyDataset):
         self._last_epoch_counts = None
         self._examples_seen_per_epoch = []
         self._batch_size_per_epoch = []
+        self._pipeline = None  # the tf.data side: tensors and variables, made at first use
 
     # ----------------------------------------------------------------------------- state
 
@@ -230,7 +296,7 @@ class DynamicBatches(keras.utils.PyDataset):
 
     @property
     def active_batch_size(self):
-        """The batch size `__getitem__` uses now: the current (or last) epoch's.
+        """The batch size the current (or last) epoch uses.
 
         Differs from `batch_size` while a request waits for the next epoch's start.
         """
@@ -248,7 +314,8 @@ class DynamicBatches(keras.utils.PyDataset):
 
     @property
     def examples_seen_per_epoch(self):
-        """Examples handed to Keras in each finished epoch (equals `num_examples` for each)."""
+        """Examples handed to Keras in each finished epoch (equals `num_examples` for each),
+        counted by the pipeline as it gathers them (and by `data[i]` reads)."""
         return list(self._examples_seen_per_epoch)
 
     @property
@@ -300,16 +367,28 @@ class DynamicBatches(keras.utils.PyDataset):
         loop = self._running_epoch_iterator()
         return None if loop is None else loop.num_batches
 
-    def _running_epoch_iterator(self):
+    def _keras_loop_frames(self):
         frame = sys._getframe(1)
         while frame is not None:
             code = frame.f_code
             if code.co_name in _KERAS_LOOPS and "epoch_iterator" in code.co_varnames:
-                iterator = frame.f_locals.get("epoch_iterator")
-                adapter = getattr(iterator, "data_adapter", None)
-                if getattr(adapter, "py_dataset", None) is self:
-                    return iterator
+                yield frame
             frame = frame.f_back
+
+    def _running_epoch_iterator(self):
+        for frame in self._keras_loop_frames():
+            iterator = frame.f_locals.get("epoch_iterator")
+            adapter = getattr(iterator, "data_adapter", None)
+            if adapter is self or getattr(adapter, "py_dataset", None) is self:
+                return iterator
+        return None
+
+    def _running_class_weight(self):
+        """The `class_weight` of the Keras `fit` building this data set's pipeline, or None
+        (Keras hands a `DataAdapter` over as it is, without it)."""
+        for frame in self._keras_loop_frames():
+            if "class_weight" in frame.f_code.co_varnames:
+                return frame.f_locals.get("class_weight")
         return None
 
     def _draw_order(self):
@@ -357,18 +436,23 @@ class DynamicBatches(keras.utils.PyDataset):
             )
         return order[index * batch_size : (index + 1) * batch_size]
 
+    def _structure(self):
+        """`(x,)`, `(x, y)` or `(x, y, sample_weight)` of the whole data set."""
+        data = (self._x,)
+        if self._y is not None:
+            data += (self._y,)
+        if self._sample_weight is not None:
+            data += (self._sample_weight,)
+        return data
+
     def __getitem__(self, index):
+        """Batch `index` of the current epoch as numpy arrays (what the pipeline yields)."""
         batch_size, order = self._snapshot  # one atomic read: never mixes two snapshots
         indices = self._indices(index, batch_size, order)
         if self._in_epoch:
             with self._lock:
                 self._counts[indices] += 1
-        batch = (keras.tree.map_structure(lambda a: a[indices], self._x),)
-        if self._y is not None:
-            batch += (keras.tree.map_structure(lambda a: a[indices], self._y),)
-        if self._sample_weight is not None:
-            batch += (keras.tree.map_structure(lambda a: a[indices], self._sample_weight),)
-        return batch
+        return keras.tree.map_structure(lambda a: a[indices], self._structure())
 
     def on_epoch_begin(self):
         """Starts an epoch: applies the requested batch size and draws the new permutation.
@@ -383,9 +467,9 @@ class DynamicBatches(keras.utils.PyDataset):
         if self._workers > 1 or self._use_multiprocessing:
             raise ValueError(
                 "DynamicBatches does not support `workers > 1` or `use_multiprocessing=True`: "
-                "the worker queue reads batches across epoch boundaries. Received: "
-                f"workers={self._workers}, use_multiprocessing={self._use_multiprocessing}. "
-                "Keep the defaults (slicing in-memory arrays is cheap)."
+                "it gathers its batches in a tf.data pipeline, not in Keras' worker queue. "
+                f"Received: workers={self._workers}, "
+                f"use_multiprocessing={self._use_multiprocessing}. Keep the defaults."
             )
         loop = self._running_epoch_iterator()
         if loop is not None and loop.steps_per_epoch:
@@ -402,6 +486,8 @@ class DynamicBatches(keras.utils.PyDataset):
             self._in_epoch = True
             self._epochs_started += 1
             self._batch_size_per_epoch.append(self._requested_batch_size)
+            if self._pipeline is not None:
+                self._pipeline.start_epoch(*self._snapshot)
 
     def on_epoch_end(self):
         """Ends an epoch: records how many examples it served (`examples_seen_per_epoch`)."""
@@ -409,5 +495,130 @@ class DynamicBatches(keras.utils.PyDataset):
             if not self._in_epoch:  # Keras' reset() calls this before the first epoch
                 return
             self._in_epoch = False
-            self._last_epoch_counts = self._counts
-            self._examples_seen_per_epoch.append(int(self._counts.sum()))
+            counts = self._counts
+            if self._pipeline is not None:
+                counts = counts + self._pipeline.served()
+            self._last_epoch_counts = counts
+            self._examples_seen_per_epoch.append(int(counts.sum()))
+
+    # ----------------------------------------------------------------------- DataAdapter
+
+    def get_tf_dataset(self):
+        """The `tf.data` pipeline Keras iterates once per epoch (see the module docstring).
+
+        Every iterator lays out the batches of the epoch started last (`on_epoch_begin`), at
+        its first element: gathers of the in-memory tensors along the epoch's permutation,
+        in batches of its size, in a parallel `map`.
+        """
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = _Pipeline(self._pipeline_structure())
+                # Keep one copy of the examples: numpy views of the pipeline's tensors.
+                self._adopt_views(self._pipeline.numpy_views())
+            self._pipeline.start_epoch(*self._snapshot)
+        return self._pipeline.dataset(self._gather, self._running_class_weight(),
+                                      self._parallel_gathers)
+
+    def _pipeline_structure(self):
+        """The examples the pipeline holds as tensors (a hook for subclasses)."""
+        return self._structure()
+
+    def _adopt_views(self, views):
+        """Takes numpy views of the pipeline's tensors as the examples (one copy kept)."""
+        self._x, self._y, self._sample_weight = (views + (None, None))[:3]
+
+    # Gathers run in a parallel map (its output keeps the order); a subclass recording what
+    # `_gather` reads, in order, sets None (one gather at a time).
+    _parallel_gathers = tf.data.AUTOTUNE
+
+    def _gather(self, indices, data):
+        """The batch of example `indices` (an int64 tensor) of `data` (the tensors), in the
+        pipeline (a hook for tests that record what is read)."""
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, indices), data)
+
+    def get_numpy_iterator(self):
+        """The current epoch's batches as numpy arrays, in order."""
+        for index in range(self.num_batches):
+            yield self[index]
+
+    @property
+    def has_partial_batch(self):
+        """Whether the current epoch's last batch is smaller than the others."""
+        return self._n % self._snapshot[0] != 0
+
+    @property
+    def partial_batch_size(self):
+        """The size of the current epoch's last batch when smaller, else None."""
+        return self._n % self._snapshot[0] or None
+
+
+class _Pipeline:
+    """The `tf.data` side of a `DynamicBatches`: the examples as tensors and the three
+    variables an epoch's batches are laid out from (its permutation, its batch size, how many
+    times each example was gathered). Created outside any distribution strategy's scope when
+    possible; the variables are only read by the input pipeline."""
+
+    def __init__(self, structure):
+        with tf.init_scope():
+            # tf.data would stack a list of inputs into one tensor: tuples stay a structure.
+            structure = keras.tree.lists_to_tuples(structure)
+            self.tensors = tf.nest.map_structure(tf.convert_to_tensor, structure)
+            n = int(tf.nest.flatten(self.tensors)[0].shape[0])
+            self.n = n
+            self.order = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False,
+                                     name="dynamic_batches_order")
+            self.batch_size = tf.Variable(tf.constant(1, tf.int64), trainable=False,
+                                          name="dynamic_batches_batch_size")
+            self.counts = tf.Variable(tf.zeros(n, tf.int64), trainable=False,
+                                      name="dynamic_batches_counts")
+
+    def numpy_views(self):
+        return tuple(tf.nest.map_structure(lambda t: t.numpy(), part) for part in self.tensors)
+
+    def start_epoch(self, batch_size, order):
+        self.order.assign(np.asarray(order, np.int64))
+        self.batch_size.assign(batch_size)
+        self.counts.assign(tf.zeros(self.n, tf.int64))
+
+    def served(self):
+        return self.counts.numpy()
+
+    def _epoch_indices(self, _):
+        """The epoch's batches of example indices: the permutation cut into full batches of
+        the batch size, then the remainder (read when the epoch's first element is asked)."""
+        n = self.n
+        order = self.order.read_value()
+        batch = self.batch_size.read_value()
+        full = n // batch
+        head = tf.reshape(order[: full * batch], tf.stack([full, batch]))
+        rest = order[full * batch:]
+        tail = tf.data.Dataset.from_tensors(rest).take(tf.cast(tf.size(rest) > 0, tf.int64))
+        return tf.data.Dataset.from_tensor_slices(head).concatenate(tail)
+
+    def dataset(self, gather, class_weight=None, parallel_calls=tf.data.AUTOTUNE):
+        indices = tf.data.Dataset.range(1).flat_map(self._epoch_indices)
+        data = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(self.tensors).repeat()))
+
+        def batch(index_batch, tensors):
+            self.counts.scatter_add(tf.IndexedSlices(tf.ones_like(index_batch), index_batch))
+            return gather(index_batch, tensors)
+
+        data = data.map(batch, num_parallel_calls=parallel_calls)
+        if class_weight:
+            from keras.src.trainers.data_adapters.tf_dataset_adapter import (
+                make_class_weight_map_fn,
+            )
+
+            data = data.map(make_class_weight_map_fn(class_weight))
+        options = tf.data.Options()
+        # As Keras' own array pipeline: no static rewrites (nothing to gain, a graph round
+        # trip to pay); the variables are external state; each worker keeps its replicas'
+        # share of every global batch.
+        options.experimental_optimization.apply_default_optimizations = False
+        options.experimental_external_state_policy = (
+            tf.data.experimental.ExternalStatePolicy.IGNORE
+        )
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        return data.with_options(options).prefetch(tf.data.AUTOTUNE)

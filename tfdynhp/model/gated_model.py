@@ -163,6 +163,9 @@ class GatedModel(keras.Model):
       precision's `LossScaleOptimizer`) is undone before the estimate.
 
     The estimate assumes a loss averaged over the batch (Keras' default reduction).
+
+    With `model.distillation = tfdynhp.model.Distillation(teacher)` the training loss also
+    distils the teacher's softened outputs (`tfdynhp.model.distillation`).
     """
 
     def __init__(self, *args, dynhp_run=None, **kwargs):
@@ -177,6 +180,7 @@ class GatedModel(keras.Model):
         object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
         object.__setattr__(self, "_dynhp_fit_args", None)
         object.__setattr__(self, "_dynhp_run", None if dynhp_run is None else dict(dynhp_run))
+        object.__setattr__(self, "_distillation", None)
 
     @property
     def dynhp_run(self):
@@ -201,6 +205,23 @@ class GatedModel(keras.Model):
         """The `initial_epoch` of the running `fit` (0 outside `fit`): above 0, the fit
         continues an earlier run."""
         return self._dynhp_fit_initial_epoch
+
+    @property
+    def distillation(self):
+        """The teacher of the training loss (`tfdynhp.model.distillation.Distillation`), or
+        `None` (the compiled loss alone). Setting it rebuilds the train function; the teacher
+        is not part of this model (not saved, not pruned)."""
+        return self._distillation
+
+    @distillation.setter
+    def distillation(self, value):
+        if value is not None:
+            if not callable(getattr(value, "combine", None)):
+                raise TypeError("Expected `distillation` to be a tfdynhp.model.Distillation "
+                                f"(or None). Received: {type(value).__name__}")
+            value.check_student(self)
+        object.__setattr__(self, "_distillation", value)
+        self.train_function = None
 
     @property
     def fit_data(self):
@@ -232,11 +253,14 @@ class GatedModel(keras.Model):
         return tf.add_n(penalties) if penalties else tf.constant(0.0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss (and the model's other losses) plus, in training only, the L0
-        penalty: evaluation reports the task loss."""
+        """The compiled loss (and the model's other losses) plus, in training only, the
+        teacher's distillation term (when set) and the L0 penalty: evaluation reports the task
+        loss."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if not training:
             return loss
+        if self._distillation is not None:
+            loss = self._distillation.combine(loss, x, y_pred)
         # Keras divides each replica's loss by the number of replicas (the gradients are then
         # summed); the penalty too, or it would count once per replica.
         penalty = loss_module.scale_loss_for_distribution(self.l0_penalty())
@@ -406,6 +430,9 @@ class GatedModel(keras.Model):
         # `evaluate()`) free of them.
         return {k: v for k, v in logs.items() if k not in TRAINING_ONLY_METRICS}
 
+    # Not converted by AutoGraph (nothing here needs it): the retrace after surgery is about
+    # twice as fast (bench/speed.py, part `surgery`).
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         """Keras' training step, plus the gates' own Adam step and, when enabled, the
         gradient-variance statistics of the batch rule."""
@@ -451,8 +478,12 @@ class GatedModel(keras.Model):
             if context is not None and context.num_replicas_in_sync > 1:
                 gate_gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gate_gradients)
             # A loss-scaled step that overflowed (LossScaleOptimizer skips it and lowers the
-            # scale) gives inf / nan gradients: the gates skip it too.
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gate_gradients])
+            # scale) gives inf / nan gradients: the gates skip it too. Without a loss scale
+            # no step is skipped, and the gates' Adam runs in its fused kernel.
+            finite = True
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                finite = tf.reduce_all(
+                    [tf.reduce_all(tf.math.is_finite(g)) for g in gate_gradients])
             for gate, gradient in zip(gates, gate_gradients):
                 gate.apply_gradient(gradient, apply=finite)
         if tracking:

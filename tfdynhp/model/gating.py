@@ -25,7 +25,6 @@ GATE_OPTIONS = (
     "temperature",
     "limit_low",
     "limit_high",
-    "penalty_mode",
 )
 def is_gated_model(model):
     """Whether `model` contains any `HardConcreteGate` layer."""
@@ -175,7 +174,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
             `drop_rate_init`.
         **gate_options: `HardConcreteGate` options: `l0_lambda`, `drop_rate_init`,
             `dataset_size` (found at `fit` when not given), `gate_speed`, `sampling`,
-            `temperature`, `limit_low`, `limit_high`, `penalty_mode`.
+            `temperature`, `limit_low`, `limit_high`.
 
     Returns:
         A `tfdynhp.GatedModel`, not compiled.
@@ -347,23 +346,26 @@ def float32_model(model):
     return model if computes_in_float32(model) else copy_model(model, float32=True)
 
 
-def _gate_scale(tensor):
+def _gate_scale(tensor, include=None):
     """Per-position test-time gate values of `tensor`'s last axis: the gate's values when a gate
     made it, followed back through the layers `gate()` lets a gate move across (Flatten,
-    Concatenate, ReLU, pooling, dropout; see `UnitGraph.gate_sites`), else 1."""
+    Concatenate, ReLU, pooling, dropout; see `UnitGraph.gate_sites`), else 1. With `include`
+    (a collection of gates), the other gates count as 1."""
     parent = tensor._keras_history.operation
     if isinstance(parent, HardConcreteGate):
+        if include is not None and all(parent is not g for g in include):
+            return np.ones(int(tensor.shape[-1]), np.float32)
         return parent.test_time_gates().astype(np.float32)
     if parent is None or isinstance(parent, keras.layers.InputLayer):
         return np.ones(int(tensor.shape[-1]), np.float32)
     role = registry.role_of(parent)
     if role.name == registry.CONCAT:
-        return np.concatenate([_gate_scale(t) for t in parent.input])
+        return np.concatenate([_gate_scale(t, include) for t in parent.input])
     if role.name == registry.FLATTEN:
-        inner = _gate_scale(parent.input)
+        inner = _gate_scale(parent.input, include)
         return np.tile(inner, int(tensor.shape[-1]) // len(inner))
     if role.name == registry.PASS and role.homogeneous:
-        return _gate_scale(parent.input)
+        return _gate_scale(parent.input, include)
     return np.ones(int(tensor.shape[-1]), np.float32)
 
 
@@ -425,7 +427,9 @@ def strip(model, remove_closed_gates=True):
 
 
 def _scale_input_channels(layer, scale):
-    """Multiplies the weights reading each input channel of `layer` by `scale[channel]`."""
+    """Multiplies the weights reading each input channel of `layer` by `scale[channel]`;
+    returns `[(variable, factor)]`, `factor` broadcasting against the variable."""
+    scaled = []
     for view in registry.kernels_of(layer):
         if view.in_axis is None:
             continue
@@ -433,4 +437,7 @@ def _scale_input_channels(layer, scale):
         kernel = keras.ops.convert_to_numpy(variable)
         shape = [1] * kernel.ndim
         shape[view.in_axis % kernel.ndim] = len(scale)
-        variable.assign(kernel * scale.reshape(shape))
+        factor = scale.reshape(shape)
+        variable.assign(kernel * factor)
+        scaled.append((variable, factor))
+    return scaled

@@ -1,39 +1,45 @@
-"""Pruning bounded by validation: remove units while the monitored validation metric stays
-within `tolerance` of the best the run has seen, and check every cut before making it.
+"""Pruning bounded by validation: shrink the model while the monitored validation metric stays
+within `tolerance` of a noise-robust best, judging every cut after the network has trained
+around it, and checking it once more before the surgery.
 
-`DynHPCallback(tolerance=0.01)` uses a `Tolerance` at the end of each epoch, after Keras has
-measured the validation data:
+`DynHPCallback()` uses a `Tolerance` when `fit` has validation data (`DynHPCallback(tolerance=
+0.01)` says so explicitly). It drives a target that keeps falling while the validation metric
+allows it, one provisional cut at a time:
 
-1. `best` is the best value of the monitored metric the run has seen (before any cut of this
-   epoch); nothing is cut while the run is still learning fast (`ready`: the last epoch
-   improved on the best by `tolerance` or more, or the run has not yet improved on its first
-   epoch by more than `tolerance`), nor while the metric is out of tolerance (a recovering
-   model);
-2. a *trial*: the lowest-ranked units, about `step` of the model's resource (MACs by default),
-   get their gates forced to zero (`log_alpha` = -50, the test-time gate is then exactly 0,
-   which is what removing them computes), and the validation data are evaluated;
-3. within tolerance: the cut is committed (surgery) and `step` grows, and the next cut is
-   tried on the model as it now is (at most `max_trials` trials, i.e. validation passes, per
-   epoch); outside: the gates are restored (the model is unchanged) and, with `fade=True`
-   (an option),
-   the same units are *faded*: their gates are set nearly closed (`log_alpha` =
-   `FADE_LOG_ALPHA`) for the next epoch, so the network learns to do without them, and the
-   cut is tried again at the next epoch end, committed if it is then within tolerance, else
-   undone (the faded gates get their `log_alpha` back) with a smaller `step`. Without
-   fading, a refused cut is dropped and a smaller one tried at once.
+1. at an epoch end, the lowest-ranked units, about `step` of the model's resource (MACs by
+   default), are cut *provisionally*: their gates are closed (`log_alpha` = -50, the gate is
+   then exactly 0 in training and at test time, which is what removing the units computes),
+   but nothing is removed yet;
+2. the network trains one epoch without them, and Keras measures the validation data at the
+   epoch end on the network as it would be after the surgery;
+3. within `tolerance` of the reference (the best mean of `window` consecutive epochs, not the
+   luckiest single epoch), the cut is checked once more (a *trial*: the validation data with
+   the cut units' gates at zero) and committed (surgery), the next cut grows (`growth`) and
+   is made at once; out of tolerance, the cut is *held* for up to `patience` epochs (one noisy
+   epoch does not undo it) and then *undone*: the gates get their `log_alpha` back, the units
+   train again, and the next cut is smaller (`shrink`). Below `min_step` the rule stops
+   (`converged`).
 
-A cut usually costs more right after it is made than once the network has trained around it
-(measured in `bench/defaults.md`): fading lets the trial see the second number while the
-commit still never happens unchecked.
+A cut judged right after it is made costs more than once the network has trained around it
+(measured in `bench/defaults.md`: 1.8-8 points at once on a Fashion-MNIST CNN for 5-10 % of
+its MACs, within a point one epoch later): the provisional cut is judged on the second number,
+and is undone, never committed, when that one is out of tolerance.
+
+Nothing is cut until the metric has improved on its value before training by `warmup` times
+the tolerance (a model whose validation metric is still at chance gives no signal to judge a
+cut by), and no provisional cut is made at the end of the last epoch (it could not be judged):
+a fit never ends with a cut that was not judged. The gates are frozen at their test-time
+values while this rule runs (`gates="frozen"`: no sampling noise, no penalty, the gated model
+trains as the plain one does); the cuts close them.
 
 Units are ranked by the loss increase a first-order Taylor expansion predicts when the unit is
-zeroed (`tfdynhp.policies.criteria.Taylor`, on the validation data, at the gates' outputs, so a closed
-gate scores 0), divided by what removing the unit saves in the resource (resource-aware: of
-two units that matter as little, the one that costs more goes first).
+zeroed (`tfdynhp.policies.criteria.Taylor`, on the validation data, at the gates' outputs),
+divided by what removing the unit saves in the resource (resource-aware: of two units that
+matter as little, the one that costs more goes first).
 
-The decisions are pure functions (`infer_mode`, `within_tolerance`, `ready`, `next_step`,
-`rank_scores`) and `Tolerance.epoch_end` takes the model-dependent parts as callables, so the
-rule is tested without a model.
+The decisions are pure functions (`infer_mode`, `within_tolerance`, `reference`,
+`informative`, `verdict`, `next_step`, `rank_scores`) and `Tolerance.epoch_end` takes the
+model-dependent parts as callables, so the rule is tested without a model.
 """
 
 import dataclasses
@@ -47,12 +53,12 @@ from tfdynhp.policies.criteria import Taylor
 from tfdynhp.validation import check_integer, check_real
 
 MODES = ("min", "max")
-# A log_alpha this low gives a test-time gate of exactly 0 (sigmoid(-50) * 1.2 - 0.1 < 0).
+# A log_alpha this low gives a gate of exactly 0, in training and at test time
+# (sigmoid(-50) * 1.2 - 0.1 < 0).
 CLOSED_LOG_ALPHA = -50.0
-# A faded unit: test-time gate 0.043, open in training in about 40% of the examples.
-FADE_LOG_ALPHA = -2.0
 DEFAULT_MONITORS = ("val_accuracy", "val_sparse_categorical_accuracy",
                     "val_categorical_accuracy", "val_binary_accuracy", "val_loss")
+GATES = ("frozen", "train")
 
 
 def infer_mode(monitor, mode="auto"):
@@ -90,51 +96,85 @@ def _gain(new, old, mode):
     return (new - old) if mode == "max" else (old - new)
 
 
-def learnt(values, tolerance, mode):
-    """Whether the run has improved on its first epoch by more than `tolerance`: it learns
-    something a trial can measure.
+def reference(values, window=2, mode="max"):
+    """The noise-robust best of `values`: the best mean of `window` consecutive values (of the
+    values themselves while there are fewer than `window`). One lucky epoch does not set the
+    bar that every later cut is judged against; a dip after a cut does not lower it.
 
     Example:
-    >>> learnt([0.10, 0.105], 0.01, "max"), learnt([0.10, 0.3], 0.01, "max")
+    >>> reference([0.80, 0.84, 0.81, 0.82], window=2)  # best pair: (0.84 + 0.81) / 2
+    0.825
+    >>> reference([0.80, 0.84], window=3)
+    0.84
+    """
+    if not values:
+        return None
+    values = [float(v) for v in values]
+    if len(values) < window:
+        means = values
+    else:
+        means = [sum(values[i - window + 1:i + 1]) / window
+                 for i in range(window - 1, len(values))]
+    best = None
+    for value in means:
+        best = update_best(best, value, mode)
+    return best
+
+
+def informative(values, start, gain, mode):
+    """Whether the metric has become informative: its best value so far is better than
+    `start` (its value before training) by more than `gain`. A metric still at chance level
+    cannot tell a harmless cut from a harmful one. `start=None` (not measured) counts as
+    informative.
+
+    Example:
+    >>> informative([0.10, 0.115], 0.10, 0.05, "max"), informative([0.10, 0.33], 0.10, 0.05, "max")
     (False, True)
     """
-    best = values[0]
-    for value in values[1:]:
+    if start is None or not values:
+        return start is None
+    best = None
+    for value in values:
         best = update_best(best, value, mode)
-    return bool(len(values) >= 2 and _gain(best, values[0], mode) > tolerance)
+    return bool(_gain(best, start, mode) > gain)
 
 
-def ready(values, tolerance, mode):
-    """Whether pruning may start after the epochs whose metric values are `values`: the run
-    has improved on its first epoch by more than `tolerance` (it learns something the trials
-    can measure), and the last epoch improved on the best before it by less than `tolerance`
-    (learning has slowed: what a cut costs is no longer hidden by what training still gains).
+def verdict(within, held, patience, final=False):
+    """What becomes of a provisional cut at an epoch end: `"commit"` when the metric is within
+    tolerance, else `"hold"` while it has been held fewer than `patience` epochs (and the fit
+    goes on), else `"undo"`.
 
     Example:
-    >>> ready([0.10, 0.10], 0.01, "max")        # nothing learnt yet
-    False
-    >>> ready([0.10, 0.60, 0.85], 0.01, "max")  # still gaining fast
-    False
-    >>> ready([0.10, 0.60, 0.85, 0.855], 0.01, "max")
-    True
+    >>> verdict(True, 0, 1), verdict(False, 0, 1), verdict(False, 1, 1), verdict(False, 0, 1, True)
+    ('commit', 'hold', 'undo', 'undo')
     """
-    if len(values) < 2:
-        return False
-    best_before = values[0]
-    for value in values[1:-1]:
-        best_before = update_best(best_before, value, mode)
-    best = update_best(best_before, values[-1], mode)
-    learnt = _gain(best, values[0], mode) > tolerance
-    slowed = _gain(values[-1], best_before, mode) < tolerance
-    return bool(learnt and slowed)
+    if within:
+        return "commit"
+    if final or held >= patience:
+        return "undo"
+    return "hold"
 
 
-def next_step(step, committed, growth=1.5, shrink=0.5, low=0.01, high=0.5):
-    """The next cut's size: `step * growth` after a committed cut, `step * shrink` after a
-    refused one, clipped to `[low, high]` (a refused cut may end below `low`: the caller stops
-    trying then)."""
+def last_cut_epoch(epochs, until):
+    """The last epoch (1-based) at whose end a provisional cut is made: `until` of the fit's
+    `epochs` (rounded, at least 1), so that the network has the remaining epochs to train
+    around what was cut; `None` for every epoch but the last.
+
+    Example:
+    >>> last_cut_epoch(8, 2 / 3), last_cut_epoch(20, 2 / 3), last_cut_epoch(8, None)
+    (5, 13, 7)
+    """
+    if until is None:
+        return max(1, epochs - 1)
+    return max(1, min(epochs - 1, round(until * epochs)))
+
+
+def next_step(step, committed, growth=1.5, shrink=0.5, low=0.01, high=0.3):
+    """The next cut's size: `step * growth` after a committed cut, `step * shrink` after an
+    undone one, clipped to `[low, high]` (an undone cut may end below `low`: the caller stops
+    cutting then)."""
     step = step * (growth if committed else shrink)
-    return float(min(high, step) if committed else step)
+    return float(max(low, min(high, step)) if committed else step)
 
 
 def rank_scores(importance, unit_costs, resource_aware=True):
@@ -164,54 +204,75 @@ def rank_scores(importance, unit_costs, resource_aware=True):
 
 @dataclasses.dataclass
 class Trial:
-    """One trial of an epoch: the fraction of the resource asked, what the cut would leave,
-    the metric with the cut units' gates at zero, whether it was committed, and whether the
-    units had been faded for an epoch before it."""
+    """A check of a cut: the fraction of the resource it removes, what it leaves, its units,
+    the validation metric with the cut units' gates at zero, and whether it was committed."""
 
     step: float
     amount_after: float
     units: int
     metric: float
     committed: bool
-    faded: bool = False
+    kind: str = "commit"  # "commit": before surgery; "cut": before a provisional cut
+
+
+@dataclasses.dataclass
+class Pending:
+    """A provisional cut: its keep-masks, size, what it leaves, units, and the epochs it has
+    been held out of tolerance."""
+
+    masks: dict
+    step: float
+    amount_after: float
+    units: int
+    held: int = 0
 
 
 class Tolerance:
     """Prunes as far as the monitored validation metric allows (see the module docstring).
 
     Args:
-        tolerance: how much worse than the best value seen the metric may get, in its own
-            units (0.01 = one point of accuracy). Defaults to `0.01`.
+        tolerance: how much worse than the reference the metric may get, in its own units
+            (0.01 = one point of accuracy). Defaults to `0.01`.
         monitor: the `logs` key, e.g. `"val_accuracy"` or `"val_loss"`; `None` takes the
             first of `DEFAULT_MONITORS` present in the first epoch's logs. Defaults to `None`.
         mode: `"auto"`, `"max"` or `"min"` (as `keras.callbacks.EarlyStopping`).
         resource: what a cut's size and the ranking count: `"macs"`, `"params"`,
             `"int8_bytes"` or `"units"`. Defaults to `"macs"`.
         step: the first cut, as a fraction of the model's resource. Defaults to `0.1`.
-        min_step, max_step: bounds of the cut; below `min_step` the epoch stops trying.
-            Defaults to `0.01` and `0.5`.
-        growth, shrink: factors of `step` after a committed and a refused cut. Defaults to
+        min_step, max_step: bounds of a cut; after an undone cut below `min_step` the rule
+            stops. Defaults to `0.01` and `0.3`.
+        growth, shrink: factors of `step` after a committed and an undone cut. Defaults to
             `1.5` and `0.5`.
-        max_trials: trials (validation passes) per epoch at most. Defaults to `3`.
+        patience: epochs a provisional cut is held while the metric is out of tolerance before
+            it is undone. Defaults to `1`.
+        window: consecutive epochs averaged in the reference (`reference`). Defaults to `2`.
+        warmup: the first cut waits until the metric is better than before training by
+            `warmup * tolerance`; `None` or 0 cuts from the first epoch. Defaults to `5`.
+        until: the fraction of the fit's epochs by whose end the last provisional cut is
+            made (`last_cut_epoch`); the epochs after it train the network around what was
+            cut. `None`: until the last epoch but one. Defaults to `2/3`.
+        max_drop: a proposed cut that costs more than `max_drop * tolerance` at once (its
+            trial against the epoch's metric, before the network trains around it) is
+            halved, at most `max_trials` times; `None`: no such check. Defaults to `5`.
+        max_trials: trials of a proposed cut per epoch. Defaults to `3`.
         resource_aware: rank by importance per unit of resource saved. Defaults to `True`.
-        fade: fade a refused cut for one epoch and try it again (see above). Defaults to
-            `False` (measured: `bench/defaults.md`).
-        warmup: when the first cut may come: `"plateau"` waits for `ready` (learning has
-            slowed), `"learnt"` only for `learnt` (the run improved on its first epoch by
-            more than `tolerance`), `None` cuts from the first epoch. Defaults to
-            `"plateau"` (`"learnt"` pruned more on the Fashion CNN but cut MobileNet while its
-            validation accuracy was still at chance; `bench/defaults.md`).
+        gates: `"frozen"` fixes the gates at their test-time values while the rule runs (no
+            sampling noise, no L0 penalty: the gated model trains as the plain one), `"train"`
+            lets them train as the `threshold` rule does. Defaults to `"frozen"`.
     """
 
     def __init__(self, tolerance=0.01, monitor=None, mode="auto", resource="macs", step=0.1,
-                 min_step=0.01, max_step=0.5, growth=1.5, shrink=0.5, max_trials=3,
-                 resource_aware=True, fade=False, warmup="plateau"):
+                 min_step=0.01, max_step=0.3, growth=1.5, shrink=0.5, patience=1, window=2,
+                 warmup=5.0, until=2 / 3, max_drop=5.0, max_trials=3, resource_aware=True,
+                 gates="frozen"):
         self.tolerance = float(check_real("tolerance", tolerance))
         if resource not in ("macs", "params", "int8_bytes", "units"):
             raise ValueError("`resource` must be 'macs', 'params', 'int8_bytes' or 'units'. "
                              f"Received: resource={resource!r}")
         if mode not in ("auto",) + MODES:
             raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+        if gates not in GATES:
+            raise ValueError(f"`gates` must be one of {GATES}. Received: gates={gates!r}")
         self.monitor = monitor
         self.mode = mode
         self.resource = resource
@@ -220,22 +281,29 @@ class Tolerance:
         self.step = float(check_real("step", step, self.min_step, self.max_step))
         self.growth = float(check_real("growth", growth, 1.0))
         self.shrink = float(check_real("shrink", shrink, 1e-3, 1.0 - 1e-3))
+        self.patience = check_integer("patience", patience, 0)
+        self.window = check_integer("window", window, 1)
+        self.warmup = float(check_real("warmup", warmup or 0.0))
+        self.until = None if until is None else float(check_real("until", until, 0.0, 1.0))
+        self.max_drop = None if max_drop is None else float(check_real("max_drop", max_drop))
         self.max_trials = check_integer("max_trials", max_trials, 1)
         self.resource_aware = bool(resource_aware)
-        self.fade = bool(fade)
-        if warmup not in ("plateau", "learnt", None, False):
-            raise ValueError("`warmup` must be 'plateau', 'learnt' or None. "
-                             f"Received: warmup={warmup!r}")
-        self.warmup = warmup or None
+        self.gates = gates
         self.reset()
 
     def reset(self):
         """Forgets the run (called at `on_train_begin`)."""
         self.best = None
         self.values = []
-        self.started = self.warmup is None
+        self.start = None
+        self.first = None if self.warmup else 0  # the first informative epoch's index
         self.current_step = self.step
-        self.pending = None  # a faded cut waiting for its second trial
+        self.pending = None
+        self.converged = False
+
+    def begin(self, start):
+        """Records the metric before training (`start`), which `warmup` is measured from."""
+        self.start = None if start is None else float(start)
 
     def resolve_monitor(self, logs):
         """The monitored key, checked against `logs` (the first epoch's)."""
@@ -260,123 +328,154 @@ class Tolerance:
         """The key of `model.evaluate(..., return_dict=True)` that matches the monitor."""
         return self.monitor.removeprefix("val_")
 
-    def epoch_end(self, value, propose, trial, commit, fade=None, unfade=None):
-        """One epoch's decision.
+    def epoch_end(self, value, propose, trial, commit, cut, undo, final=False, may_cut=True):
+        """One epoch's decisions.
 
         Args:
-            value: the monitored metric of this epoch (before any cut).
+            value: the monitored metric of this epoch, measured with the pending provisional
+                cut's gates at zero.
             propose: `callable(step) -> (masks, amount_after, units_removed)`: the cut of
-                about `step` of the resource of the model as it is now, after the epoch's
-                earlier commits (`units_removed == 0`: nothing left to cut).
-            trial: `callable(masks) -> metric` with the cut units' gates at zero; leaves
-                the model unchanged.
+                about `step` of the resource of the model as it is now
+                (`units_removed == 0`: nothing left to cut).
+            trial: `callable(masks) -> metric` with the cut units' gates at zero; leaves the
+                model unchanged.
             commit: `callable(masks)`: the surgery.
-            fade: `callable(masks)`: nearly close the gates of the units `masks` removes,
-                for the next epoch's training. With it, a cut that fails its trial is not
-                dropped but faded: the network trains one epoch without those units (mostly)
-                and the same cut is tried again at the next epoch end, where it is committed
-                or undone. `None`: refused cuts are dropped and smaller ones tried at once.
-            unfade: `callable(masks) -> metric or None`: undoes `fade` and returns the
-                metric of the model with the units back; a faded cut out of tolerance is
-                kept anyway when the units' return is no better (the trial's `committed`
-                then says so while the metric is out of tolerance).
+            cut: `callable(masks)`: closes the gates of the units `masks` removes (the
+                provisional cut).
+            undo: `callable(masks) -> metric`: gives them their gates back; returns the
+                metric then.
+            final: the last epoch of the fit: a pending cut is committed or undone now,
+                whichever leaves the better model (undoing a cut the network trained around
+                for an epoch can cost more than the cut: then the cut is kept, `"kept"`).
+            may_cut: whether a new provisional cut may be made (`last_cut_epoch`).
 
         Returns:
-            A dict: `best`, `value`, `state` ("warmup", "recovering", "committed", "fading",
-            "refused", "exhausted"), the `trials` (list of `Trial`) and `step` (the next
-            epoch's first cut).
+            A dict: `reference`, `value`, `state` ("warmup", "committed", "holding",
+            "undone", "kept", "recovering", "refused", "converged", "exhausted", "cutting",
+            "done" or "idle"), `trials` (the checks, `Trial`s: before a provisional cut and
+            before surgery), `cut` (the new provisional cut: fraction,
+            amount after, units; or None), `restored` (the metric after an undo) and `step`
+            (the next cut's size).
         """
         mode = self.resolved_mode
         self.values.append(float(value))
-        self.best = update_best(self.best, value, mode)
-        record = {"best": self.best, "value": float(value), "trials": []}
-        state = "refused"
-        trials = self.max_trials
-        if self.pending is not None:  # a faded cut from the last epoch: now or never
-            masks, step, amount_after, units = self.pending
-            self.pending = None
-            metric = float(trial(masks))
-            ok = within_tolerance(metric, self.best, self.tolerance, mode)
-            record["trials"].append(Trial(step, amount_after, units, metric, ok, faded=True))
-            self.current_step = max(self.min_step, next_step(
-                step, ok, self.growth, self.shrink, self.min_step, self.max_step))
-            trials -= 1
-            if ok or self._keep_anyway(metric, unfade(masks), mode):
-                commit(masks)
-                state = "committed"
-        if not self.started:
-            rule = ready if self.warmup == "plateau" else learnt
-            self.started = rule(self.values, self.tolerance, mode)
-            if not self.started:
-                record.update(state="warmup", step=self.current_step)
+        if self.first is None and informative(self.values, self.start,
+                                              self.warmup * self.tolerance, mode):
+            self.first = len(self.values) - 1
+        self.best = (None if self.first is None
+                     else reference(self.values[self.first:], self.window, mode))
+        within = self.best is not None and within_tolerance(value, self.best, self.tolerance,
+                                                            mode)
+        record = {"reference": self.best, "value": float(value), "trials": [], "cut": None,
+                  "restored": None}
+        state = "idle"
+        if self.pending is not None:
+            pending = self.pending
+            decision = verdict(within, pending.held, self.patience, final)
+            if decision == "commit":
+                metric = float(trial(pending.masks))
+                ok = within_tolerance(metric, self.best, self.tolerance, mode)
+                record["trials"].append(Trial(pending.step, pending.amount_after,
+                                              pending.units, metric, ok))
+                if ok:
+                    commit(pending.masks)
+                    state = "committed"
+                    self.current_step = next_step(pending.step, True, self.growth,
+                                                  self.shrink, self.min_step, self.max_step)
+                else:
+                    decision = "undo"
+            if decision == "hold":
+                pending.held += 1
+                record.update(state="holding", step=self.current_step)
                 return record
-        if not within_tolerance(value, self.best, self.tolerance, mode):
-            record.update(state="recovering" if state == "refused" else state,
-                          step=self.current_step)
-            return record
-        for _ in range(trials):
-            masks, amount_after, units = propose(self.current_step)
-            if units == 0:
-                state = "exhausted" if state == "refused" else state
-                break
-            metric = float(trial(masks))
-            ok = within_tolerance(metric, self.best, self.tolerance, mode)
-            record["trials"].append(Trial(self.current_step, float(amount_after), int(units),
-                                          metric, ok))
-            if not ok and fade is not None:
-                fade(masks)
-                self.pending = (masks, self.current_step, float(amount_after), int(units))
-                state = "fading" if state == "refused" else state
-                break
-            self.current_step = next_step(self.current_step, ok, self.growth, self.shrink,
-                                          self.min_step, self.max_step)
-            if ok:
-                commit(masks)
-                state = "committed"
-            if self.current_step < self.min_step:
-                self.current_step = self.min_step
-                break
+            if decision == "undo":
+                restored = float(undo(pending.masks))
+                record["restored"] = restored
+                state = "undone"
+                if final and _gain(value, restored, mode) > 0:
+                    # No epoch is left to train the units back in: keep the better model.
+                    cut(pending.masks)
+                    commit(pending.masks)
+                    state = "kept"
+                self.current_step = next_step(pending.step, False, self.growth, self.shrink,
+                                              self.min_step, self.max_step)
+                self.converged = self.current_step < self.min_step
+            self.pending = None
+        if self.first is None:
+            state = "warmup"
+        elif final or state in ("undone", "kept"):
+            pass
+        elif not may_cut:
+            state = "done" if state == "idle" else state
+        elif self.converged:
+            state = "converged"
+        elif not within:
+            state = "recovering"
+        else:
+            state = self._propose(value, propose, trial, cut, record, state, mode)
         record.update(state=state, step=self.current_step)
         return record
 
-    def finish(self, trial, commit, unfade):
-        """At the end of training: the faded cut still pending, if any, is tried once more
-        and committed or undone (a fit never ends with units faded but unchecked). Returns
-        its `Trial`, or None."""
+    def _propose(self, value, propose, trial, cut, record, state, mode):
+        """The epoch's new provisional cut: about `current_step` of the resource, halved
+        while its immediate cost is above `max_drop * tolerance`."""
+        step = self.current_step
+        for _ in range(self.max_trials):
+            masks, amount_after, units = propose(step)
+            if units == 0:
+                self.converged = True
+                return "exhausted" if state == "idle" else state
+            ok = True
+            if self.max_drop is not None:
+                metric = float(trial(masks))
+                ok = _gain(value, metric, mode) <= self.max_drop * self.tolerance + 1e-12
+                record["trials"].append(Trial(step, float(amount_after), int(units), metric,
+                                              ok, kind="cut"))
+            if ok:
+                cut(masks)
+                self.current_step = step
+                self.pending = Pending(masks, step, float(amount_after), int(units))
+                record["cut"] = (step, float(amount_after), int(units))
+                return "cutting" if state == "idle" else state
+            step *= self.shrink
+            if step < self.min_step:
+                break
+        self.current_step = max(self.min_step, step)
+        return "refused" if state == "idle" else state
+
+    def finish(self, trial, commit, undo):
+        """A provisional cut still pending when training stops early (before the epoch
+        `final` was passed for): checked once more and committed when within tolerance of
+        the reference, else undone. Returns its `Trial`, or None."""
         if self.pending is None:
             return None
-        masks, step, amount_after, units = self.pending
-        self.pending = None
-        metric = float(trial(masks))
-        mode = self.resolved_mode
-        ok = within_tolerance(metric, self.best, self.tolerance, mode)
-        committed = ok or self._keep_anyway(metric, unfade(masks), mode)
-        if committed:
-            commit(masks)
-        return Trial(step, amount_after, units, metric, committed, faded=True)
+        pending, self.pending = self.pending, None
+        metric = float(trial(pending.masks))
+        ok = self.best is not None and within_tolerance(metric, self.best, self.tolerance,
+                                                        self.resolved_mode)
+        if ok:
+            commit(pending.masks)
+        else:
+            undo(pending.masks)
+        return Trial(pending.step, pending.amount_after, pending.units, metric, ok)
 
-    @staticmethod
-    def _keep_anyway(cut_metric, restored_metric, mode):
-        """A faded cut out of tolerance is still kept when undoing it is no better: the
-        network has trained around the units, and bringing them back does not help."""
-        return restored_metric is not None and not (
-            _gain(restored_metric, cut_metric, mode) > 0)
-
-    def check_cuts(self, value, cut, trial, commit):
+    def check_cuts(self, value, cut, trial, commit, max_trials=3):
         """Target plus tolerance: `cut(k) -> (masks, amount after, units removed)` is the
         target's cut of the epoch for `k = 0` and its halves for `k = 1, 2, ...`; the first
-        that stays within tolerance is committed, at most `max_trials` are tried.
+        that stays within tolerance of the reference is committed, at most `max_trials` are
+        tried.
 
         Returns:
-            The record of `epoch_end`, with `binding`: "target" when the target's own cut
+            A record as `epoch_end`'s, with `binding`: "target" when the target's own cut
             passed (or nothing was due), "tolerance" when only a smaller one or none did.
         """
         mode = self.resolved_mode
         self.values.append(float(value))
-        self.best = update_best(self.best, value, mode)
-        record = {"best": self.best, "value": float(value), "trials": [],
-                  "step": self.current_step}
-        for k in range(self.max_trials):
+        self.first = 0 if self.first is None else self.first
+        self.best = reference(self.values, self.window, mode)
+        record = {"reference": self.best, "value": float(value), "trials": [], "cut": None,
+                  "restored": None, "step": self.current_step}
+        for k in range(max_trials):
             masks, amount_after, units = cut(k)
             if units == 0:
                 record.update(state="nothing_due" if k == 0 else "refused",
@@ -397,8 +496,9 @@ class Tolerance:
         return {"tolerance": self.tolerance, "monitor": self.monitor, "mode": self.mode,
                 "resource": self.resource, "step": self.step, "min_step": self.min_step,
                 "max_step": self.max_step, "growth": self.growth, "shrink": self.shrink,
-                "max_trials": self.max_trials, "resource_aware": self.resource_aware,
-                "fade": self.fade, "warmup": self.warmup}
+                "patience": self.patience, "window": self.window, "warmup": self.warmup,
+                "until": self.until, "max_drop": self.max_drop, "max_trials": self.max_trials,
+                "resource_aware": self.resource_aware, "gates": self.gates}
 
 
 def parse_tolerance(value):
@@ -408,7 +508,7 @@ def parse_tolerance(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
             value):
         raise TypeError("`tolerance` must be a non-negative number (e.g. 0.01: one point of "
-                        "accuracy) or a tfdynhp.policies.tolerance.Tolerance. "
+                        "accuracy), a tfdynhp.policies.tolerance.Tolerance or None. "
                         f"Received: tolerance={value!r}")
     return Tolerance(value)
 
@@ -457,16 +557,20 @@ def as_arrays(data, limit=512):
 
 def evaluate(model, data, key, batch_size=256):
     """The model's `key` metric on `data` (inference mode)."""
-    if isinstance(data, tuple):
-        logs = model.evaluate(data[0], data[1], batch_size=batch_size, verbose=0,
-                              return_dict=True)
-    else:
-        logs = model.evaluate(data, verbose=0, return_dict=True)
+    logs = evaluate_all(model, data, batch_size)
     if key not in logs:
         raise ValueError(f"The monitored metric {key!r} is not among the model's evaluation "
                          f"metrics {sorted(logs)}. Compile the model with it, or monitor "
                          "another one.")
     return float(logs[key])
+
+
+def evaluate_all(model, data, batch_size=256):
+    """Every metric of `model.evaluate` on `data` (inference mode), as a dict."""
+    if isinstance(data, tuple):
+        return model.evaluate(data[0], data[1], batch_size=batch_size, verbose=0,
+                              return_dict=True)
+    return model.evaluate(data, verbose=0, return_dict=True)
 
 
 def trial_metric(model, masks, data, key, batch_size=256):

@@ -163,3 +163,44 @@ def rebuild_optimizer(optimizer, new_variables, slicers, reset_slots=False):
 
 def identity_slicer(array):
     return np.asarray(array)
+
+
+def _gradient_slots(optimizer):
+    """`(running means of the gradient, running means of its square)`: the slot-list names of
+    the Keras optimizers whose state is known to scale with the gradient (Adam, AdamW, Nadam,
+    Lamb; Lion keeps only the first); `((), ())` for the others."""
+    if isinstance(optimizer, (keras.optimizers.Adam, keras.optimizers.Nadam,
+                              keras.optimizers.Lamb)):
+        return ("_momentums",), ("_velocities", "_velocity_hats")
+    if isinstance(optimizer, keras.optimizers.Lion):
+        return ("_momentums",), ()
+    return (), ()
+
+
+def rescale_gradient_slots(optimizer, variable, factor):
+    """Scales the optimizer's state of `variable` after a re-parameterization that multiplies
+    its gradients by `factor` (an array broadcasting against it): running means of the
+    gradient by `factor`, of its square by `factor ** 2`, so that the state is what it would
+    be had training always used the new parameters (Adam, AdamW, Nadam, Lamb, Lion, also
+    inside a `LossScaleOptimizer`). Other optimizers' state is left as it is.
+
+    Returns:
+        Whether any state was scaled.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if optimizer is None or not optimizer.built:
+        return False
+    index = next((i for i, v in enumerate(optimizer._trainable_variables) if v is variable),
+                 None)
+    if index is None:
+        return False
+    first, second = _gradient_slots(optimizer)
+    scaled = False
+    for names, power in ((first, 1), (second, 2)):
+        for name in names:
+            slots = getattr(optimizer, name, None)
+            if slots and len(slots) > index and slots[index] is not None:
+                slot = slots[index]
+                slot.assign(variable_utils.to_numpy(slot) * np.asarray(factor) ** power)
+                scaled = True
+    return scaled

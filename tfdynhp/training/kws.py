@@ -28,14 +28,19 @@ def is_kws(dataset):
     return isinstance(dataset, str) and dataset.strip().lower().replace("_", "-") == DATASET
 
 
-def load_splits(keywords=None, difficulty="medium", size="medium", seed=0, **kwargs):
+def load_splits(keywords=None, difficulty="medium", size="medium", seed=0, front_end="mfcc",
+                **kwargs):
     """`((train, val, test), info)`: the data with its validation split by speaker.
 
     `test` is held-out voices followed by held-out accents, as `load_synthetic_kws` returns it.
+    `front_end="micro"` gives the features of the micro front end (`micro_dataset`).
     Keyword arguments go to `load_synthetic_kws`.
     """
-    (train, test), info = load_synthetic_kws(keywords, difficulty, size, seed,
-                                             return_info=True, **kwargs)
+    from tfdynhp.datasets.kws import micro_dataset, micro_deploy
+
+    load = (micro_dataset.load_synthetic_kws_micro if micro_deploy.is_micro(front_end)
+            else load_synthetic_kws)
+    (train, test), info = load(keywords, difficulty, size, seed, return_info=True, **kwargs)
     return (train, info.splits["val"], test), info
 
 
@@ -77,23 +82,42 @@ def held_out_accuracies(model, tflite, info, tflm_samples=None):
 
 
 def finish_run(result, info, out_dir, exports, verify=(), tflm_dir=None, cache_dir=None,
-               tflm_samples=None):
+               tflm_samples=None, kernels=None):
     """After `training.train`: ships the features in each bundle, verifies the firmware, adds
     the held-out accuracies, the data set and the firmware figures to the summary (rewritten
-    in `out_dir/summary.json`). Returns `(summary, {target: FirmwareResult})`."""
+    in `out_dir/summary.json`). Returns `(summary, {target: FirmwareResult})`.
+
+    With the micro front end's data (`info.frontend_tflite`), the `mcu` bundle takes raw audio
+    (`kws_audio.write_firmware_bundle`) and, when verified, every held-out clip is also
+    classified on the first Cortex-M target and compared with the Python pipeline
+    (`summary["firmware_agreement"]`)."""
+    from tfdynhp.datasets.kws import micro_deploy
+    from tfdynhp.training import kws_audio
     from tfdynhp.training import run as training
 
+    micro = bool(getattr(info, "frontend_tflite", b""))
     summary = result.summary
     summary["data"] = {k: v for k, v in info.to_dict().items() if k != "speaker_split"}
     for target in exports:
         bundle = os.path.dirname(summary["exports"][target]["model_json"])
-        summary["exports"][target].update(deploy.write_features(bundle, info))
+        if micro and target == "mcu":
+            kws_audio.write_firmware_bundle(bundle, result.tflite, info, kernels)
+            summary["exports"][target]["raw_audio"] = True
+        elif micro:
+            summary["exports"][target].update(micro_deploy.write_features(bundle, info))
+        else:
+            summary["exports"][target].update(deploy.write_features(bundle, info))
     summary["held_out"] = held_out_accuracies(result.stripped, result.tflite, info,
                                               tflm_samples)
     firmware = {}
     if verify:
-        firmware = training.verify_exports(out_dir, verify, tflm_dir, cache_dir)
+        firmware = training.verify_exports(out_dir, verify, tflm_dir, cache_dir, kernels)
         summary["firmware"] = {t: r.to_dict() for t, r in firmware.items()}
+        devices = [t for t in verify if t != "host"]
+        if micro and devices:
+            summary["firmware_agreement"] = {devices[0]: kws_audio.agreement(
+                os.path.join(out_dir, "export", "mcu"), info, tflm_dir, devices[0], kernels,
+                cache_dir)}
     if out_dir is not None:
         training.write_summary(summary, out_dir)
     return summary, firmware
@@ -101,7 +125,8 @@ def finish_run(result, info, out_dir, exports, verify=(), tflm_dir=None, cache_d
 
 def train_kws(out_dir=None, *, keywords=None, difficulty="medium", size="medium", data_seed=0,
               exports=(), verify=(), tflm_dir=None, cache_dir=None, tflm_cache_dir=None,
-              tflm_samples=None, data_verbose=1, verbose=1, keras_verbose=None, **options):
+              tflm_samples=None, data_verbose=1, verbose=1, keras_verbose=None,
+              front_end="mfcc", kernels=None, **options):
     """Trains a keyword spotter on synthetic speech in one run and deploys it.
 
     Args:
@@ -114,6 +139,11 @@ def train_kws(out_dir=None, *, keywords=None, difficulty="medium", size="medium"
         tflm_cache_dir: cache of compiled TFLM objects.
         tflm_samples: held-out clips per split also run in Python TFLM (`0`: all).
         data_verbose, verbose, keras_verbose: progress output.
+        front_end: `"mfcc"` (MFCCs by TensorFlow) or `"micro"` (TFLite Micro's signal ops,
+            the same `.tflite` in training and on the device; the `mcu` bundle then takes
+            raw audio). Defaults to `"mfcc"`.
+        kernels: TFLM kernels of the Cortex-M firmware (`"cmsis-nn"`, `"reference"`; `None`:
+            CMSIS-NN).
         **options: `training.train` options (`arch` defaults to `"ds-cnn"`, `bn_momentum` to
             `BN_MOMENTUM`, `mode` to `"dynhp"`; `target`, `epochs`, ...).
 
@@ -138,11 +168,11 @@ def train_kws(out_dir=None, *, keywords=None, difficulty="medium", size="medium"
     options.setdefault("bn_momentum", BN_MOMENTUM)
     options["dataset"] = DATASET
     training.RunConfig(**options).resolve()  # bad options fail before synthesis
-    data, info = load_splits(keywords, difficulty, size, data_seed, cache_dir=cache_dir,
-                             verbose=data_verbose)
+    data, info = load_splits(keywords, difficulty, size, data_seed, front_end,
+                             cache_dir=cache_dir, verbose=data_verbose)
     result = training.train(data=data, out_dir=out_dir, exports=exports, verbose=verbose,
                             keras_verbose=keras_verbose, labels=list(info.labels), **options)
     _, firmware = finish_run(result, info, out_dir, exports, verify,
                              tflm_dir or os.environ.get("TFLM_DIR"), tflm_cache_dir,
-                             tflm_samples)
+                             tflm_samples, kernels)
     return result, firmware

@@ -63,7 +63,7 @@ AMOUNT_DEFAULT = 0.5
 ACTIVATION_DENSITY_SAMPLES = 512
 EXPORT_TARGETS = ("pi", "android", "mcu")
 LENET_300_100 = (300, 100)
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "cosine-restart")
 
 # Defaults of `tfdynhp train` (DynHP on Fashion-MNIST with LeNet-300-100); see bench/README.md
 # for how they were chosen (on a validation split). 50 epochs is the paper bar's limit; the
@@ -190,6 +190,9 @@ class RunConfig:
     bn_momentum: float = None
     variance_every: int = None
     distribute: str = None
+    teacher: object = None
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5
 
     def resolve(self):
         """Fills in the defaults and checks the options; returns `self`."""
@@ -220,6 +223,19 @@ class RunConfig:
         if self.target is not None and self.mode in ("dense", "sp"):
             raise ValueError(f"A target needs hard pruning (mode 'hp' or 'dynhp'); mode "
                              f"{self.mode!r} removes nothing.")
+        if self.lr_schedule == "cosine-restart" and self.target is None:
+            raise ValueError("lr_schedule='cosine-restart' restarts the cosine when the target "
+                             "is met; it needs a `target` (mode 'hp' or 'dynhp').")
+        if self.teacher is not None and not self.gated:
+            raise ValueError("A teacher distils into a gated model (mode 'sp', 'hp' or "
+                             "'dynhp' of method 'dynhp'); this run trains a plain Keras model.")
+        if self.teacher is not None:
+            from tfdynhp.validation import check_real
+
+            check_real("distill_alpha", self.distill_alpha, 0.0, 1.0)
+            if not check_real("distill_temperature", self.distill_temperature) > 0:
+                raise ValueError("Expected `distill_temperature` > 0. Received: "
+                                 f"distill_temperature={self.distill_temperature!r}")
         if self.variance_every is not None:
             self.variance_every = check_integer("variance_every", self.variance_every, 1)
         if self.bn_momentum is not None:
@@ -264,6 +280,10 @@ class RunConfig:
         record["hidden"] = list(self.hidden) if self.hidden is not None else None
         record["budget_bytes"] = record.pop("budget")
         record["target"] = None if self.target is None else str(self.target)
+        if isinstance(self.teacher, keras.Model):
+            record["teacher"] = f"<model {self.teacher.name}>"
+        if self.teacher is None:
+            record["distill_temperature"] = record["distill_alpha"] = None
         if not self.gated:
             for key in ("l0_lambda", "drop_rate_init", "first_layer_drop_rate", "penalty",
                         "threshold"):
@@ -469,7 +489,33 @@ def method_callbacks(config, verbose=0, sample=None):
     if config.lr_schedule == "cosine":
         callbacks.append(keras.callbacks.LearningRateScheduler(
             cosine_epoch_schedule(config.lr, config.epochs)))
+    elif config.lr_schedule == "cosine-restart":
+        restart = config.target_epoch or max(1, round(2 * config.epochs / 3))
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            restart_cosine_schedule(config.lr, config.epochs, restart)))
     return callbacks, recorder
+
+
+def restart_cosine_schedule(lr, epochs, restart):
+    """`schedule(epoch, current) -> rate`: cosine decay from `lr` over the epochs before
+    `restart` (the target epoch), then again from `lr` over the remaining ones (learning-rate
+    rewinding for the fine-tune of the pruned model; Renda et al., 2020)."""
+    first, second = cosine_epoch_schedule(lr, restart), cosine_epoch_schedule(lr, epochs - restart)
+
+    def schedule(epoch, current_lr=None):
+        return first(epoch) if epoch < restart else second(epoch - restart)
+
+    return schedule
+
+
+def _distillation(config):
+    """The run's `Distillation` (its teacher: a Keras model or a `.keras` path)."""
+    from tfdynhp.model.distillation import Distillation
+
+    teacher = config.teacher
+    if not isinstance(teacher, keras.Model):
+        teacher = keras.saving.load_model(os.fspath(teacher), compile=False)
+    return Distillation(teacher, config.distill_temperature, config.distill_alpha)
 
 
 def fit_verbosity(verbose=1, stream=None):
@@ -505,7 +551,7 @@ def _seeded(seed):
 
 
 def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, labels=None,
-          **options):
+          train_renderings=None, **options):
     """Trains a model with one pruning method (DynHP in one mode by default) and measures it
     like the paper's Table 3.
 
@@ -521,6 +567,10 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             progress bar on a terminal, one line per epoch when the output is a file or pipe.
         labels: class names for the exports. Defaults to Fashion-MNIST's names for that data
             set, else `class_0, ...`.
+        train_renderings: other renderings of `x_train` (same examples, same order, e.g.
+            `tfdynhp.datasets.kws.load_training_renderings`): epoch `e` trains on rendering
+            `e % (1 + len(train_renderings))`, `x_train` being rendering 0. Needs `data` with
+            its own validation split and no `limit_train`. Defaults to `None`.
         **options: the fields of `RunConfig`: `dataset`, `arch` (a name of
             `tfdynhp.architectures` or MLP widths such as `"300,100"`), `hidden`,
             `model_path` (a user's `.keras` model), `method` (`METHODS`), `amount` (methods
@@ -530,7 +580,11 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
             `target_epoch`, `final_phase`, `validation_split`, `seed`, `limit_train`,
             `bn_momentum` (set on every BatchNormalization layer of a built architecture),
             `variance_every` (the gradient variance on one step in k; `DynHPCallback`'s
-            default when None).
+            default when None), `teacher` (a Keras model or `.keras` path distilled into the
+            gated model, `tfdynhp.model.distillation`), `distill_temperature` (4.0),
+            `distill_alpha` (0.5). `lr_schedule` is `"constant"`, `"cosine"` (over all
+            epochs) or `"cosine-restart"` (cosine to the target epoch, then again from `lr`
+            for the fine-tune).
 
     Returns:
         A `TrainResult`.
@@ -555,6 +609,16 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
         out_dir, exports = os.path.join(os.fspath(out_dir), "workers", str(rank)), ()
     keras_verbose = fit_verbosity(verbose) if keras_verbose is None else keras_verbose
     (x_train, y_train), validation, (x_test, y_test) = prepare_data(config, data)
+    renderings = [x_train]
+    if train_renderings:
+        if data is None or len(data) != 3 or config.limit_train is not None:
+            raise ValueError("`train_renderings` needs `data=(train, validation, test)` (the "
+                             "data set's own validation split) and no `limit_train`: the "
+                             "renderings must hold the same training examples.")
+        renderings += [np.asarray(x) for x in train_renderings]
+        if any(x.shape != x_train.shape for x in renderings):
+            raise ValueError("Every array of `train_renderings` must have the shape of x_train "
+                             f"{x_train.shape}. Received: {[x.shape for x in renderings[1:]]}")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if labels is None and inputs.is_fashion_mnist(config.dataset) and num_classes == 10:
         labels = list(FASHION_MNIST_LABELS)
@@ -564,24 +628,27 @@ def train(data=None, out_dir=None, exports=(), verbose=1, keras_verbose=None, la
 
     states = _seeded(config.seed)
     try:
-        return _train(config, x_train, y_train, validation, x_test, y_test, num_classes,
+        return _train(config, renderings, y_train, validation, x_test, y_test, num_classes,
                       out_dir, exports, verbose, keras_verbose, labels, strategy)
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
 
 
-def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, out_dir,
+def _train(config, renderings, y_train, validation, x_test, y_test, num_classes, out_dir,
            exports, verbose, keras_verbose, labels, strategy=None):
     from tfdynhp.model import DynamicBatches, gate, is_gated_model, strip
+    from tfdynhp.model.rotating_batches import RotatingBatches
 
+    x_train = renderings[0]
     # Under a strategy, the model, its gates and optimizer are created in its scope (Keras
     # then trains with it); surgery rebuilds them in the same scope.
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         base = build_model(config, x_train.shape[1:], num_classes)
         shape = base.inputs[0].shape[1:]
-        x_train = inputs.shape_for(x_train, shape, "the training data")
+        renderings = [inputs.shape_for(x, shape, "the training data") for x in renderings]
+        x_train = renderings[0]
         x_test = inputs.shape_for(x_test, shape, "the test data")
         if validation is not None:
             validation = (inputs.shape_for(validation[0], shape, "the validation data"),
@@ -608,7 +675,12 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
             callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
         model.compile(optimizer=keras.optimizers.Adam(config.lr),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    if config.mode == "dynhp":
+        if config.teacher is not None:
+            model.distillation = _distillation(config)
+    if len(renderings) > 1:
+        fit_x, fit_kwargs = RotatingBatches(
+            renderings, y_train, batch_size=config.batch_size, seed=config.seed), {}
+    elif config.mode == "dynhp":
         fit_x, fit_kwargs = DynamicBatches(
             x_train, y_train, batch_size=config.batch_size, seed=config.seed), {}
     else:
@@ -622,6 +694,7 @@ def _train(config, x_train, y_train, validation, x_test, y_test, num_classes, ou
 
     summary = summarize(
         config.as_dict() | {"n_train": len(x_train), "n_test": len(x_test),
+                            "train_renderings": len(renderings),
                             "n_validation": 0 if validation is None else len(validation[0])},
         recorder.history,
         test_accuracy=_evaluate_accuracy(stripped, x_test, y_test),
@@ -694,8 +767,11 @@ def export_all(model, targets, export_dir, x_train, x_test, y_test, labels=None,
     return tflite, results
 
 
-def verify_exports(out_dir, targets, tflm_dir, cache_dir=None):
+def verify_exports(out_dir, targets, tflm_dir, cache_dir=None, kernels=None):
     """Builds, runs and checks the `mcu` bundle of `out_dir` for each firmware target.
+
+    `kernels` (`"cmsis-nn"`, `"reference"`, `None`: the bundle's) applies to the Cortex-M
+    targets; the host builds the reference kernels.
 
     Returns:
         `{target: converters.FirmwareResult}` (`converters.verify_mcu`).
@@ -703,7 +779,9 @@ def verify_exports(out_dir, targets, tflm_dir, cache_dir=None):
     from tfdynhp import converters
 
     bundle = os.path.join(out_dir, "export", "mcu")
-    return {t: converters.verify_mcu(bundle, tflm_dir, t, cache_dir=cache_dir) for t in targets}
+    return {t: converters.verify_mcu(bundle, tflm_dir, t, cache_dir=cache_dir,
+                                     kernels=None if t == "host" else kernels)
+            for t in targets}
 
 
 def _runtime_result(result):

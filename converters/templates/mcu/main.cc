@@ -9,6 +9,8 @@
 //   bench_inferences <n>, bench_ticks <t>, ticks_per_second <f>, instructions_per_tick <k>
 //   calibration_instructions <n>, calibration_ticks <t>   (a loop of known length)
 //   arena_bytes, arena_used_bytes, stack_used_bytes, heap_used_bytes
+//   op_ticks model <OP> <t>      with PROFILE=1: ticks per operator type, one inference
+//   op_layer model <i> <OP> <t>  with PROFILE=1: ticks of the i-th operator, one inference
 // Exit status: 0 all outputs as expected, 3 some differ, 1 error.
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +48,67 @@ int raw_output(const TfLiteTensor* tensor, int i) {
   return tensor->type == kTfLiteUInt8 ? tensor->data.uint8[i] : tensor->data.int8[i];
 }
 
+#ifdef TFDYNHP_PROFILE
+// Built with `make ... PROFILE=1`: ticks per operator type, summed over one classification,
+// and of every operator in execution order.
+#include <string.h>
+
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+
+class OpProfiler : public tflite::MicroProfilerInterface {
+ public:
+  uint32_t BeginEvent(const char* tag) override {
+    if (!enabled_ || depth_ >= kMaxDepth) return kMaxDepth;
+    tags_[depth_] = tag;
+    starts_[depth_] = platform_ticks();
+    return depth_++;
+  }
+  void EndEvent(uint32_t handle) override {
+    if (handle >= kMaxDepth) return;
+    const uint64_t ticks = platform_ticks() - starts_[handle];
+    depth_ = handle;
+    int i = 0;
+    while (i < count_ && strcmp(names_[i], tags_[handle]) != 0) ++i;
+    if (i == count_ && count_ < kMaxTags) names_[count_++] = tags_[handle];
+    if (i < kMaxTags) totals_[i] += ticks;
+    if (handle == 0 && layers_ < kMaxLayers) {
+      layer_names_[layers_] = tags_[handle];
+      layer_ticks_[layers_++] = ticks;
+    }
+  }
+  void Start() { enabled_ = true; }
+  void Print(const char* model) {
+    enabled_ = false;
+    for (int i = 0; i < count_; ++i) {
+      printf("op_ticks %s %s ", model, names_[i]);
+      print_u64("", totals_[i]);
+    }
+    for (int i = 0; i < layers_; ++i) {
+      printf("op_layer %s %d %s ", model, i, layer_names_[i]);
+      print_u64("", layer_ticks_[i]);
+    }
+  }
+
+ private:
+  static constexpr uint32_t kMaxDepth = 8;
+  static constexpr int kMaxTags = 32;
+  bool enabled_ = false;
+  uint32_t depth_ = 0;
+  const char* tags_[kMaxDepth] = {};
+  uint64_t starts_[kMaxDepth] = {};
+  int count_ = 0;
+  const char* names_[kMaxTags] = {};
+  uint64_t totals_[kMaxTags] = {};
+  static constexpr int kMaxLayers = 128;
+  int layers_ = 0;
+  const char* layer_names_[kMaxLayers] = {};
+  uint64_t layer_ticks_[kMaxLayers] = {};
+};
+#define TFDYNHP_PROFILER(name) static OpProfiler name; OpProfiler* name##_ptr = &name
+#else
+#define TFDYNHP_PROFILER(name) tflite::MicroProfilerInterface* name##_ptr = nullptr
+#endif
+
 }  // namespace
 
 int main() {
@@ -61,7 +124,9 @@ int main() {
     printf("error RegisterModelOps failed\n");
     return 1;
   }
-  static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, kTensorArenaSize);
+  TFDYNHP_PROFILER(profiler);
+  static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, kTensorArenaSize,
+                                              nullptr, profiler_ptr);
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     printf("error arena_too_small %d\n", kTensorArenaSize);
     return 1;
@@ -105,6 +170,11 @@ int main() {
     }
   }
   const uint64_t ticks = platform_ticks() - start;
+#ifdef TFDYNHP_PROFILE
+  profiler.Start();
+  if (interpreter.Invoke() != kTfLiteOk) return 1;
+  profiler.Print("model");
+#endif
   printf("bench_inferences %d\n", BENCH_REPEATS);
   print_u64("bench_ticks", ticks);
   printf("ticks_per_second %lu\n", static_cast<unsigned long>(platform_ticks_per_second()));

@@ -173,7 +173,7 @@ def _render(clip, pools):
     return augment.render_clip(speech, clip, clip.rng(), pools.get(clip.split))
 
 
-def _generate(entry, clips, pool_plans, workers, verbose):
+def _generate(entry, clips, pool_plans, workers, verbose, keep_audio=False):
     """Synthesizes the clips chunk by chunk (reusing finished chunks) and saves the entry.
 
     Args:
@@ -182,15 +182,18 @@ def _generate(entry, clips, pool_plans, workers, verbose):
         pool_plans: split -> babble pool plan (`plan.plan_babble`); empty without babble.
         workers: parallel espeak-ng processes.
         verbose: Progbar verbosity.
+        keep_audio: keep the waveforms instead of computing MFCCs.
 
     Returns:
-        The raw MFCCs of all clips, `(len(clips), frames, coefficients)` float32.
+        The raw MFCCs of all clips, `(len(clips), frames, coefficients)` float32, or with
+        `keep_audio` the waveforms `(len(clips), clip_samples)`.
     """
     import keras
 
     chunks = [clips[start:start + CHUNK] for start in range(0, len(clips), CHUNK)]
     entry.start()
-    shape = (FRONTEND.num_frames, FRONTEND.num_coefficients)
+    shape = ((FRONTEND.clip_samples,) if keep_audio else
+             (FRONTEND.num_frames, FRONTEND.num_coefficients))
     done = [entry.load_chunk(c, (len(chunk), *shape)) for c, chunk in enumerate(chunks)]
     pending = [c for c in range(len(chunks)) if done[c] is None]
     if len(pending) < len(chunks):
@@ -220,7 +223,7 @@ def _generate(entry, clips, pool_plans, workers, verbose):
                     waves.append(wave)
                     count += 1
                     bar.update(count)
-                done[c] = mfcc(np.stack(waves), FRONTEND)
+                done[c] = np.stack(waves) if keep_audio else mfcc(np.stack(waves), FRONTEND)
                 entry.save_chunk(c, done[c])
         finally:  # on Ctrl-C, drop the queued clips instead of synthesizing them first
             executor.shutdown(wait=True, cancel_futures=True)
@@ -251,6 +254,7 @@ def load_synthetic_kws(
     workers=None,
     verbose=1,
     return_info=False,
+    audio=False,
 ):
     """Loads (synthesizing on the first call) a speaker-disjoint keyword-spotting data set.
 
@@ -292,6 +296,9 @@ def load_synthetic_kws(
         verbose: `1` shows a `keras.utils.Progbar` while synthesizing, `0` is silent.
             Defaults to `1`.
         return_info: also return a `KWSInfo`. Defaults to `False`.
+        audio: return the clips' waveforms (float32 `(n, 16000)` in [-1, 1], cached too, 64 kB
+            per clip) instead of MFCCs, for a front end of one's own (`micro_dataset`);
+            `normalize` and `info.normalization` then refer to nothing. Defaults to `False`.
 
     Returns:
         `((x_train, y_train), (x_test, y_test))` with `float32` x of shape `(n, 49, 10, 1)` and
@@ -354,7 +361,8 @@ def load_synthetic_kws(
         "difficulty": difficulty.to_dict(),
         "size": size,
         "seed": seed,
-        "frontend": FRONTEND.to_dict(),
+        "frontend": ({"name": "waveform", "sample_rate": FRONTEND.sample_rate,
+                      "clip_samples": FRONTEND.clip_samples} if audio else FRONTEND.to_dict()),
         "speaker_split": speaker_split.to_dict(),
         "split_fractions": splits.SPLIT_FRACTIONS,
         "voice": {"speed_wpm": list(plan.SPEED_WPM), "pitch": list(plan.PITCH),
@@ -377,16 +385,21 @@ def load_synthetic_kws(
         }
         clips = [c for name in splits.SPLITS for c in clips_by_split[name]]
         _check_lengths(keywords if custom_unknown is None else (*keywords, *unknown_words))
-        features = _generate(entry, clips, pool_plans, workers, verbose)
+        features = _generate(entry, clips, pool_plans, workers, verbose, audio)
         arrays, start = {}, 0
         for name in splits.SPLITS:
             arrays[f"x_{name}"] = features[start:start + sizes[name]]
             arrays[f"y_{name}"] = np.array([c.label for c in clips_by_split[name]], np.int32)
             start += sizes[name]
         entry.save(**arrays)
-    normalization = FeatureNormalization.from_features(arrays["x_train"])
+    normalization = (FeatureNormalization((0.0,), (1.0,)) if audio else
+                     FeatureNormalization.from_features(arrays["x_train"]))
     data = {}
     for name in splits.SPLITS:
+        if audio:
+            data[name] = (arrays[f"x_{name}"].astype(np.float32),
+                          arrays[f"y_{name}"].astype(np.int32))
+            continue
         x = arrays[f"x_{name}"][..., None].astype(np.float32)
         data[name] = (normalization.apply(x) if normalize else x,
                       arrays[f"y_{name}"].astype(np.int32))
@@ -402,7 +415,7 @@ def load_synthetic_kws(
     info = KWSInfo(
         labels=vocabulary.labels(keywords), keywords=keywords, unknown_words=unknown_words,
         difficulty=difficulty, frontend=FRONTEND, normalization=normalization,
-        normalized=normalize, speaker_split=speaker_split, splits=data, metadata=metadata,
+        normalized=normalize and not audio, speaker_split=speaker_split, splits=data, metadata=metadata,
         seed=seed, size=size, espeak_version=params["espeak"], cache_path=entry.path,
     )
     return result, info

@@ -9,6 +9,11 @@ equally, and a speaker's classes are not tied to its position.
 Voice draws (uniform): speed 110-200 words per minute, espeak-ng pitch 20-80, position in the
 1 s window uniform over the room left by the utterance; the augmentation draws follow the
 `augment.Difficulty`.
+
+A *rendering* `r >= 1` of a split keeps every clip's words, speaker, speed and pitch and draws
+its position, level, SNR, noise, band-pass and reverb (and the clip's own noise samples) anew,
+from generators of their own: the same utterances heard again in other conditions, for
+training-time augmentation. Rendering 0 is the data set itself.
 """
 
 import dataclasses
@@ -72,7 +77,7 @@ def _uniform(rng, low_high, n):
     return rng.uniform(low_high[0], low_high[1], n)
 
 
-def plan_split(split, n, keywords, unknown_words, speakers, difficulty, seed):
+def plan_split(split, n, keywords, unknown_words, speakers, difficulty, seed, rendering=0):
     """Plans the `n` clips of one split.
 
     Args:
@@ -82,6 +87,8 @@ def plan_split(split, n, keywords, unknown_words, speakers, difficulty, seed):
         speakers: the split's `(accent, variant)` pairs.
         difficulty: an `augment.Difficulty`.
         seed: the data set's seed.
+        rendering: `0` for the data set; `r >= 1` redraws the conditions of the same
+            utterances (see the module docstring). Defaults to `0`.
 
     Returns:
         A list of `Clip`s, labels in `keywords..., silence, unknown` order.
@@ -95,6 +102,8 @@ def plan_split(split, n, keywords, unknown_words, speakers, difficulty, seed):
     words = _deal(rng, n, len(unknown_words))
     speed = rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1, n)
     pitch = rng.integers(PITCH[0], PITCH[1] + 1, n)
+    if rendering:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, 1, rendering]))
     offset = rng.uniform(0.0, 1.0, n)
     level = _uniform(rng, difficulty.level_dbfs, n)
     snr = _uniform(rng, difficulty.snr_db, n)
@@ -120,7 +129,7 @@ def plan_split(split, n, keywords, unknown_words, speakers, difficulty, seed):
             noise=difficulty.noise_types[noise[i]], talkers=int(talkers[i]),
             bandpass=(float(low[i]), float(high[i])) if use_bandpass[i] else None,
             reverb=(float(rt60[i]), float(drr[i])) if use_reverb[i] else None,
-            seed=(seed, split_id, i, 2),
+            seed=(seed, split_id, i, 2) + ((rendering,) if rendering else ()),
         ))
     return clips
 
