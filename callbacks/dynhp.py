@@ -10,6 +10,7 @@ from keras.src.utils import io_utils
 from tfdynhp import distribute
 from tfdynhp.costs import memory
 from tfdynhp.costs import units as resources
+from tfdynhp.costs.coverage import check_target
 from tfdynhp.datasets.shaping import representative_subset
 from tfdynhp.graph import gated_groups, probes
 from tfdynhp.math import batch_rule as batch_rules
@@ -30,6 +31,7 @@ LAMBDA_KEY = "dynhp/lambda"
 TARGET_KEY = "dynhp/target"
 QAT_KEY = "dynhp/qat"
 FINAL_PHASES = ("freeze", "qat", None)
+TARGET_MET_KEY = "dynhp/target_met"
 TOLERANCE_PREFIX = "dynhp/tolerance/"
 # One training step in VARIANCE_EVERY computes the gradient variance: measured in
 # bench/speed.py, see NOTES-speed.md.
@@ -78,7 +80,8 @@ class DynHPCallback(keras.callbacks.Callback):
     - the model after the epoch's pruning: `dynhp/params`, `dynhp/macs`, `dynhp/int8_bytes`
       (estimated) and `dynhp/units/<group>` (units of each gated group);
     - what the next epoch will train with: `dynhp/next_batch_size`, `dynhp/next_memory_bytes`;
-    - with a budget, `dynhp/budget_bytes`; with a target, `dynhp/target` (the amount due);
+    - with a budget, `dynhp/budget_bytes`; with a target, `dynhp/target` (the amount due) and,
+      at the target epoch, `dynhp/target_met` (a target missed also warns, saying by how much);
       with `final_phase="qat"`, `dynhp/qat` (1 for an epoch trained quantization-aware).
 
     `history` keeps the same per epoch.
@@ -158,9 +161,11 @@ class DynHPCallback(keras.callbacks.Callback):
         ValueError: at construction for arguments out of range; at `on_train_begin` (before
             any training) for a model without gated groups, an uncompiled model, a budget too
             small for the model (its optimizer's real state counted) and the first batch or
-            that cannot be checked, a target that cannot be reached or contradicts the budget,
-            a fit that continues a run (`initial_epoch > 0`) with another target than the
-            run's, or `dynamic_batch=True` without `DynamicBatches`.
+            that cannot be checked, a target that cannot be reached, contradicts the budget
+            or cannot be measured (parameters the cost model does not count, layers with
+            weights and no MACs for a MACs target; `tfdynhp.costs.coverage`), a fit that
+            continues a run (`initial_epoch > 0`) with another target than the run's, or
+            `dynamic_batch=True` without `DynamicBatches`.
 
     Example:
     >>> model = tfdynhp.gate(base_model)
@@ -392,6 +397,14 @@ class DynHPCallback(keras.callbacks.Callback):
                 f"{budget_lib.format_bytes(self.budget_bytes)}: the budget already keeps "
                 "training memory lower. Lower the target or raise the budget."
             )
+        found = check_target(self.model, target.resource)
+        if target.resource == "macs" and found.unpriced:
+            warnings.warn(
+                f"DynHPCallback: the MACs target counts 0 MACs for {len(found.unpriced)} "
+                f"weightless call(s) without a cost function: {', '.join(found.unpriced[:6])}"
+                f"{' ...' if len(found.unpriced) > 6 else ''}.",
+                stacklevel=2,
+            )
         controller = targets.TargetController(
             target, int(self.params.get("epochs") or 1), self.min_units,
             batch_size=self._epoch_batch_size() or 32, accounting=self.accounting,
@@ -530,6 +543,16 @@ class DynHPCallback(keras.callbacks.Callback):
                 masks = self._tolerance_check(tolerance, logs, record, groups, scores,
                                               target_record["scheduled"], masks)
         self._commit(masks)
+        if self._controller is not None and epoch + 1 == self._controller.by_epoch:
+            if tolerance is not None and self.binding == "tolerance":
+                missed = self._controller.missed(model, why=(
+                    f"The tolerance on {tolerance.monitor} refused the larger cuts first "
+                    "(binding='tolerance'): loosen it, or train longer before the target."))
+            else:
+                missed = self._controller.missed(model)
+            record[TARGET_MET_KEY] = missed is None
+            if missed:
+                warnings.warn(f"DynHPCallback: {missed}", stacklevel=2)
         if self._controller is not None and self.final_phase is not None and (
             self._controller.freezes_after(epoch + 1)
         ):

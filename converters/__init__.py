@@ -1,6 +1,7 @@
 """Int8 TFLite conversion and deployment bundles (installed as `tfdynhp.converters`).
 
-- `to_int8_tflite(model, representative_data, io_dtype="int8") -> bytes`
+- `to_int8_tflite(model, representative_data, io_dtype="int8") -> bytes`, converted in a child
+  process (`ConverterCrash` when TensorFlow's converter crashes)
 - `export(model, target, out_dir, representative_data, labels=None) -> dict` for targets
   `"pi"`, `"android"` and `"mcu"`
 - `evaluate(tflite_bytes, x, y, runtime="litert" | "tflm") -> dict`
@@ -14,7 +15,7 @@ from tfdynhp.converters.audio_mcu import write_audio_mcu
 from tfdynhp.converters.boards import BOARDS, Board, get_board
 from tfdynhp.converters.export import TARGETS, export
 from tfdynhp.converters.firmware import FirmwareError, FirmwareResult, verify_mcu
-from tfdynhp.converters.quantize import to_int8_tflite
+from tfdynhp.converters.quantize import ConverterCrash, to_int8_tflite
 from tfdynhp.converters.runtimes import RUNTIMES, evaluate, run_tflite
 from tfdynhp.converters.tflite_model import read_model_info
 
@@ -23,6 +24,7 @@ __all__ = [
     "RUNTIMES",
     "TARGETS",
     "Board",
+    "ConverterCrash",
     "FirmwareError",
     "FirmwareResult",
     "evaluate",

@@ -6,25 +6,36 @@ leave an op in float between DEQUANTIZE/QUANTIZE pairs, or ask for Flex (TF Sele
 both are rejected here with the op's name, because neither runs on a microcontroller.
 """
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
-from tfdynhp.converters import int8_check, tflite_model
+from tfdynhp.converters import convert_child, int8_check, tflite_model
 
 IO_DTYPES = ("int8", "uint8")
 _QUANT_WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
 
 
 def _maybe_strip(model):
-    """Strips tfdynhp gates (if the gating module exists and the model is gated)."""
+    """Strips tfdynhp gates (if the model is gated), and rebuilds a model that computes in
+    float16 (a `mixed_float16` policy) under float32: TFLite's int8 conversion takes float32
+    graphs, and mixed precision keeps its variables in float32 anyway."""
+    import keras
+
     try:
-        from tfdynhp.model.gating import is_gated_model, strip
+        from tfdynhp.model.gating import float32_model, is_gated_model, strip
     except ImportError:
         return model
+    if not isinstance(model, keras.Model):
+        return model  # refused with a clear message by `model_io_shape`
     if is_gated_model(model):
-        return strip(model)
-    return model
+        model = strip(model)
+    return float32_model(model)
 
 
 def _maybe_freeze_qat(model):
@@ -135,14 +146,44 @@ def _ops_from_converter_error(message):
     return list(dict.fromkeys(found))
 
 
-def _reject_float_ops(info):
+def layers_named_in(texts, model):
+    """The names of `model`'s layers (and `keras.ops` nodes) that the converter's tensor names
+    or messages in `texts` mention, in order. Tensors are named after the name scopes of the
+    traced call (`"functional_1/layer_norm_1/Neg"`: Keras adds `_1` to each scope)."""
+    try:
+        from tfdynhp.graph import graph_nodes
+
+        names = {node.operation.name for node in graph_nodes(model)}
+    except (ImportError, TypeError, ValueError):
+        names = {layer.name for layer in getattr(model, "layers", [])}
+    found = []
+    for text in texts:
+        for scope in re.findall(r"[\w.-]+", str(text).replace("/", " ")):
+            candidates = (scope, re.sub(r"_\d+$", "", scope))
+            name = next((c for c in candidates if c in names), None)
+            if name is not None and name not in found:
+                found.append(name)
+    return found
+
+
+def _layer_phrase(layers):
+    if not layers:
+        return ""
+    shown = ", ".join(f"'{name}'" for name in layers[:6]) + (" ..." if len(layers) > 6 else "")
+    return f" (computed by layer(s) {shown})"
+
+
+def _reject_float_ops(info, model=None):
     compute = [op for op in info.float_ops if op not in _QUANT_WRAPPERS]
     if compute:
         names = ", ".join(dict.fromkeys(compute))
+        tensors = [t for op, t in info.float_op_outputs if op not in _QUANT_WRAPPERS]
+        layers = layers_named_in(tensors, model) if model is not None else []
         raise ValueError(
-            f"Op(s) {names} have no int8 kernel: the converter left them in float32 between "
-            "DEQUANTIZE/QUANTIZE, which an int8-only runtime cannot run. Replace the layer "
-            "that produces them (e.g. with an integer-friendly activation) before exporting."
+            f"Op(s) {names}{_layer_phrase(layers)} have no int8 kernel: the converter left "
+            "them in float32 between DEQUANTIZE/QUANTIZE, which an int8-only runtime cannot "
+            "run. Replace the layer that produces them (e.g. LayerNormalization with "
+            "BatchNormalization, or another integer-friendly activation) before exporting."
         )
     if info.float_ops:
         names = ", ".join(dict.fromkeys(info.float_ops))
@@ -158,13 +199,106 @@ def _reject_float_ops(info):
         )
 
 
-def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples=500):
+class ConverterCrash(ValueError):
+    """TensorFlow's converter died (a signal, e.g. a segmentation fault) converting the model:
+    the conversion ran in a child process, so the caller's process lives on. A `ValueError`:
+    the model, as it is, cannot be converted."""
+
+
+def _recurrent_layers(model):
+    import keras
+
+    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+            and not getattr(getattr(layer, "forward_layer", layer), "unroll", False)]
+
+
+def _crash_error(returncode, stderr, model):
+    signal_name = ""
+    if returncode < 0:
+        try:
+            signal_name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            pass
+    how = (f"killed by signal {-returncode}{signal_name}" if returncode < 0
+           else f"exited with code {returncode} without a result")
+    tail = "\n".join(stderr.strip().splitlines()[-5:])
+    recurrent = _recurrent_layers(model)
+    cause = (
+        f" The model has recurrent layer(s) {', '.join(repr(n) for n in recurrent)}: "
+        "TensorFlow's int8 calibration crashes on LSTM and GRU loops "
+        "(tensorflow/tensorflow#41305, #87468). Build them with `unroll=True` (a fixed number "
+        "of steps; it converts to int8) or keep the model in float."
+        if recurrent else
+        " Convert with `isolate=False` under a debugger to see where it fails."
+    )
+    return ConverterCrash(
+        f"TensorFlow's TFLite converter crashed converting model '{model.name}' to int8: the "
+        f"conversion process was {how}.{cause}" + (f"\nLast converter output:\n{tail}"
+                                                    if tail else "")
+    )
+
+
+class _ConverterFailure(Exception):
+    """A Python exception raised by the converter (in the child or in this process)."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+_CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "convert_child.py")
+
+
+def _convert_in_child(saved_model_dir, data, io_dtype, model):
+    """Runs `convert_child.py` on the SavedModel in a new Python process; the converter's
+    crash is its own."""
+    work = os.path.dirname(saved_model_dir)
+    data_path = os.path.join(work, "representative.npy")
+    out_path = os.path.join(work, "model.tflite")
+    np.save(data_path, data)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    result = subprocess.run(
+        [sys.executable, _CHILD, saved_model_dir, data_path, io_dtype, out_path],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if result.returncode == 0 and os.path.isfile(out_path):
+        with open(out_path, "rb") as f:
+            return f.read()
+    error_path = out_path + ".error.json"
+    if result.returncode == 1 and os.path.isfile(error_path):
+        with open(error_path) as f:
+            error = json.load(f)
+        raise _ConverterFailure(error["type"], error["message"])
+    raise _crash_error(result.returncode, result.stderr, model)
+
+
+def _convert_in_process(saved_model_dir, data, io_dtype):
+    try:
+        return convert_child.convert(saved_model_dir, data, io_dtype)
+    except Exception as e:  # ConverterError: its class moved across TF versions.
+        raise _ConverterFailure(type(e).__name__, str(e)) from e
+
+
+ISOLATE_OPTIONS = ("auto", True, False)
+
+
+def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples=500,
+                   isolate="auto"):
     """Converts a Keras 3 model to a full-integer (int8) TFLite flatbuffer.
 
     Weights and activations are int8 (biases int32), every op uses a TFLite builtin int8
     kernel, and the model input and output are `io_dtype`. A tfdynhp gated model is stripped
-    of its gates first (`tfdynhp.model.gating.strip`). The model is exported with a batch size of 1,
-    as microcontrollers and the demo apps run it.
+    of its gates first (`tfdynhp.model.gating.strip`), and a model trained under a
+    `mixed_float16` policy is rebuilt in float32 with its weights (`float32_model`). The model
+    is exported with a batch size of 1, as microcontrollers and the demo apps run it.
+
+    TensorFlow's converter can crash the process running it (a segmentation fault calibrating
+    an LSTM or GRU loop); run in a child Python process, the crash raises `ConverterCrash`
+    here instead of ending the caller's run. The child costs a Python process importing
+    TensorFlow, about 10 times a small model's conversion (`bench/converter_isolation.py`),
+    so by default (`isolate="auto"`) only models with the layers known to crash it (recurrent
+    layers that are not unrolled) are converted in a child.
 
     A quantization-aware model (`tfdynhp.quantize_aware`, or a gated model fine-tuned by
     `DynHPCallback(final_phase="qat")`) is converted with its own ranges and int8 kernels (its
@@ -185,6 +319,9 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
         io_dtype: `"int8"` or `"uint8"`, the type of the model's input and output tensors.
             Defaults to `"int8"`.
         max_samples: At most this many calibration samples are used. Defaults to `500`.
+        isolate: `True` converts in a child process, `False` in this one (a converter
+            crash then ends it), `"auto"` in a child for models with recurrent layers that are
+            not unrolled. Defaults to `"auto"`.
 
     Returns:
         The `.tflite` model as `bytes`.
@@ -192,7 +329,9 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
     Raises:
         TypeError: If `model` is not a `keras.Model`.
         ValueError: If `io_dtype` is unknown, `representative_data` does not match the model
-            input, or an op would need float or Flex (TF Select) kernels.
+            input, or an op would need float or Flex (TF Select) kernels (naming the layers
+            computing it).
+        ConverterCrash: (a `ValueError`) if the converter crashed, with the likely cause.
 
     Example:
 
@@ -205,6 +344,8 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
         raise ValueError(f"`io_dtype` must be one of {IO_DTYPES}. Received: io_dtype={io_dtype!r}")
     if not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"`max_samples` must be a positive integer. Received: {max_samples!r}")
+    if not any(isolate is option for option in ISOLATE_OPTIONS) and isolate != "auto":
+        raise ValueError(f"`isolate` must be one of {ISOLATE_OPTIONS}. Received: {isolate!r}")
     frozen = _maybe_freeze_qat(model)
     model = frozen if frozen is not None else _maybe_strip(model)
     input_shape = model_io_shape(model)
@@ -215,42 +356,40 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
             + ", ".join(str(d) for d in input_shape[1:])
             + "). A quantization-aware model (`tfdynhp.quantize_aware`) needs none."
         )
+    data = None
     if representative_data is not None:
         data = check_representative_data(representative_data, input_shape)[:max_samples]
-
-    def representative_dataset():
-        for i in range(data.shape[0]):
-            yield [data[i : i + 1]]
-
-    tf_io_dtype = tf.int8 if io_dtype == "int8" else tf.uint8
+    if isolate == "auto":
+        isolate = bool(_recurrent_layers(model))
+    # A QAT graph carries its ranges in FakeQuant ops: converted without calibration, in
+    # this process (quantize_aware takes no recurrent layer).
+    convert_data = data if frozen is None else None
+    if frozen is not None:
+        isolate = False
     signature = [tf.TensorSpec((1,) + tuple(input_shape[1:]), tf.float32)]
-    with tempfile.TemporaryDirectory(prefix="tfdynhp-export-") as saved_model_dir:
+    with tempfile.TemporaryDirectory(prefix="tfdynhp-export-") as work:
+        saved_model_dir = os.path.join(work, "saved_model")
         model.export(
             saved_model_dir, format="tf_saved_model", input_signature=signature, verbose=False
         )
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if frozen is None:
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # A QAT graph carries its ranges in FakeQuant ops. TFLITE_BUILTINS_INT8 alone would make
-        # the converter demand a representative data set; an op left in float is rejected
-        # below by `_reject_float_ops` instead.
-        converter.inference_input_type = tf_io_dtype
-        converter.inference_output_type = tf_io_dtype
         try:
-            tflite_bytes = converter.convert()
-        except Exception as e:  # ConverterError: its class moved across TF versions.
+            if isolate:
+                tflite_bytes = _convert_in_child(saved_model_dir, convert_data, io_dtype, model)
+            else:
+                tflite_bytes = _convert_in_process(saved_model_dir, convert_data, io_dtype)
+        except _ConverterFailure as e:
             message = str(e)
             ops = _ops_from_converter_error(message)
             if not ops:
-                raise
+                raise ValueError(f"TensorFlow's converter failed ({e.kind}): {message}") from e
+            layers = layers_named_in(re.findall(r'"([^"]+@)', message) or [message], model)
             raise ValueError(
-                f"Op(s) {', '.join(ops)} have no TFLite int8 builtin kernel (they would need "
-                "Flex/TF Select kernels). Replace the layer that uses them before exporting."
+                f"Op(s) {', '.join(ops)}{_layer_phrase(layers)} have no TFLite int8 builtin "
+                "kernel (they would need Flex/TF Select kernels). Replace the layer that uses "
+                "them before exporting."
             ) from e
     info = tflite_model.read_model_info(tflite_bytes)
-    _reject_float_ops(info)
+    _reject_float_ops(info, model)
     mismatches = int8_check.rescaling_ignored(tflite_bytes)
     if mismatches and frozen is None:
         return _on_input_scale(model, data, io_dtype, mismatches)
@@ -264,5 +403,11 @@ def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples
     return tflite_bytes
 
 
-__all__ = ["IO_DTYPES", "check_representative_data", "model_io_shape", "to_int8_tflite"]
+__all__ = [
+    "IO_DTYPES",
+    "ConverterCrash",
+    "check_representative_data",
+    "model_io_shape",
+    "to_int8_tflite",
+]
 

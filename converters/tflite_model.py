@@ -64,6 +64,9 @@ class ModelInfo:
             with duplicates (one entry per operator instance).
         inputs: One `TensorInfo` per model input.
         outputs: One `TensorInfo` per model output.
+        float_op_outputs: `(operator, name of its first output tensor)` of every operator in
+            `float_ops`; the converter names tensors after the Keras layers computing them
+            (`"functional_1/layer_norm_1/Neg"`).
     """
 
     size_bytes: int
@@ -71,6 +74,7 @@ class ModelInfo:
     float_ops: tuple
     inputs: tuple
     outputs: tuple
+    float_op_outputs: tuple = ()
 
 
 def check_tflite_bytes(tflite_bytes):
@@ -164,7 +168,7 @@ def read_model_info(tflite_bytes):
     builtin_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
     float_types = {getattr(schema.TensorType, n) for n in _FLOAT_TYPE_NAMES}
-    ops, float_ops = [], []
+    ops, float_ops, float_op_outputs = [], [], []
     for subgraph in model.subgraphs:
         tensors = subgraph.tensors or []
         for op in subgraph.operators or []:
@@ -174,6 +178,9 @@ def read_model_info(tflite_bytes):
             indices = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
             if any(tensors[i].type in float_types for i in indices):
                 float_ops.append(name)
+                outputs = [i for i in op.outputs if i >= 0]
+                tensor = _tensor_info(tensors[outputs[0]], type_names).name if outputs else ""
+                float_op_outputs.append((name, tensor))
     main = model.subgraphs[0]
     inputs = tuple(_tensor_info(main.tensors[i], type_names) for i in main.inputs)
     outputs = tuple(_tensor_info(main.tensors[i], type_names) for i in main.outputs)
@@ -183,6 +190,7 @@ def read_model_info(tflite_bytes):
         float_ops=tuple(float_ops),
         inputs=inputs,
         outputs=outputs,
+        float_op_outputs=tuple(float_op_outputs),
     )
 
 

@@ -203,19 +203,44 @@ def test_budget_with_a_dataset_of_unknown_batch_is_refused_and_nothing_changes(d
     import tensorflow as tf
 
     x, y, _, _ = digits
-    # The number of examples is given, so only the batch size is unknown.
+    # The number of examples is given, so only the batch size is unknown: an infinite
+    # dataset whose batch dimension is not static.
     model = tfdynhp.gate(make_mlp(64, [48, 24], 10), dataset_size=len(x), seed=0)
     model.compile("adam", "sparse_categorical_crossentropy")
     weights = model.get_weights()
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)  # last batch is smaller
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
     with pytest.raises(tfdynhp.validation.ConfigurationError,
                        match=r"budget needs the batch size.*drop_remainder=True"):
-        model.fit(dataset, epochs=1, verbose=0, callbacks=[DynHPCallback(budget="16MB", dynamic_batch=False)])
+        model.fit(dataset, epochs=1, steps_per_epoch=4, verbose=0,
+                  callbacks=[DynHPCallback(budget="16MB", dynamic_batch=False)])
     for old, new in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(old, new)
     # A static batch is accepted.
     static = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
     model.fit(static, epochs=1, verbose=0, callbacks=[DynHPCallback(budget="16MB", dynamic_batch=False)])
+
+
+def test_a_batched_dataset_without_drop_remainder_is_counted_not_refused(digits):
+    import tensorflow as tf
+
+    from tfdynhp.model.gated_model import dataset_extent
+
+    x, y, _, _ = digits  # 1,400 training examples
+    slices = tf.data.Dataset.from_tensor_slices((x, y))
+    common = slices.shuffle(256, seed=0).batch(32).prefetch(tf.data.AUTOTUNE)
+    assert dataset_extent(common) == (44, 1400, 32)  # read from tf.data, not iterated
+    filtered = slices.filter(lambda a, b: b < 5).batch(32)  # cardinality unknown: one pass
+    kept = int(np.sum(y < 5))
+    assert dataset_extent(filtered) == (-(-kept // 32), kept, 32)
+    assert dataset_extent(slices.batch(32).repeat()) is None
+    keras.utils.set_random_seed(0)
+    model = tfdynhp.gate(make_mlp(64, [48, 24], 10), seed=0)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    callback = DynHPCallback(target="50% params", budget="16MB", dynamic_batch=False)
+    history = model.fit(filtered, epochs=3, verbose=0, callbacks=[callback]).history
+    assert all(gate.dataset_size == kept for gate in model.gate_layers)
+    assert history["dynhp/batch_size"] == [32, 32, 32]
+    assert history["dynhp/target_met"] == [True]
 
 
 def test_a_new_dynhp_fit_after_a_frozen_target_fit_prunes_again(digits, gated_digits_model):

@@ -12,7 +12,7 @@ def _mlp(activation=None, units=8):
     inputs = keras.Input((units,))
     h = keras.layers.Dense(units)(inputs)
     if activation is not None:
-        h = keras.layers.Lambda(activation)(h)
+        h = keras.layers.Lambda(activation, name="act")(h)
     return keras.Model(inputs, keras.layers.Dense(3)(h))
 
 
@@ -40,13 +40,49 @@ def test_representative_data_of_wrong_shape(data):
 def test_float_only_op_is_named(data):
     # SIN has no int8 kernel: the converter silently keeps it in float between
     # DEQUANTIZE/QUANTIZE, which to_int8_tflite must reject.
-    with pytest.raises(ValueError, match=r"Op\(s\) SIN have no int8 kernel"):
+    with pytest.raises(ValueError,
+                       match=r"Op\(s\) SIN \(computed by layer\(s\) 'act'\) have no int8 kernel"):
         converters.to_int8_tflite(_mlp(keras.ops.sin), data)
 
 
 def test_flex_op_is_named(data):
-    with pytest.raises(ValueError, match=r"Op\(s\) Erf have no TFLite int8 builtin kernel"):
+    with pytest.raises(ValueError, match=r"Op\(s\) Erf \(computed by layer\(s\) 'act'\) "
+                                         r"have no TFLite int8 builtin kernel"):
         converters.to_int8_tflite(_mlp(keras.ops.erf), data)
+
+
+def test_layer_normalization_without_int8_kernel_is_named(data):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    h = keras.layers.LayerNormalization(name="norm")(keras.layers.Dense(8)(inputs))
+    with pytest.raises(ValueError, match=r"Op\(s\) NEG \(computed by layer\(s\) 'norm'\)"):
+        converters.to_int8_tflite(keras.Model(inputs, keras.layers.Dense(3)(h)), data)
+
+
+@pytest.mark.slow  # the child process imports TensorFlow (~20 s on 2 loaded cores)
+def test_conversion_in_a_child_process_gives_the_same_model(data, tflite_bytes):
+    isolated = converters.to_int8_tflite(_mlp(), data, isolate=True)
+    # The same weights, scales and outputs (tensor names may differ by a scope suffix).
+    assert len(isolated) == len(tflite_bytes)
+    np.testing.assert_array_equal(converters.run_tflite(isolated, data)[0],
+                                  converters.run_tflite(tflite_bytes, data)[0])
+
+
+@pytest.mark.slow
+def test_a_converter_crash_is_an_error_naming_the_cause_not_the_end_of_the_process():
+    # TensorFlow 2.21's int8 calibration segfaults on an LSTM loop
+    # (tensorflow/tensorflow#41305); a model with a recurrent layer is converted in a child
+    # process (isolate="auto").
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 8))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.LSTM(16, name="rnn")(inputs)))
+    x = np.random.default_rng(0).normal(size=(16, 10, 8)).astype("float32")
+    with pytest.raises(converters.ConverterCrash,
+                       match=r"killed by signal 11 \(SIGSEGV\).*recurrent layer\(s\) 'rnn'.*"
+                             r"unroll=True"):
+        converters.to_int8_tflite(model, x)
+    # This process is alive and converts the next model.
+    assert converters.to_int8_tflite(_mlp(), x[:, 0, :])[4:8] == b"TFL3"
 
 
 def test_bad_io_dtype_and_model_type(data):

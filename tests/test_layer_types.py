@@ -74,6 +74,7 @@ class ScaledDense(keras.layers.Layer):
     def __init__(self, units, activation=None, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.use_bias = True  # read by `dense_cost`
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
@@ -158,3 +159,88 @@ def test_a_custom_layer_registered_once_is_gated_pruned_stripped_and_exported(
     agreement = np.mean(np.argmax(probabilities, -1)
                         == np.argmax(stripped.predict(x_test, verbose=0), -1))
     assert agreement > 0.95
+
+
+def test_attention_is_priced_from_its_projections_and_scores():
+    query = keras.Input((7, 12))
+    model = keras.Model(query, layers.MultiHeadAttention(2, 4, value_dim=3)(query, query))
+    (cost,) = tfdynhp.layer_costs(model)
+    assert cost.supported and cost.params == model.count_params()
+    # TensorFlow's profiler prices the four projections (BatchMatMul), not the einsums of the
+    # scores: 7 queries x 7 keys x 2 heads x (key_dim 4 + value_dim 3).
+    projections = profiler_flops(model, ["BatchMatMulV2"]) // 2
+    assert projections == 7 * 12 * 2 * (4 + 4 + 3) + 7 * 2 * 3 * 12
+    assert cost.macs == projections + 7 * 7 * 2 * (4 + 3)
+
+
+def _every_weighted_layer():
+    """A model with one layer of every Keras type with weights that has no per-channel
+    surgery, each called on what it takes."""
+    tokens = keras.Input((6,), dtype="int32")
+    x = layers.Embedding(20, 8)(tokens)
+    x = layers.LayerNormalization()(x)
+    x = layers.MultiHeadAttention(2, 4)(x, x)
+    x = layers.GroupQueryAttention(head_dim=4, num_query_heads=2, num_key_value_heads=1)(x, x)
+    x = layers.EinsumDense("abc,cd->abd", output_shape=(6, 8), bias_axes="d")(x)
+    x = layers.GroupNormalization(groups=2)(x)
+    x = layers.RMSNormalization()(x)
+    x = layers.Attention(use_scale=True)([x, x])
+    x = layers.TimeDistributed(layers.Dense(8))(x)
+    x = layers.Bidirectional(layers.GRU(4, return_sequences=True))(x)
+    x = layers.SimpleRNN(5, return_sequences=True)(x)
+    x = layers.LSTM(6)(x)
+    return keras.Model(tokens, layers.Dense(3)(x))
+
+
+def test_every_layer_with_weights_is_priced_and_every_parameter_counted():
+    model = _every_weighted_layer()
+    costs = tfdynhp.model_costs(model)
+    assert costs.unsupported == ()
+    assert costs.params == model.count_params()
+    from tfdynhp.costs import coverage_of
+
+    found = coverage_of(model)
+    assert found.uncounted == {} and found.unpriced == ()
+    by_type = {c.type: c for c in costs.layers}
+    # Per step: the input times the kernel and the state times the recurrent kernel.
+    assert by_type["LSTM"].macs == 6 * (5 * 4 * 6 + 6 * 4 * 6)
+    assert by_type["SimpleRNN"].macs == 6 * (8 * 5 + 5 * 5)
+    assert by_type["Bidirectional"].macs == 2 * 6 * (8 * 3 * 4 + 4 * 3 * 4)
+    assert by_type["TimeDistributed"].macs == 6 * 8 * 8
+    assert by_type["EinsumDense"].macs == 6 * 8 * 8
+    assert by_type["Embedding"].macs == 0 and by_type["Embedding"].params == 20 * 8
+
+
+def test_a_target_refuses_parameters_the_cost_model_misses(digits, scaled_dense_registered):
+    x, y, _, _ = digits
+
+    def undercount(call):  # forgets the per-unit scales
+        return layer_types.dense_cost(call)
+
+    layer_types.register(ScaledDense, role=layer_types.MIXING,
+                         narrow=_narrow_scaled_dense, cost=undercount,
+                         kernels=(layer_types.KernelView("kernel", out_axis=-1, in_axis=-2),))
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((64,)), ScaledDense(16, "relu", name="hidden"),
+                             layers.Dense(10)])
+    model = tfdynhp.gate(base, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    weights = model.get_weights()
+    with pytest.raises(tfdynhp.validation.ConfigurationError,
+                       match=r"'hidden' \(ScaledDense\): 1,056 stored, 1,040 counted"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[DynHPCallback(target="50% params")])
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_a_macs_target_refuses_layers_with_weights_and_no_cost(digits, scaled_dense_registered):
+    x, y, _, _ = digits
+    layer_types.register(ScaledDense, role=layer_types.MIXING, narrow=_narrow_scaled_dense,
+                         kernels=(layer_types.KernelView("kernel", out_axis=-1, in_axis=-2),))
+    keras.utils.set_random_seed(0)
+    model = tfdynhp.gate(keras.Sequential([keras.Input((64,)), ScaledDense(16, name="hidden"),
+                                           layers.Dense(10)]), seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(tfdynhp.validation.ConfigurationError,
+                       match=r"MACs target needs .* no cost function: hidden"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[DynHPCallback(target="50% macs")])

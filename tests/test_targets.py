@@ -195,6 +195,67 @@ def test_a_target_needs_pruning():
         DynHPCallback(target="25% params", prune=False)
 
 
+def _tiny_transformer():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 32))
+    x = layers.Dense(32)(inputs)
+    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(2, 16)(x, x))
+    h = layers.Dense(64, activation="relu", name="ffn_hidden")(x)
+    x = layers.LayerNormalization()(x + layers.Dense(32)(h))
+    outputs = layers.Dense(4, activation="softmax")(layers.GlobalAveragePooling1D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_a_transformer_target_is_met_or_refused_with_attention_counted():
+    base = _tiny_transformer()
+    assert tfdynhp.model_costs(base).params == base.count_params()  # attention included
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 16, 32)).astype("float32")
+    y = rng.integers(0, 4, 128)
+    model = tfdynhp.gate(base, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    # Only the feed-forward hidden units can go (attention and LayerNormalization pin the
+    # rest): 50 % is below what removing them all reaches, and is refused.
+    with pytest.raises(tfdynhp.validation.ConfigurationError, match="cannot be reached"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[DynHPCallback(target="50% params")])
+    callback = DynHPCallback(target="75% params")
+    history = model.fit(x, y, epochs=3, verbose=0, callbacks=[callback]).history
+    assert history["dynhp/target_met"] == [True]
+    assert tfdynhp.model_costs(model).params <= 0.75 * base.count_params()
+    assert model.get_layer("ffn_hidden").kernel.shape[1] < 64
+
+
+def test_a_missed_target_says_by_how_much():
+    model = tfdynhp.gate(make_mlp(64, [48, 24], 10), seed=0)
+    controller = targets.TargetController(Target("params", fraction=0.5), epochs=3)
+    controller.begin(model, analyze(model))
+    assert controller.missed(model).startswith(
+        f"The target of {0.5 * controller.initial:,.0f} params was due by epoch 2 but the "
+        f"model has {controller.initial:,.0f} params (100.0% of")
+    masks = {g.name: np.arange(g.units) < 4 for g in analyze(model).groups if g.gate is not None}
+    apply_keep_masks(model, masks)
+    assert controller.missed(model) is None
+
+
+def test_the_minimum_counts_only_the_groups_the_gates_can_prune():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    # A sigmoid after a concatenation: no gate can sit in front of the reader for 'a' and
+    # 'b' alone, so they stay ungated though surgery could narrow them.
+    merged = layers.Concatenate()([layers.Dense(6, name="a")(inputs),
+                                   layers.Dense(5, name="b")(inputs)])
+    hidden = layers.Dense(7, activation="relu", name="c")(layers.Activation("sigmoid")(merged))
+    model = keras.Model(inputs, layers.Dense(2)(hidden))
+    gated = tfdynhp.gate(model, seed=0)
+    unit_graph = analyze(gated)
+    ungated = [g for g in unit_graph.groups if g.prunable and g.gate is None]
+    assert {g.name for g in ungated} == {"a", "b"}
+    # The gated model can only lose units of 'c' and input features (SelectFeatures before
+    # 'a' and 'b'): its minimum keeps 'a' and 'b' whole.
+    minimum = targets.minimum_amount(gated, "params", unit_graph)
+    assert minimum == tfdynhp.model_costs(gated).params - 6 * (11 + 1 + 2) - 7 * (6 + 5)
+
+
 class _Killed(Exception):
     pass
 

@@ -451,7 +451,10 @@ def test_target_plus_tolerance_stops_at_the_tolerance_when_it_binds_first(traine
     params = memory.parameter_count(model)
     controller = tol.Tolerance(0.0, monitor="val_loss")
     callback = DynHPCallback(target="10% params", target_epoch=1, tolerance=controller)
-    model.fit(x, y, epochs=1, batch_size=64, verbose=0, validation_data=(xv, yv),
-              callbacks=[callback])
+    with pytest.warns(UserWarning, match=r"target of .* was due by epoch 1 .* The tolerance on "
+                                         r"val_loss refused the larger cuts"):
+        model.fit(x, y, epochs=1, batch_size=64, verbose=0, validation_data=(xv, yv),
+                  callbacks=[callback])
     assert callback.binding == "tolerance"
+    assert callback.history[-1]["dynhp/target_met"] is False
     assert memory.parameter_count(model) > 0.1 * params * 1.5

@@ -109,15 +109,13 @@ def check_model_file(path):
 
 
 def load_keras_model(path, compile=True):
-    import keras
-
-    import tfdynhp.model  # noqa: F401  (registers GatedModel and tfdynhp's layers)
+    from tfdynhp.training.run import load_model_file
 
     check_model_file(path)
     try:
-        return keras.saving.load_model(path, compile=compile)
-    except (ValueError, OSError, TypeError) as e:
-        raise UsageError(f"cannot load {path!r}: {e}") from e
+        return load_model_file(path, compile=compile)
+    except ValueError as e:  # a ConfigurationError: Keras' reason, and the fix for a Lambda
+        raise UsageError(str(e)) from e
 
 
 def export_targets(text):

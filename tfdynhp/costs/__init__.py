@@ -1,7 +1,8 @@
 """The one cost model: what a model costs (parameters, MACs, int8 bytes, activation values) now
-or after planned keep-masks (`walk`), what one unit of a group saves (`units`), and the memory
-of training it (`memory`)."""
+or after planned keep-masks (`walk`), what one unit of a group saves (`units`), the memory
+of training it (`memory`), and whether the walk covers every parameter (`coverage`)."""
 
+from tfdynhp.costs.coverage import Coverage, check_target, coverage_of
 from tfdynhp.costs.memory import (
     activation_values,
     parameter_count,
@@ -13,9 +14,12 @@ from tfdynhp.costs.walk import LayerCost, ModelCost, layer_costs, model_costs
 
 __all__ = [
     "RESOURCES",
+    "Coverage",
     "LayerCost",
     "ModelCost",
     "activation_values",
+    "check_target",
+    "coverage_of",
     "layer_costs",
     "model_costs",
     "parameter_count",

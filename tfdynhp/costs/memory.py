@@ -38,7 +38,7 @@ def _size(variable):
     return int(np.prod(variable.shape, dtype=np.int64))
 
 
-def _is_gate_state(layer, variable):
+def is_gate_state(layer, variable):
     return isinstance(layer, HardConcreteGate) and variable.name in _GATE_STATE
 
 
@@ -86,7 +86,7 @@ def parameter_count(model):
         _size(variable)
         for layer in model.layers
         for variable in layer.weights
-        if not _is_gate_state(layer, variable)
+        if not is_gate_state(layer, variable)
     )
 
 
@@ -121,7 +121,7 @@ def full_breakdown(model, batch_size, optimizer=None):
     n_weights = n_gates = n_trainable = n_gate_gradients = 0
     for layer in model.layers:
         for variable in layer.weights:
-            if _is_gate_state(layer, variable):
+            if is_gate_state(layer, variable):
                 n_gates += _size(variable) if variable.name in _GATE_VALUES else 0
                 n_gate_gradients += _size(variable) if variable.name == "log_alpha" else 0
             else:

@@ -178,6 +178,7 @@ class Walk:
     last_uses: list = dataclasses.field(default_factory=list)
     step_extra: dict = dataclasses.field(default_factory=dict)
     unsupported: list = dataclasses.field(default_factory=list)
+    counted: dict = dataclasses.field(default_factory=dict)  # id(layer) -> params counted
 
     def new_buffer(self, shape, step, root):
         self.sizes.append(_values(shape))
@@ -222,6 +223,7 @@ def _graph_costs(model, prefix, seen_layers, channels):
             child = _graph_costs(layer, name + "/", seen_layers, channels)
             walk.costs.extend(child.costs)
             walk.unsupported.extend(child.unsupported)
+            walk.counted.update(child.counted)
             ends = sum(_values(shape(t)) for t in (*inputs, *node.outputs))
             inner = peak_live_values(child.sizes, child.producers, child.last_uses,
                                      child.step_extra)
@@ -254,6 +256,8 @@ def _graph_costs(model, prefix, seen_layers, channels):
                 buffers[id(tensor)] = walk.new_buffer(shape(tensor), step, layer)
         if not supported:
             walk.unsupported.append(name)
+        if first_call:
+            walk.counted[id(layer)] = cost.params
         walk.costs.append(
             LayerCost(
                 name=name,

@@ -11,7 +11,16 @@ makes for a custom layer:
 ...     kernels=(tfdynhp.layer_types.KernelView("kernel", out_axis=-1, in_axis=-2),))
 """
 
-from tfdynhp.layer_types import elementwise, kernel_layers, method_layers, normalization  # noqa: F401  (register the built-ins)
+from tfdynhp.layer_types import (  # noqa: F401  (register the built-ins)
+    applications,
+    attention,
+    elementwise,
+    kernel_layers,
+    method_layers,
+    normalization,
+    operations,
+    sequence_layers,
+)
 from tfdynhp.layer_types.kernel_layers import (
     conv_cost,
     dense_cost,

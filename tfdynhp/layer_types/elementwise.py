@@ -288,3 +288,42 @@ for _merge in (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
     register(_merge, role=MERGE, cost=merge_cost, fuses_activation=_merge is keras.layers.Add,
              quantization=Quantization(REQUANTIZE, pairwise=True)
              if _merge is keras.layers.Add else None)
+
+
+def dot_cost(call):
+    """`Dot`: every output value is a sum over the contracted axis of the first input."""
+    layer = call.layer
+    axes = layer.axes if isinstance(layer.axes, (list, tuple)) else (layer.axes, layer.axes)
+    first = call.input_shapes[0]
+    axis = axes[0] if axes[0] < 0 else axes[0] - 1  # in the per-example shape
+    return CallCost(macs=_values(call.output_shapes[0]) * int(first[axis]))
+
+
+register(keras.layers.Dot, role=Role(BARRIER, reason="Dot contracts the channel axis"),
+         cost=dot_cost)
+
+
+# -- Rescaling -----------------------------------------------------------------------------------
+
+
+def _scalar(value):
+    import numpy as np
+
+    return np.size(value) == 1
+
+
+def _rescaling_role(layer):
+    if _scalar(layer.scale) and _scalar(layer.offset):
+        return Role(PASS, homogeneous=not layer.offset)
+    return Role(BARRIER, reason="Rescaling with one scale or offset per channel (surgery does "
+                "not slice them)")
+
+
+def rescaling_cost(call):
+    """`x * scale + offset`: one op per value, two with an offset."""
+    offset = call.layer.offset
+    per_value = 1 + (not _scalar(offset) or bool(offset))
+    return CallCost(ops=per_value * _out_values(call))
+
+
+register(keras.layers.Rescaling, role=_rescaling_role, cost=rescaling_cost, relevance="pass")

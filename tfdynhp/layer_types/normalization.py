@@ -91,6 +91,40 @@ def _channel_mixing_role(layer):
     return Role(BARRIER, reason=f"{type(layer).__name__} mixes the channels", passthrough=True)
 
 
-for _normalization in (keras.layers.LayerNormalization, keras.layers.UnitNormalization,
-                       keras.layers.GroupNormalization):
-    register(_normalization, role=_channel_mixing_role)
+# Per value: the mean, the centring, the variance and the division (LayerNormalization,
+# GroupNormalization); the sum of squares and the division (RMS, unit normalization).
+STATISTICS_OPS = {keras.layers.LayerNormalization: 4, keras.layers.GroupNormalization: 4,
+                  keras.layers.RMSNormalization: 2, keras.layers.UnitNormalization: 2}
+
+
+def channel_normalization_cost(call):
+    """Statistics over the channels (`STATISTICS_OPS` ops per value), then the learned scale
+    (one MAC per value) and offset; the layer's parameters exactly as stored."""
+    layer = call.layer
+    values = sum(math.prod(int(d) for d in s) for s in call.output_shapes)
+    per_value = next(n for c, n in STATISTICS_OPS.items() if isinstance(layer, c))
+    params = layer.count_params() if layer.built else 0
+    scaled = bool(params) and getattr(layer, "scale", True) is not False
+    return CallCost(params=params, macs=values if scaled else 0, ops=per_value * values,
+                    inference_params=params, int8_bytes=params)
+
+
+for _normalization in STATISTICS_OPS:
+    register(_normalization, role=_channel_mixing_role, cost=channel_normalization_cost)
+
+
+def input_normalization_cost(call):
+    """`Normalization` (preprocessing): `(x - mean) / sqrt(variance)`, two ops per value; it
+    stores the mean, the variance and the count of the data it was adapted to."""
+    layer = call.layer
+    values = sum(math.prod(int(d) for d in s) for s in call.output_shapes)
+    params = layer.count_params() if layer.built else 0
+    return CallCost(params=params, ops=2 * values, inference_params=params, int8_bytes=params)
+
+
+register(
+    keras.layers.Normalization,
+    role=Role(BARRIER, reason="Normalization holds a mean and variance per channel that "
+              "surgery does not slice"),
+    cost=input_normalization_cost,
+)

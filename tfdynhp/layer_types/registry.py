@@ -41,10 +41,21 @@ A `LayerType` says, for one layer class (and its subclasses):
   `Quantization`: per-channel int8 kernel, output on its input's scale, output with its own
   scale, output range fixed by TFLite, ...), which `tfdynhp.quantization` simulates.
 
+- how `gate()` and `strip()` **clone** it (`clone`): by default a layer is rebuilt from its
+  config; a `Lambda` (whose config Keras refuses to load back) is rebuilt from its function,
+  and an operation node (a `keras.ops` call in a functional graph, such as `x + 3.0`) is
+  copied.
+
+Entries are looked up by the class of a node's *operation*, so the `keras.ops` calls of a
+functional graph (classes of `keras.src.ops`, e.g. the `Add` of `x + 3.0`) have entries too
+(`operations.py`): elementwise ones with scalar or broadcast constants carry channels through,
+two tensors are merged, and an operation without an entry pins its channels with the reason.
+
 Built-in layers register through the same `register` call a user makes for a custom layer;
 an unregistered layer is a barrier counted with its `count_params()` and 0 MACs.
 """
 
+import copy
 import dataclasses
 import math
 
@@ -276,6 +287,7 @@ class LayerType:
     folds_batch_norm: bool = False
     fuses_activation: bool = False
     quantization: object = None
+    clone: object = None
 
     def role_of(self, layer):
         if isinstance(self.role, Role):
@@ -319,6 +331,7 @@ def register(
     folds_batch_norm=False,
     fuses_activation=False,
     quantization=None,
+    clone=None,
 ):
     """Registers everything tfdynhp needs to know about `layer_class` (and its subclasses).
 
@@ -326,14 +339,16 @@ def register(
     replaces its entry.
 
     Args:
-        layer_class: a `keras.layers.Layer` subclass.
+        layer_class: a `keras.layers.Layer` subclass, or a `keras.Operation` subclass for the
+            nodes a `keras.ops` call makes in a functional graph.
         role: one of `ROLES`, a `Role`, or `callable(layer) -> Role` deciding from the
             layer's config.
         narrow: `callable(layer, in_keep, out_keep) -> LayerEdit` for a layer with
             per-channel state; `in_keep` / `out_keep` are the kept positions of the last axis
             of its input / output, or `None` when that side does not change.
-        cost: `callable(call: LayerCall) -> CallCost`. Defaults to `None`: the layer costs its
-            `count_params()` and 0 MACs, and is reported as not counted.
+        cost: `callable(call: LayerCall) -> CallCost` (or `None` for a call it cannot price).
+            Defaults to `None`: the layer costs its `count_params()` and 0 MACs, and is
+            reported as not counted.
         kernels: `KernelView`s (or `callable(layer) -> KernelView`s) of a MIXING layer.
         relevance: `"linear"` or `"pass"` (LRP). Defaults to `"linear"`.
         linear_map: `callable(layer, inputs, kernel) -> outputs`, the layer's map without bias
@@ -348,13 +363,17 @@ def register(
             `Quantization`, a kind (`"kernel"`, `"same_scale"`, `"requantize"`, ...; see
             `Quantization`), or `callable(layer) -> Quantization` deciding from the layer's
             config. Defaults to `None`: `quantize_aware` refuses the layer.
+        clone: `callable(layer) -> new layer` with the same configuration (weights are copied
+            afterwards), for a type whose config does not round-trip. Defaults to `None`:
+            `layer.__class__.from_config(layer.get_config())` for a layer, a copy for an
+            operation.
 
     Returns:
         The `LayerType`.
 
     Raises:
-        TypeError: if `layer_class` is not a Layer subclass or a callable argument is not
-            callable.
+        TypeError: if `layer_class` is not a Layer (or Operation) subclass or a callable
+            argument is not callable.
         ValueError: for an unknown role or relevance rule.
 
     Example:
@@ -363,9 +382,10 @@ def register(
     ...     MyDense, role="mixing", narrow=narrow_kernel_layer("kernel", "units"),
     ...     cost=dense_cost, kernels=(KernelView("kernel", -1, -2),))
     """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.Operation)):
         raise TypeError(
-            f"Expected `layer_class` to be a keras.layers.Layer subclass. Received: {layer_class!r}"
+            "Expected `layer_class` to be a keras.layers.Layer subclass (or a keras.Operation "
+            f"subclass). Received: {layer_class!r}"
         )
     if not (isinstance(role, Role) or callable(role) or role in ROLES):
         raise ValueError(f"Unknown role {role!r}. Expected one of {ROLES}, a Role or a callable.")
@@ -376,7 +396,7 @@ def register(
     if isinstance(quantization, str):
         quantization = Quantization(quantization)
     for name, value in (("narrow", narrow), ("cost", cost), ("linear_map", linear_map),
-                        ("gradient_variance", gradient_variance),
+                        ("gradient_variance", gradient_variance), ("clone", clone),
                         ("quantization", None if isinstance(quantization, Quantization)
                          else quantization)):
         if value is not None and not callable(value):
@@ -384,7 +404,7 @@ def register(
     entry = LayerType(
         layer_class, role, narrow, cost, kernels, relevance, linear_map,
         bool(splits_activation), gradient_variance, bool(folds_batch_norm),
-        bool(fuses_activation), quantization,
+        bool(fuses_activation), quantization, clone,
     )
     _TYPES[layer_class] = entry
     _GENERATION[0] += 1
@@ -406,10 +426,24 @@ def registered_names():
 # -- what the rest of the library asks ---------------------------------------------------------
 
 
+def is_operation(layer):
+    """Whether `layer` is a bare operation node (a `keras.ops` call), not a Layer."""
+    return not isinstance(layer, keras.layers.Layer)
+
+
+def describe(layer):
+    """`'name' (Type)`, or `'name' (keras.ops Type)` for an operation node."""
+    kind = "keras.ops " if is_operation(layer) else ""
+    return f"'{layer.name}' ({kind}{type(layer).__name__})"
+
+
 def role_of(layer):
     """The `Role` of `layer`; unknown layer types and `channels_first` layers are barriers."""
     entry = lookup(layer)
     if entry is None:
+        if is_operation(layer):
+            return Role(BARRIER, reason=f"tfdynhp has no entry for the keras.ops operation "
+                        f"{type(layer).__name__}")
         return Role(BARRIER, reason=f"tfdynhp has no layer type for {type(layer).__name__}")
     role = entry.role_of(layer)
     if role.name != BARRIER and getattr(layer, "data_format", "channels_last") == "channels_first":
@@ -425,21 +459,58 @@ def edit_for(layer, in_keep, out_keep):
     return entry.narrow(layer, in_keep, out_keep)
 
 
+def copy_operation(operation):
+    """A new operation node like `operation` (a `keras.ops` call), not yet called: operations
+    hold no weights, only the arguments of their constructor."""
+    new = copy.copy(operation)
+    new._inbound_nodes = []
+    new._outbound_nodes = []
+    return new
+
+
+def clone_of(layer):
+    """A new, uncalled layer (or operation) configured like `layer`, weights not copied.
+
+    Raises:
+        ValueError: naming the layer when its config does not round-trip and its type has no
+            `clone` (register one).
+    """
+    entry = lookup(layer)
+    if entry is not None and entry.clone is not None:
+        return entry.clone(layer)
+    if is_operation(layer):
+        return copy_operation(layer)
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception as e:  # any error of a user's from_config
+        raise ValueError(
+            f"Cannot clone layer {describe(layer)} from its config: {type(e).__name__}: {e}. "
+            "Give its class a get_config() whose output its constructor accepts, or register "
+            "a clone: tfdynhp.layer_types.register(MyLayer, ..., clone=lambda layer: ...)."
+        ) from e
+
+
 def _values(shape):
     return math.prod(int(d) for d in shape)
 
 
+def own_params(layer):
+    """Values of the variables `layer` holds (0 for an operation node or an unbuilt layer)."""
+    if is_operation(layer) or not layer.built:
+        return 0
+    return layer.count_params()
+
+
 def cost_of(call):
-    """`(CallCost, counted)` of one layer call; `counted` is False for a layer type without a
-    cost function (it costs its `count_params()`, 0 MACs) or a bare `keras.ops` node."""
+    """`(CallCost, counted)` of one layer call; `counted` is False for a type without a cost
+    function: it costs its `count_params()` (an operation node: nothing) and 0 MACs."""
     layer = call.layer
-    if not isinstance(layer, keras.layers.Layer):
-        return CallCost(), False
     entry = lookup(layer)
-    if entry is None or entry.cost is None:
-        count = layer.count_params() if layer.built else 0
+    cost = None if entry is None or entry.cost is None else entry.cost(call)
+    if cost is None:
+        count = own_params(layer)
         return CallCost(params=count, inference_params=count, int8_bytes=count), False
-    return entry.cost(call), True
+    return cost, True
 
 
 def kernels_of(layer):

@@ -214,6 +214,103 @@ def pooling_ops(out_spatial, pool_spatial, channels):
     )
 
 
+def einsum_macs(equation, input_shape, kernel_shape):
+    """MACs of `einsum(equation, input, kernel)` (Keras' `EinsumDense`): the product of the
+    sizes of every distinct index, the dimensions `...` stands for included.
+
+    Args:
+        equation: `"<input>,<kernel>-><output>"`, e.g. `"abc,cd->abd"` or `"...b,bc->...c"`.
+        input_shape: the input's full shape (batch first; pass 1 for the batch).
+        kernel_shape: the kernel's shape.
+
+    Returns:
+        The number of multiply-accumulates (an int).
+
+    Raises:
+        ValueError: for an equation that is not of that form, or shapes that do not match it.
+
+    Example:
+
+    >>> einsum_macs("abc,cd->abd", (1, 7, 12), (12, 5))
+    420
+    >>> einsum_macs("...b,bc->...c", (1, 3, 4), (4, 6))
+    72
+    """
+    try:
+        operands, _ = equation.split("->")
+        left, right = operands.split(",")
+    except ValueError:
+        raise ValueError(f"Expected an equation '<input>,<kernel>-><output>'. Received: "
+                         f"{equation!r}") from None
+    sizes = {}
+    factor = 1
+    for letters, shape, name in ((left, input_shape, "input"), (right, kernel_shape, "kernel")):
+        shape = tuple(shape)
+        if "..." in letters:
+            head, tail = letters.split("...")
+            covered = len(shape) - len(head) - len(tail)
+            factor *= math.prod(_count(f"{name}_shape", int(d))
+                                for d in shape[len(head):len(head) + covered])
+            letters, shape = head + tail, shape[:len(head)] + shape[len(head) + covered:]
+        if len(letters) != len(shape):
+            raise ValueError(f"The {name} part {letters!r} of {equation!r} does not match the "
+                             f"shape {shape}.")
+        for letter, size in zip(letters, shape):
+            sizes[letter] = _count(f"{name}_shape", int(size))
+    return factor * math.prod(sizes.values())
+
+
+def attention_macs(query_positions, key_positions, projection_values, score_width,
+                   attended_positions=None):
+    """MACs of a multi-head attention call (`MultiHeadAttention`, `GroupQueryAttention`).
+
+    The projections multiply every query position by the query (and gate and output) kernels
+    and every key position by the key and value kernels; the scores `Q K^T` and the weighted
+    sum `A V` cost `score_width = heads * (key_dim + value_dim)` MACs per pair of a query and
+    an attended key position.
+
+    Args:
+        query_positions: positions of the query (its shape without batch and features).
+        key_positions: key positions each query position attends to.
+        projection_values: `(query-side kernel values, key-side kernel values)`.
+        score_width: `heads * (key_dim + value_dim)`.
+        attended_positions: key positions each query position attends to (fewer than
+            `key_positions` when attention runs along some axes only). Defaults to
+            `key_positions`.
+
+    Returns:
+        The number of multiply-accumulates (an int).
+
+    Example:
+
+    >>> attention_macs(16, 16, (2 * 32 * 16, 2 * 32 * 16), 2 * (16 + 16))
+    49152
+    """
+    query_side, key_side = projection_values
+    query_positions = _count("query_positions", query_positions)
+    key_positions = _count("key_positions", key_positions)
+    attended = key_positions if attended_positions is None else _count(
+        "attended_positions", attended_positions)
+    return (query_positions * _count("query_side", query_side)
+            + key_positions * _count("key_side", key_side)
+            + query_positions * attended * _count("score_width", score_width))
+
+
+def recurrent_macs(steps, positions, kernel_values, recurrent_kernel_values):
+    """MACs of a recurrent layer (LSTM, GRU, SimpleRNN, ConvLSTM): at every step, every
+    position multiplies its input by the kernel and its state by the recurrent kernel (the
+    gates' kernels side by side).
+
+    Example:
+
+    >>> recurrent_macs(10, 1, 8 * 4 * 16, 16 * 4 * 16)  # LSTM(16) on 10 steps of 8 features
+    15360
+    """
+    return (_count("steps", steps) * _count("positions", positions)
+            * (_count("kernel_values", kernel_values)
+               + _count("recurrent_kernel_values", recurrent_kernel_values)))
+
+
 def conv_output_length(input_length, kernel_size, stride=1, padding="valid", dilation=1):
     """Length of one spatial axis after a convolution or pooling window, as Keras computes it.
 

@@ -3,6 +3,7 @@ penalty to the loss, finds the training-set size the penalty is divided by, and 
 variance of the per-example gradients (the signal DynHP grows the batch with)."""
 
 import math
+import typing
 
 import keras
 import tensorflow as tf
@@ -22,22 +23,86 @@ L0_PENALTY = "l0_penalty"
 TRAINING_ONLY_METRICS = (GRADIENT_VARIANCE, VARIANCE_RATIO, L0_PENALTY)
 
 
-def count_examples(x, validation_split=0.0):
+class DatasetExtent(typing.NamedTuple):
+    """How much a finite `tf.data` dataset of batches holds: `batches` per pass, `examples`,
+    and `batch_size`, its (largest) batch."""
+
+    batches: int
+    examples: int
+    batch_size: int
+
+
+def _static_batch(dataset):
+    spec = keras.tree.flatten(dataset.element_spec)[0]
+    return int(spec.shape[0]) if spec.shape.rank and spec.shape[0] is not None else None
+
+
+def _batching_step(dataset):
+    """`(batch_size, input cardinality, drop_remainder)` of the `.batch()` step behind
+    `dataset` (reached through `.prefetch()`, `.map()`, ...), or None. tf.data's own
+    (private) chain of datasets; checked against the cardinality before it is trusted."""
+    current = dataset
+    while current is not None:
+        if hasattr(current, "_batch_size") and hasattr(current, "_input_dataset"):
+            try:
+                drop = bool(tf.get_static_value(current._drop_remainder))
+                return (int(current._batch_size), int(current._input_dataset.cardinality()),
+                        drop)
+            except (AttributeError, TypeError, ValueError):
+                return None
+        current = getattr(current, "_input_dataset", None)
+    return None
+
+
+def _one_pass(dataset):
+    """`(batches, examples, largest batch)` counted by iterating `dataset` once."""
+    def add(state, element):
+        size = tf.cast(tf.shape(tf.nest.flatten(element)[0])[0], tf.int64)
+        return state[0] + 1, state[1] + size, tf.maximum(state[2], size)
+
+    zero = tf.constant(0, tf.int64)
+    batches, examples, largest = dataset.reduce((zero, zero, zero), add)
+    return int(batches), int(examples), int(largest)
+
+
+def dataset_extent(dataset):
+    """The `DatasetExtent` of a batched `tf.data` dataset, or None for an infinite one.
+
+    Read without iterating when tf.data says it: a static batch size and a known cardinality
+    (the last batch counted as full, as `drop_remainder=True` makes it), or the `.batch()`
+    step's size and input cardinality (`.batch(32).prefetch(...)` without `drop_remainder`).
+    Otherwise (a `filter`, a generator: cardinality unknown) the dataset is iterated once and
+    its batches counted, as Keras counts the steps of such a dataset in its first epoch.
+    """
+    cardinality = int(dataset.cardinality())
+    if cardinality == int(tf.data.INFINITE_CARDINALITY):
+        return None
+    static = _static_batch(dataset)
+    if cardinality >= 0 and static is not None:
+        return DatasetExtent(cardinality, cardinality * static, static)
+    step = _batching_step(dataset) if cardinality >= 0 else None
+    if step is not None:
+        batch, inputs, drop = step
+        if inputs >= 0 and batch > 0:
+            batches = inputs // batch if drop else -(-inputs // batch)
+            if batches == cardinality:
+                return DatasetExtent(batches, batches * batch if drop else inputs, batch)
+    batches, examples, largest = _one_pass(dataset)
+    return DatasetExtent(batches, examples, largest) if batches else None
+
+
+def count_examples(x, validation_split=0.0, extent=None):
     """The number of training examples in a `fit` input, or None when it cannot be known.
 
-    Arrays (and lists / dicts of them), `tfdynhp.DynamicBatches`, a batched `tf.data.Dataset`
-    of known cardinality and static batch size (the last batch counted as full), and a Keras
+    Arrays (and lists / dicts of them), `tfdynhp.DynamicBatches`, a finite `tf.data.Dataset`
+    of batches (see `dataset_extent`; pass its `extent` when already known), and a Keras
     `PyDataset` (its length times the size of its first batch).
     """
     if isinstance(x, DynamicBatches):
         return x.num_examples
     if isinstance(x, tf.data.Dataset):
-        batches = int(x.cardinality())
-        spec = keras.tree.flatten(x.element_spec)[0]
-        batch = spec.shape[0] if spec.shape.rank else None
-        if batches < 0 or batch is None:
-            return None
-        return batches * int(batch)
+        extent = extent or dataset_extent(x)
+        return None if extent is None else extent.examples
     if isinstance(x, keras.utils.PyDataset):
         try:
             first = x[0]
@@ -51,13 +116,17 @@ def count_examples(x, validation_split=0.0):
     return None
 
 
-def fixed_batch_size(x, batch_size):
+def fixed_batch_size(x, batch_size, extent=None):
     """The batch size `fit` trains with, when it is fixed and known: Keras batches arrays with
-    `batch_size` (32 by default); a `tf.data` dataset with a static batch dimension says it;
-    other inputs (and `DynamicBatches`, whose size changes) give None."""
+    `batch_size` (32 by default); a finite `tf.data` dataset batches with its `.batch()` size
+    (the last batch may be smaller); other inputs (and `DynamicBatches`, whose size changes)
+    give None."""
     if isinstance(x, tf.data.Dataset):
-        spec = keras.tree.flatten(x.element_spec)[0]
-        return int(spec.shape[0]) if spec.shape.rank and spec.shape[0] is not None else None
+        static = _static_batch(x)
+        if static is not None:
+            return static
+        extent = extent or dataset_extent(x)
+        return None if extent is None else extent.batch_size
     if isinstance(x, (DynamicBatches, keras.utils.PyDataset)):
         return None
     leaves = keras.tree.flatten(x) if x is not None else []
@@ -79,8 +148,9 @@ class GatedModel(keras.Model):
       would mislead `ModelCheckpoint(save_best_only=True)`, `EarlyStopping` and
       `ReduceLROnPlateau`.
     - `fit` sets `dataset_size` (the `N` the penalty is divided by) on every gate created
-      without one, from the training data; it raises a clear error when the data cannot tell
-      (a generator, a `tf.data` dataset of unknown cardinality): pass `dataset_size` to
+      without one, from the training data (a `tf.data` dataset whose size tf.data does not
+      know is counted in one pass, see `dataset_extent`); it raises a clear error when the
+      data cannot tell (a generator, an infinite dataset): pass `dataset_size` to
       `tfdynhp.gate()` then.
     - After `enable_gradient_variance()` (the DynHP callback calls it when the batch size is
       dynamic) every training step (one in `k` with `every=k`) also reports, as metrics in
@@ -240,7 +310,8 @@ class GatedModel(keras.Model):
             _check_multi_worker_data(x)
         if isinstance(x, DynamicBatches):
             distribute.check_divisible(x.batch_size, distribute.replicas(self.distribute_strategy))
-        previous_sizes = self._set_dataset_size(x, kwargs.get("validation_split", 0.0))
+        extent = dataset_extent(x) if isinstance(x, tf.data.Dataset) else None
+        previous_sizes = self._set_dataset_size(x, kwargs.get("validation_split", 0.0), extent)
         callbacks = list(callbacks or [])
         verbose = kwargs.get("verbose", "auto")
         if (
@@ -249,7 +320,8 @@ class GatedModel(keras.Model):
             and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)
         ):
             callbacks.append(_EpochStepsProgbar(x))
-        callbacks.append(_GateStepsPerEpoch(x, batch_size, kwargs.get("steps_per_epoch")))
+        callbacks.append(_GateStepsPerEpoch(x, batch_size, kwargs.get("steps_per_epoch"),
+                                            extent))
         if isinstance(x, DynamicBatches):
             # It draws its own seeded permutation every epoch. Keras' `shuffle=True` (the
             # default) would also shuffle the order of its batches with Python's global
@@ -257,7 +329,7 @@ class GatedModel(keras.Model):
             # batches.
             kwargs["shuffle"] = False
         object.__setattr__(self, "_dynhp_fit_data", x)
-        object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size))
+        object.__setattr__(self, "_dynhp_fit_batch_size", fixed_batch_size(x, batch_size, extent))
         object.__setattr__(self, "_dynhp_fit_initial_epoch", int(kwargs.get("initial_epoch", 0)))
         object.__setattr__(self, "_dynhp_fit_args", {
             "x": x, "y": y, "validation_data": kwargs.get("validation_data"),
@@ -280,17 +352,17 @@ class GatedModel(keras.Model):
             object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
             object.__setattr__(self, "_dynhp_fit_args", None)
 
-    def _set_dataset_size(self, x, validation_split):
+    def _set_dataset_size(self, x, validation_split, extent=None):
         """Sets `N` on the gates that take it from the data; returns their previous values."""
         automatic = [gate for gate in self.gate_layers if gate.auto_dataset_size]
         if not automatic:
             return []
-        examples = count_examples(x, validation_split)
+        examples = count_examples(x, validation_split, extent)
         if not examples:
             raise ConfigurationError(
                 "The L0 penalty is divided by the number of training examples, which cannot be "
-                f"read from training data of type {type(x).__name__} (a generator, or a "
-                "tf.data dataset of unknown cardinality or batch size). Pass it to the gates: "
+                f"read from training data of type {type(x).__name__} (a generator, or an "
+                "infinite or empty tf.data dataset). Pass it to the gates: "
                 "tfdynhp.gate(model, dataset_size=N)."
             )
         previous = [(gate, gate.dataset_size) for gate in automatic]
@@ -529,9 +601,10 @@ class _GateStepsPerEpoch(keras.callbacks.Callback):
     """Gives the gates' Adam its per-epoch step, `gate_speed / steps`, at every epoch start
     (a growing `DynamicBatches` batch makes epochs shorter)."""
 
-    def __init__(self, data, batch_size, steps_per_epoch):
+    def __init__(self, data, batch_size, steps_per_epoch, extent=None):
         super().__init__()
         self._data, self._batch_size, self._steps = data, batch_size, steps_per_epoch
+        self._extent = extent
 
     def _epoch_steps(self):
         if self._steps:
@@ -541,6 +614,8 @@ class _GateStepsPerEpoch(keras.callbacks.Callback):
         steps = self.params.get("steps") if self.params else None
         if steps:
             return steps
+        if self._extent is not None:
+            return self._extent.batches
         examples = count_examples(self._data)
         return math.ceil(examples / (self._batch_size or 32)) if examples else 1
 

@@ -14,6 +14,7 @@ from tfdynhp.layers.gate import HardConcreteGate, SelectFeatures
 from tfdynhp.math.selection import keep_mask
 from tfdynhp.model.gated_model import GatedModel
 from tfdynhp.surgery import apply_keep_masks
+from tfdynhp.validation import ConfigurationError
 
 GATE_OPTIONS = (
     "l0_lambda",
@@ -33,7 +34,11 @@ def is_gated_model(model):
 
 
 def _clone(layer, **overrides):
-    return layer.__class__.from_config({**layer.get_config(), **overrides})
+    """A new, uncalled copy of a layer or operation node (its layer type's `clone`: config
+    round trip for most layers, a copy for `keras.ops` nodes, the function for `Lambda`)."""
+    if overrides:
+        return layer.__class__.from_config({**layer.get_config(), **overrides})
+    return registry.clone_of(layer)
 
 
 def _unique_name(base, taken):
@@ -44,14 +49,20 @@ def _unique_name(base, taken):
     return name
 
 
-def _rebuild(model, make_outputs, model_class=keras.Model, name=None):
+def _rebuild(model, make_outputs, model_class=keras.Model, name=None, float_inputs=None):
     """A new functional model computing `model`'s graph node by node.
 
-    `make_outputs(node, args, kwargs) -> outputs` computes each node from its mapped inputs;
-    `tensor_map(tensor)` of the returned helper maps an old symbolic tensor to its new one.
+    `make_outputs(node, args, kwargs, tensors) -> outputs` computes each node from its mapped
+    inputs (`tensors` maps `id(old symbolic tensor)` to its new one); `float_inputs` sets the
+    dtype of the float inputs (default: the model's).
     """
     graph_model = graph.functional_of(model)
-    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name)
+
+    def dtype(tensor):
+        floating = "float" in str(tensor.dtype)
+        return float_inputs if float_inputs and floating else tensor.dtype
+
+    inputs = [keras.Input(shape=t.shape[1:], dtype=dtype(t), name=t.name)
               for t in graph_model.inputs]
     tensors = {id(old): new for old, new in zip(graph_model.inputs, inputs)}
     for node in graph.graph_nodes(model):
@@ -69,7 +80,8 @@ def _rebuild(model, make_outputs, model_class=keras.Model, name=None):
 
 def _copy_weights(pairs):
     for new, old in pairs:
-        new.set_weights(old.get_weights())
+        if not registry.is_operation(old) and old.weights:
+            new.set_weights(old.get_weights())
 
 
 def _feature_selection_points(model):
@@ -168,8 +180,10 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
         A `tfdynhp.GatedModel`, not compiled.
 
     Raises:
-        ValueError: for a model without prunable channels, an already gated model, or a
-            model that is not a built functional / Sequential model.
+        ConfigurationError: (a `ValueError`; the command line reports it in one line) for a
+            model without prunable channels, or a model that is not a built functional /
+            Sequential model.
+        ValueError: for an already gated model.
         TypeError: for an unknown gate option.
 
     Example:
@@ -187,7 +201,7 @@ def gate(model, seed=None, penalty="units", first_layer_drop_rate=None, **gate_o
     unit_graph = graph.analyze(prepared)
     sites = unit_graph.gate_sites()
     if not sites:
-        raise ValueError(
+        raise ConfigurationError(
             f"Model '{model.name}' has no channels tfdynhp can prune. "
             + _pinned_summary(unit_graph)
         )
@@ -264,11 +278,72 @@ def _warn_ungated(unit_graph):
         )
 
 
-def copy_model(model):
-    """A new model with `model`'s architecture and weights (no optimizer)."""
-    copy = model.__class__.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+def _float32_config(value):
+    """`value` (a layer config) with every dtype policy, nested layers' included, float32."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "DTypePolicy" and isinstance(value.get("config"), dict):
+            return {**value, "config": {**value["config"], "name": "float32"}}
+        return {key: _float32_config(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_float32_config(item) for item in value)
+    return value
+
+
+def _clone_float32(layer):
+    """A clone of `layer` computing in float32 (an operation node computes in its inputs'
+    dtype)."""
+    if registry.is_operation(layer):
+        return registry.clone_of(layer)
+    entry = registry.lookup(layer)
+    if entry is not None and entry.clone is not None:
+        clone = registry.clone_of(layer)
+        clone.dtype_policy = "float32"
+        return clone
+    return layer.__class__.from_config(_float32_config(layer.get_config()))
+
+
+def copy_model(model, float32=False):
+    """A new model with `model`'s architecture and weights (no optimizer), cloned node by node
+    (a `Lambda` or a `keras.ops` node does not round-trip through the model's config); with
+    `float32=True` every layer computes in float32 (a `mixed_float16` model rebuilt for
+    export) and float inputs are float32."""
+    clones, pairs = {}, []
+
+    def make(node, args, kwargs, tensors):
+        layer = node.operation
+        if id(layer) not in clones:
+            clones[id(layer)] = _clone_float32(layer) if float32 else _clone(layer)
+            pairs.append((clones[id(layer)], layer))
+        return clones[id(layer)](*args, **kwargs)
+
+    copy = _rebuild(model, make,
+                    model_class=GatedModel if isinstance(model, GatedModel) else keras.Model,
+                    float_inputs="float32" if float32 else None)
+    _copy_weights(pairs)
+    if isinstance(model, GatedModel):
+        copy.dynhp_run = model.dynhp_run  # the run's target reference, saved with the model
     return copy
+
+
+def computes_in_float32(model):
+    """Whether every layer of `model` (nested models' included) computes in float32."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in layers
+               if not isinstance(layer, keras.layers.InputLayer))
+
+
+def float32_model(model):
+    """`model` itself when it computes in float32, else a float32 copy with its weights: how a
+    `mixed_float16` model is exported (TFLite's int8 kernels take float32 graphs; Keras keeps
+    mixed-precision variables in float32, so nothing is lost).
+
+    Example:
+
+    >>> keras.mixed_precision.set_global_policy("mixed_float16")
+    >>> model = build()  # trained in mixed precision
+    >>> tflite_bytes = to_int8_tflite(float32_model(tfdynhp.strip(model)), x[:200])
+    """
+    return model if computes_in_float32(model) else copy_model(model, float32=True)
 
 
 def _gate_scale(tensor, include=None):
@@ -345,7 +420,7 @@ def strip(model, remove_closed_gates=True):
     name = model.name.removesuffix("_gated")
     plain = _rebuild(model, make, name=f"{name}_stripped")
     for clone, layer, scale in scaled:
-        clone.set_weights(layer.get_weights())
+        _copy_weights([(clone, layer)])
         if scale is not None and not np.all(scale == 1.0):
             _scale_input_channels(clone, scale)
     return plain

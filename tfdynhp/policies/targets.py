@@ -226,10 +226,12 @@ def units_to_meet(groups, scores, base_masks, amount, measure_masks, min_units=1
 
 
 def minimum_amount(model, resource, unit_graph, min_units=1, **measure_kwargs):
-    """The smallest amount surgery can reach: every prunable group down to `min_units`."""
+    """The smallest amount surgery can reach: every prunable group down to `min_units` (of a
+    gated model, every gated group: the others are never pruned)."""
+    gated = any(group.gate is not None for group in unit_graph.groups)
     masks = {}
     for group in unit_graph.groups:
-        if group.prunable:
+        if group.prunable and (group.gate is not None or not gated):
             masks[group.name] = keep_mask(np.zeros(group.units), 1.0, min_units, group.segments)
     return measure(model, resource, masks, unit_graph, **measure_kwargs)
 
@@ -323,12 +325,24 @@ class TargetController:
         # Remove the lowest-scoring units until the model is at the amount due, no further:
         # more than the gates closed when they lag the schedule, fewer when they run ahead
         # (a unit removed too early cannot come back; a closed gate costs nothing meanwhile).
-        masks, _ = units_to_meet(
+        masks, reached = units_to_meet(
             groups, scores, {}, due,
             lambda trial: self.measure(model, trial, unit_graph), self.min_units,
         )
-        record = {"scheduled": due, "by_gates": by_gates}
+        record = {"scheduled": due, "by_gates": by_gates, "reached": reached}
         return masks, new_lambda, record
+
+    def missed(self, model, why="Every removable unit was not enough; aim higher or prune "
+               "more layers."):
+        """`None` when `model` is within the target, else a message saying by how much it
+        misses it, and `why` (for the callback to warn with once the target is due)."""
+        now = self.measure(model)
+        if now <= self.amount * (1 + 1e-9):
+            return None
+        return (f"The target of {self.target.describe(self.amount)} was due by epoch "
+                f"{self.by_epoch} but the model has {self.target.describe(now)} "
+                f"({now / self.initial:.1%} of the starting {self.target.describe(self.initial)}"
+                f"). {why}")
 
     def freezes_after(self, epoch):
         return epoch >= self.by_epoch

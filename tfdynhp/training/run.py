@@ -314,12 +314,36 @@ class TrainResult:
     tflite: bytes = None
 
 
+LAMBDA_FILE_FIX = (
+    "The file holds a Lambda layer, whose Python function Keras does not load from a file "
+    "in its safe mode. Fix: write the function as keras.ops calls (tfdynhp prunes through "
+    "them) or as a custom layer registered with keras.saving.register_keras_serializable "
+    "and save the model again; or, from Python, load it yourself with "
+    "keras.saving.load_model(path, safe_mode=False) if you trust the file, and call "
+    "tfdynhp.gate(model), which takes Lambda layers."
+)
+
+
+def load_model_file(path, compile=False):
+    """The Keras model saved at `path` (tfdynhp's layers registered).
+
+    Raises:
+        ConfigurationError: the file cannot be loaded: Keras' reason, and for a `Lambda`
+            layer (refused in Keras' safe mode) how to save the model so that it loads.
+    """
+    import tfdynhp.model  # noqa: F401  (registers GatedModel and tfdynhp's layers)
+
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (ValueError, OSError, TypeError) as e:
+        fix = f" {LAMBDA_FILE_FIX}" if "`Lambda` layer" in str(e) else ""
+        raise ConfigurationError(f"Cannot load the model file {path!r}: {e}{fix}") from e
+
+
 def build_model(config, input_shape, num_classes):
     """The untrained (or the user's) model of a run."""
     if config.model_path is not None:
-        import tfdynhp.model  # noqa: F401  (registers GatedModel and tfdynhp's layers)
-
-        return keras.saving.load_model(config.model_path, compile=False)
+        return load_model_file(config.model_path)
     input_shape = tuple(int(d) for d in input_shape)
     try:
         if config.arch == "mlp":
