@@ -11,6 +11,7 @@ from tfdynhp import distribute
 from tfdynhp.costs import memory
 from tfdynhp.costs import units as resources
 from tfdynhp.costs.coverage import check_target
+from tfdynhp.datasets.shaping import representative_subset
 from tfdynhp.graph import gated_groups, probes
 from tfdynhp.math import batch_rule as batch_rules
 from tfdynhp.math import budget as budget_lib
@@ -22,11 +23,14 @@ from tfdynhp.policies import criteria as criteria_lib
 from tfdynhp.policies import targets
 from tfdynhp.policies import tolerance as tolerance_lib
 from tfdynhp.policies.criteria import GateActivationRate
+from tfdynhp.quantization import QATPhase
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.validation import ConfigurationError, check_integer, check_real
 
 LAMBDA_KEY = "dynhp/lambda"
 TARGET_KEY = "dynhp/target"
+QAT_KEY = "dynhp/qat"
+FINAL_PHASES = ("freeze", "qat", None)
 TARGET_MET_KEY = "dynhp/target_met"
 TOLERANCE_PREFIX = "dynhp/tolerance/"
 # One training step in VARIANCE_EVERY computes the gradient variance: measured in
@@ -60,8 +64,12 @@ class DynHPCallback(keras.callbacks.Callback):
     epoch removes the units of lowest activation rate until the model is at the amount due
     (more than `threshold` removes when the gates lag, fewer when they run ahead); from
     `target_epoch` on the gates are frozen at their test-time values and the narrowed model is
-    fine-tuned (`final_phase="freeze"`). The gates' penalty then counts what a unit costs in
-    the target's resource, unless `penalty` says otherwise.
+    fine-tuned (`final_phase="freeze"`). With `final_phase="qat"` the narrowed model is
+    fine-tuned quantization-aware instead, in the same `fit`: the gates are folded into the
+    kernels and the model runs its int8 simulation from then on (see
+    `tfdynhp.quantization.QATPhase`; `to_int8_tflite(model)` exports it with its learned
+    ranges). The gates' penalty then counts what a unit costs in the target's resource,
+    unless `penalty` says otherwise.
 
     Per epoch it writes to `logs` (so `CSVLogger`, `TensorBoard` and `History` record them; put
     this callback before them in the list):
@@ -73,7 +81,8 @@ class DynHPCallback(keras.callbacks.Callback):
       (estimated) and `dynhp/units/<group>` (units of each gated group);
     - what the next epoch will train with: `dynhp/next_batch_size`, `dynhp/next_memory_bytes`;
     - with a budget, `dynhp/budget_bytes`; with a target, `dynhp/target` (the amount due) and,
-      at the target epoch, `dynhp/target_met` (a target missed also warns, saying by how much).
+      at the target epoch, `dynhp/target_met` (a target missed also warns, saying by how much);
+      with `final_phase="qat"`, `dynhp/qat` (1 for an epoch trained quantization-aware).
 
     `history` keeps the same per epoch.
 
@@ -115,8 +124,11 @@ class DynHPCallback(keras.callbacks.Callback):
         target: what to bring the model to (see above). Defaults to `None`.
         target_epoch: the epoch (1-based) by whose end the target is met. Defaults to the
             target's own `by_epoch`, else two thirds of the fit's epochs.
-        final_phase: `"freeze"` (freeze the gates once the target is met and fine-tune) or
-            `None` (keep training the gates). Defaults to `"freeze"`.
+        final_phase: `"freeze"` (freeze the gates once the target is met and fine-tune),
+            `"qat"` (then fine-tune quantization-aware; the ranges start from up to 500
+            training samples when the training data are arrays or `DynamicBatches`), a
+            `tfdynhp.quantization.QATPhase` (the same, with its options) or `None` (keep
+            training the gates). Defaults to `"freeze"`.
         penalty: the resource the gates' penalty counts (`tfdynhp.costs.units.RESOURCES`);
             `None` keeps the gates' own unless a target gives one. Defaults to `None`.
         tolerance: prune as far as validation allows (`tfdynhp.policies.tolerance`): a
@@ -231,9 +243,16 @@ class DynHPCallback(keras.callbacks.Callback):
         if self.target is not None and not self.prune:
             raise ValueError("A target needs pruning; `prune=False` (soft pruning) cannot "
                              "reach one. Drop `target` or set `prune=True`.")
-        if final_phase not in ("freeze", None):
-            raise ValueError(f"`final_phase` must be 'freeze' or None. Received: {final_phase!r}")
-        self.final_phase = final_phase
+        self._qat = QATPhase() if final_phase == "qat" else (
+            final_phase if isinstance(final_phase, QATPhase) else None)
+        if self._qat is None and final_phase not in FINAL_PHASES:
+            raise ValueError(f"`final_phase` must be one of {FINAL_PHASES} or a "
+                             f"tfdynhp.quantization.QATPhase. Received: {final_phase!r}")
+        if self._qat is not None and self.target is None:
+            raise ValueError("`final_phase='qat'` starts once the target is met; give a "
+                             "`target` (and optionally `target_epoch`).")
+        self.final_phase = "qat" if self._qat is not None else final_phase
+        self.qat_model = None
         self.penalty = None if penalty is None else resources.check_resource(penalty)
         self.variance_every = check_integer(
             "variance_every", VARIANCE_EVERY if variance_every is None else variance_every, 1
@@ -414,6 +433,13 @@ class DynHPCallback(keras.callbacks.Callback):
         self._controller = self._start_target(run) if self.target is not None else None
         self._start_tolerance()
         retrace = self._data is not None
+        if run is None and getattr(self.model, "forward", None) is not None:
+            raise ConfigurationError(
+                f"Model '{self.model.name}' runs its quantization-aware simulation (the QAT "
+                "phase of an earlier DynHP run); a new pruning run trains the float graph. Call "
+                "`model.replace_forward(None)` first, or continue the run with "
+                "`fit(initial_epoch=...)`."
+            )
         if run is None and any(gate.frozen for gate in self.model.gate_layers):
             # A new pruning run: the gates an earlier target froze train again.
             for gate in self.model.gate_layers:
@@ -436,6 +462,10 @@ class DynHPCallback(keras.callbacks.Callback):
             self.model, penalty, batch_size=self._epoch_batch_size() or 32,
             scale=None if run is None else run.get("cost_scale"),
         )
+        if run is not None and self._qat is not None and self._frozen and (
+                self.model.forward is None):
+            # A resumed run past its target: the QAT phase starts again (ranges recalibrated).
+            self._start_qat()
 
     def on_train_end(self, logs=None):
         if self.tolerance is not None and self.tolerance.pending is not None:
@@ -523,7 +553,7 @@ class DynHPCallback(keras.callbacks.Callback):
             record[TARGET_MET_KEY] = missed is None
             if missed:
                 warnings.warn(f"DynHPCallback: {missed}", stacklevel=2)
-        if self._controller is not None and self.final_phase == "freeze" and (
+        if self._controller is not None and self.final_phase is not None and (
             self._controller.freezes_after(epoch + 1)
         ):
             for gate in model.gate_layers:
@@ -532,6 +562,20 @@ class DynHPCallback(keras.callbacks.Callback):
             fold_frozen_gates(model, optimizer_slots=self.optimizer_slots)
             model.make_train_function(force=True)
             self._frozen = True
+            if self._qat is not None:
+                self._start_qat()
+
+    def _start_qat(self):
+        """The QAT phase: the model trains as its int8 simulation from the next epoch on (the
+        gradient variance, measured on the float graph, stops: the batch stays)."""
+        model = self.model
+        model.disable_gradient_variance()
+        data = model.fit_data
+        x = data.x if isinstance(data, DynamicBatches) else data
+        samples = None
+        if isinstance(x, np.ndarray) and x.ndim >= 2:
+            samples = representative_subset(x, self._qat.calibration_samples)
+        self.qat_model = self._qat.start(model, samples)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -543,6 +587,8 @@ class DynHPCallback(keras.callbacks.Callback):
             for accounting in memory.ACCOUNTINGS
         }
         record = {LAMBDA_KEY: model.gate_layers[0].l0_lambda}
+        if self._qat is not None:
+            record[QAT_KEY] = float(self.qat_model is not None)  # this epoch trained in QAT
         if self.prune and not self._frozen and self._prunes_at(epoch + 1):
             self._prune(epoch, record, logs)
         next_batch = batch_size
@@ -600,6 +646,8 @@ class DynHPCallback(keras.callbacks.Callback):
                 line += f", {self.binding} binds"
         if self._frozen:
             line += ", gates frozen"
+        if self.qat_model is not None:
+            line += ", quantization-aware"
         io_utils.print_msg(line)
 
     # -- tolerance (tfdynhp.policies.tolerance) --------------------------------------------

@@ -23,8 +23,12 @@ def convert(saved_model_dir, data, io_dtype):
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if data is not None:
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # data None: a quantization-aware graph whose FakeQuant ops carry the ranges
+    # (TFLITE_BUILTINS_INT8 alone would demand a representative data set; an op left in
+    # float is refused by the caller).
     io_type = tf.int8 if io_dtype == "int8" else tf.uint8
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type

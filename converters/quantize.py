@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import numpy as np
-from tfdynhp.converters import convert_child, tflite_model
+from tfdynhp.converters import convert_child, int8_check, tflite_model
 
 IO_DTYPES = ("int8", "uint8")
 _QUANT_WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
@@ -36,6 +36,38 @@ def _maybe_strip(model):
     if is_gated_model(model):
         model = strip(model)
     return float32_model(model)
+
+
+def _maybe_freeze_qat(model):
+    """The export form of a quantization-aware model (`tfdynhp.quantize_aware`, or a gated
+    model in its QAT phase), else `None`."""
+    from tfdynhp.quantization import freeze, is_quantized_model, quantized_forward
+
+    forward = quantized_forward(model)
+    if forward is not None:
+        return freeze(forward)
+    return freeze(model) if is_quantized_model(model) else None
+
+
+def _on_input_scale(model, data, io_dtype, mismatches):
+    """The int8 file of a float model whose standalone ReLU6 the converter gave an output scale
+    TFLite Micro ignores: the same post-training calibration through `quantize_aware`, which
+    keeps each standalone ReLU6 on its input's scale."""
+    from tfdynhp.quantization import quantize_aware
+
+    ops = ", ".join(f"{name} (op {index}: input scale {i[0]:.4g} zero point {i[1]}, output "
+                    f"{o[0]:.4g} / {o[1]})" for name, index, i, o in mismatches)
+    try:
+        qat = quantize_aware(model, calibration_data=data)
+    except ValueError as e:
+        raise ValueError(
+            f"The int8 model has {ops}: TFLite Micro's RELU6 clamps on its input's scale and "
+            "ignores the output's, so LiteRT and TFLite Micro would compute different outputs. "
+            "tfdynhp re-quantizes such a ReLU6 on its input's scale through "
+            f"`tfdynhp.quantize_aware`, which cannot take this model ({e}). Fuse the ReLU6 "
+            "(right after the Conv/Dense/Add whose output it alone reads) or use ReLU."
+        ) from e
+    return to_int8_tflite(qat, io_dtype=io_dtype)
 
 
 def model_io_shape(model):
@@ -251,7 +283,7 @@ def _convert_in_process(saved_model_dir, data, io_dtype):
 ISOLATE_OPTIONS = ("auto", True, False)
 
 
-def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500,
+def to_int8_tflite(model, representative_data=None, io_dtype="int8", max_samples=500,
                    isolate="auto"):
     """Converts a Keras 3 model to a full-integer (int8) TFLite flatbuffer.
 
@@ -268,10 +300,22 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500,
     so by default (`isolate="auto"`) only models with the layers known to crash it (recurrent
     layers that are not unrolled) are converted in a child.
 
+    A quantization-aware model (`tfdynhp.quantize_aware`, or a gated model fine-tuned by
+    `DynHPCallback(final_phase="qat")`) is converted with its own ranges and int8 kernels (its
+    `tfdynhp.quantization.freeze` form): no calibration, and `representative_data` is optional
+    (only checked against the input shape when given).
+
+    A standalone ReLU6 (not fused into the layer before it) is kept on its input's scale:
+    the converter's calibration gives it an output scale of its own, which TFLite Micro's
+    RELU6 ignores (LiteRT and TFLite Micro would disagree), so such a model is calibrated
+    through `tfdynhp.quantize_aware` instead (same ranges elsewhere); a model it cannot take
+    is refused.
+
     Args:
         model: A built single-input, single-output `keras.Model`.
         representative_data: Float array of shape `(num_samples,) + input_shape[1:]` used to
-            calibrate activation ranges; training samples preprocessed as for `fit`.
+            calibrate activation ranges; training samples preprocessed as for `fit`. Required
+            unless `model` is quantization-aware.
         io_dtype: `"int8"` or `"uint8"`, the type of the model's input and output tensors.
             Defaults to `"int8"`.
         max_samples: At most this many calibration samples are used. Defaults to `500`.
@@ -302,11 +346,26 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500,
         raise ValueError(f"`max_samples` must be a positive integer. Received: {max_samples!r}")
     if not any(isolate is option for option in ISOLATE_OPTIONS) and isolate != "auto":
         raise ValueError(f"`isolate` must be one of {ISOLATE_OPTIONS}. Received: {isolate!r}")
-    model = _maybe_strip(model)
+    frozen = _maybe_freeze_qat(model)
+    model = frozen if frozen is not None else _maybe_strip(model)
     input_shape = model_io_shape(model)
+    if frozen is None and representative_data is None:
+        raise ValueError(
+            "`representative_data` is required to calibrate a float model: pass 100-500 "
+            "training samples of shape (num_samples, "
+            + ", ".join(str(d) for d in input_shape[1:])
+            + "). A quantization-aware model (`tfdynhp.quantize_aware`) needs none."
+        )
+    data = None
+    if representative_data is not None:
+        data = check_representative_data(representative_data, input_shape)[:max_samples]
     if isolate == "auto":
         isolate = bool(_recurrent_layers(model))
-    data = check_representative_data(representative_data, input_shape)[:max_samples]
+    # A QAT graph carries its ranges in FakeQuant ops: converted without calibration, in
+    # this process (quantize_aware takes no recurrent layer).
+    convert_data = data if frozen is None else None
+    if frozen is not None:
+        isolate = False
     signature = [tf.TensorSpec((1,) + tuple(input_shape[1:]), tf.float32)]
     with tempfile.TemporaryDirectory(prefix="tfdynhp-export-") as work:
         saved_model_dir = os.path.join(work, "saved_model")
@@ -315,9 +374,9 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500,
         )
         try:
             if isolate:
-                tflite_bytes = _convert_in_child(saved_model_dir, data, io_dtype, model)
+                tflite_bytes = _convert_in_child(saved_model_dir, convert_data, io_dtype, model)
             else:
-                tflite_bytes = _convert_in_process(saved_model_dir, data, io_dtype)
+                tflite_bytes = _convert_in_process(saved_model_dir, convert_data, io_dtype)
         except _ConverterFailure as e:
             message = str(e)
             ops = _ops_from_converter_error(message)
@@ -331,6 +390,16 @@ def to_int8_tflite(model, representative_data, io_dtype="int8", max_samples=500,
             ) from e
     info = tflite_model.read_model_info(tflite_bytes)
     _reject_float_ops(info, model)
+    mismatches = int8_check.rescaling_ignored(tflite_bytes)
+    if mismatches and frozen is None:
+        return _on_input_scale(model, data, io_dtype, mismatches)
+    if mismatches:
+        raise ValueError(
+            f"The int8 model of this quantization-aware model has {mismatches} (op, index, "
+            "input and output scale / zero point): TFLite Micro would ignore those output "
+            "scales. Expected quantize_aware to keep such ops on their input's scale; please "
+            "report the model."
+        )
     return tflite_bytes
 
 

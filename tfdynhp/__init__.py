@@ -12,6 +12,7 @@ The package reads bottom to top (each layer imports only the ones below it):
 - `tfdynhp.surgery`: narrowing layers and optimizer state, all or nothing;
 - `tfdynhp.costs`: the one cost model (parameters, MACs, int8 bytes, training memory);
 - `tfdynhp.model`: `GatedModel`, `gate()` / `strip()`, `DynamicBatches`;
+- `tfdynhp.quantization`: int8 quantization-aware training (`quantize_aware`, the QAT phase);
 - `tfdynhp.policies`: which units go (criteria) and how far (targets);
 - `tfdynhp.methods`, `tfdynhp.callbacks`: pruning methods and the Keras callbacks;
 - `tfdynhp.converters`: int8 TFLite, LiteRT / TFLite Micro, pi / android / mcu bundles;
@@ -30,6 +31,7 @@ from tfdynhp import (
     layer_types,
     math,
     policies,
+    quantization,
     surgery,
 )
 from tfdynhp.costs.memory import parameter_count, training_memory
@@ -40,6 +42,7 @@ from tfdynhp.methods import PruneReport, complexity_prune, prune, specialize
 from tfdynhp.model import DynamicBatches, GatedModel, gate, is_gated_model, strip
 from tfdynhp.policies.criteria import GateActivationRate
 from tfdynhp.policies.targets import Target
+from tfdynhp.quantization import quantize_aware
 from tfdynhp.surgery import apply_keep_masks
 
 __version__ = "0.1.0"
@@ -93,6 +96,8 @@ __all__ = [
     "parse_budget",
     "policies",
     "prune",
+    "quantization",
+    "quantize_aware",
     "specialize",
     "strip",
     "surgery",

@@ -47,6 +47,10 @@ def add_parser(commands):
                         "'40KB' (int8 model), '900KB memory' (default: none)")
     parser.add_argument("--target-epoch", type=common.positive_int, default=None,
                         help="epoch by which the target is met (default: 2/3 of --epochs)")
+    parser.add_argument("--final-phase", choices=("freeze", "qat", "none"), default="freeze",
+                        help="once the --target is met: 'freeze' the gates and fine-tune, "
+                        "'qat' then fine-tune int8 quantization-aware (the exports use its "
+                        "ranges), 'none' keep training the gates (default: freeze)")
     parser.add_argument("--budget", default=None,
                         help="DynHP memory budget, e.g. 1.2MB, 900KiB, 1200000 (default: "
                         f"{defaults['budget']})")
@@ -167,6 +171,7 @@ def _run_options(args):
         "accounting": args.accounting,
         "target": args.target,
         "target_epoch": args.target_epoch,
+        "final_phase": None if args.final_phase == "none" else args.final_phase,
         "validation_split": args.validation_split,
         "seed": args.seed,
         "limit_train": args.limit_train,
@@ -177,6 +182,11 @@ def _run_options(args):
         "distill_temperature": args.distill_temperature,
         "distill_alpha": args.distill_alpha,
     }
+    if args.final_phase == "qat" and (args.target is None or args.method != "dynhp"):
+        raise common.UsageError(
+            "--final-phase qat fine-tunes quantization-aware once the target is met: it needs "
+            f"--method dynhp and a --target (got --method {args.method}, --target "
+            f"{args.target}). Add e.g. --target '25% macs'.")
     try:
         config = training.RunConfig(**options).resolve()
         if args.target is not None:

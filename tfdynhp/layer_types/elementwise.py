@@ -9,11 +9,16 @@ import keras
 from tfdynhp.layer_types.registry import (
     BARRIER,
     CONCAT,
+    FIXED_RANGE,
     FLATTEN,
     MERGE,
     PASS,
+    REQUANTIZE,
+    SAME_SCALE,
+    UNSUPPORTED,
     CallCost,
     LayerEdit,
+    Quantization,
     Role,
     fuses_activation,
     register,
@@ -79,12 +84,68 @@ def activation_cost(call):
                     int8_bytes=params)
 
 
-register(keras.layers.Activation, role=_activation_role, cost=activation_cost, relevance="pass")
-register(keras.layers.ReLU, role=_homogeneous_relu, cost=activation_cost, relevance="pass")
+# int8 outputs TFLite fixes: scale 1/256 and zero point -128 for LOGISTIC and SOFTMAX, scale
+# 1/128 and zero point 0 for TANH.
+FIXED_OUTPUT_RANGES = {
+    "softmax": (0.0, 255.0 / 256.0),
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+
+
+def activation_quantization(name):
+    """How TFLite quantizes a standalone activation `name` (`"relu"`, `"softmax"`, ...): a ReLU
+    gets its own scale; a ReLU6 keeps its input's (TFLite Micro's RELU6 clamps the int8 values
+    without rescaling), clamped on that grid; softmax, sigmoid and tanh have fixed ranges;
+    linear is an identity. A ReLU or ReLU6 right after a layer that `fuses_activation` is
+    fused into it instead."""
+    if name == "linear":
+        return Quantization(SAME_SCALE, activation=name)
+    if name == "relu":
+        return Quantization(REQUANTIZE, activation=name)
+    if name == "relu6":
+        return Quantization(SAME_SCALE, resnap="nearest", activation=name)
+    if name in FIXED_OUTPUT_RANGES:
+        return Quantization(FIXED_RANGE, output_range=FIXED_OUTPUT_RANGES[name], activation=name)
+    return Quantization(UNSUPPORTED, activation=name,
+                        reason=f"activation '{name}' is not simulated in int8 (relu, relu6, "
+                        "softmax, sigmoid, tanh and linear are)")
+
+
+def _activation_quantization(layer):
+    return activation_quantization(getattr(layer.activation, "__name__", str(layer.activation)))
+
+
+def _relu_quantization(layer):
+    config = layer.get_config()
+    if config.get("negative_slope") or config.get("threshold"):
+        return Quantization(UNSUPPORTED, reason="a leaky or thresholded ReLU is not simulated "
+                            "in int8")
+    max_value = config.get("max_value")
+    if max_value is None:
+        return activation_quantization("relu")
+    if float(max_value) == 6.0:
+        return activation_quantization("relu6")
+    return Quantization(UNSUPPORTED, reason=f"ReLU(max_value={max_value}) has no int8 kernel "
+                        "(ReLU and ReLU6 do)")
+
+
+def _softmax_quantization(layer):
+    axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+    if axis not in (-1, (-1,)):
+        return Quantization(UNSUPPORTED, reason=f"softmax over axis {layer.axis} (TFLite's is "
+                            "over the last axis)")
+    return activation_quantization("softmax")
+
+
+register(keras.layers.Activation, role=_activation_role, cost=activation_cost, relevance="pass",
+         quantization=_activation_quantization)
+register(keras.layers.ReLU, role=_homogeneous_relu, cost=activation_cost, relevance="pass",
+         quantization=_relu_quantization)
 register(keras.layers.LeakyReLU, role=_HOMOGENEOUS, cost=activation_cost, relevance="pass")
 register(keras.layers.ELU, role=PASS, cost=activation_cost, relevance="pass")
 register(keras.layers.Softmax, role=_channel_mixing_role, cost=activation_cost,
-         relevance="pass")
+         relevance="pass", quantization=_softmax_quantization)
 register(keras.layers.PReLU, role=Role(BARRIER, reason="PReLU holds a slope per position"),
          cost=activation_cost)
 
@@ -106,9 +167,12 @@ for _identity, _role in (
     (keras.layers.GaussianNoise, PASS),
     (keras.layers.AlphaDropout, PASS),
 ):
-    register(_identity, role=_role, cost=identity_cost, relevance="pass")
-register(keras.layers.ActivityRegularization, role=_HOMOGENEOUS, cost=identity_cost)
-register(keras.layers.Identity, role=_HOMOGENEOUS, cost=identity_cost)
+    # Identities at inference: the int8 tensor passes unchanged.
+    register(_identity, role=_role, cost=identity_cost, relevance="pass",
+             quantization=SAME_SCALE)
+register(keras.layers.ActivityRegularization, role=_HOMOGENEOUS, cost=identity_cost,
+         quantization=SAME_SCALE)
+register(keras.layers.Identity, role=_HOMOGENEOUS, cost=identity_cost, quantization=SAME_SCALE)
 
 
 # -- pooling -----------------------------------------------------------------------------------
@@ -128,14 +192,24 @@ def global_pooling_cost(call):
     return CallCost(ops=_values(call.input_shapes[0]))
 
 
-for _pool in (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
-              keras.layers.AveragePooling3D):
-    register(_pool, role=_HOMOGENEOUS, cost=pooling_cost)
-for _pool in (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
-              keras.layers.GlobalMaxPooling3D, keras.layers.GlobalAveragePooling1D,
-              keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling3D):
-    register(_pool, role=_HOMOGENEOUS, cost=global_pooling_cost)
+# int8: MAX_POOL_2D moves values (same scale); AVERAGE_POOL_2D keeps its input's scale and
+# rounds the integer average half away from zero; MEAN (global average) requantizes.
+_AVERAGE = Quantization(SAME_SCALE, resnap="average")
+for _pool, _quantization in (
+    (keras.layers.MaxPooling1D, SAME_SCALE), (keras.layers.MaxPooling2D, SAME_SCALE),
+    (keras.layers.MaxPooling3D, None),
+    (keras.layers.AveragePooling1D, _AVERAGE), (keras.layers.AveragePooling2D, _AVERAGE),
+    (keras.layers.AveragePooling3D, None),
+):
+    register(_pool, role=_HOMOGENEOUS, cost=pooling_cost, quantization=_quantization)
+for _pool, _quantization in (
+    (keras.layers.GlobalMaxPooling1D, None), (keras.layers.GlobalMaxPooling2D, None),
+    (keras.layers.GlobalMaxPooling3D, None),
+    (keras.layers.GlobalAveragePooling1D, REQUANTIZE),
+    (keras.layers.GlobalAveragePooling2D, REQUANTIZE),
+    (keras.layers.GlobalAveragePooling3D, None),
+):
+    register(_pool, role=_HOMOGENEOUS, cost=global_pooling_cost, quantization=_quantization)
 
 
 # -- moving values without arithmetic ----------------------------------------------------------
@@ -146,13 +220,16 @@ def shape_only_cost(call):
     return CallCost()
 
 
-# Pad, crop or repeat positions along the spatial axes: channels untouched.
+# Pad, crop or repeat positions along the spatial axes: channels untouched. int8: PAD pads
+# with the zero point (same scale).
 for _resize in (
     keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
     keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
     keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D,
 ):
-    register(_resize, role=_HOMOGENEOUS, cost=shape_only_cost)
+    register(_resize, role=_HOMOGENEOUS, cost=shape_only_cost,
+             quantization=SAME_SCALE if _resize in (keras.layers.ZeroPadding1D,
+                                                    keras.layers.ZeroPadding2D) else None)
 
 
 def _reshape_role(layer):
@@ -183,9 +260,12 @@ def _concatenate_role(layer):
     return Role(MERGE)
 
 
-register(keras.layers.Reshape, role=_reshape_role, narrow=narrow_reshape, cost=shape_only_cost)
-register(keras.layers.Flatten, role=FLATTEN, cost=shape_only_cost)
-register(keras.layers.Concatenate, role=_concatenate_role, cost=shape_only_cost)
+register(keras.layers.Reshape, role=_reshape_role, narrow=narrow_reshape, cost=shape_only_cost,
+         quantization=SAME_SCALE)
+register(keras.layers.Flatten, role=FLATTEN, cost=shape_only_cost, quantization=SAME_SCALE)
+# int8: CONCATENATION's inputs all have its output's scale.
+register(keras.layers.Concatenate, role=_concatenate_role, cost=shape_only_cost,
+         quantization=Quantization(REQUANTIZE, unified_scale=True))
 register(keras.layers.Permute, role=Role(BARRIER, reason="Permute moves the channel axis"),
          cost=shape_only_cost)
 register(keras.layers.RepeatVector, role=Role(BARRIER, reason="RepeatVector adds an axis"),
@@ -204,7 +284,10 @@ def merge_cost(call):
 
 for _merge in (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
                keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum):
-    register(_merge, role=MERGE, cost=merge_cost, fuses_activation=_merge is keras.layers.Add)
+    # int8: TFLite's ADD takes two inputs; a sum of n is n - 1 ADDs, each stored in int8.
+    register(_merge, role=MERGE, cost=merge_cost, fuses_activation=_merge is keras.layers.Add,
+             quantization=Quantization(REQUANTIZE, pairwise=True)
+             if _merge is keras.layers.Add else None)
 
 
 def dot_cost(call):

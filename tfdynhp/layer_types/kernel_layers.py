@@ -9,11 +9,15 @@ import tensorflow as tf
 
 from tfdynhp.layer_types.registry import (
     BARRIER,
+    DECOMPOSE,
+    KERNEL,
     MIXING,
     PER_UNIT,
+    UNSUPPORTED,
     CallCost,
     KernelView,
     LayerEdit,
+    Quantization,
     Role,
     register,
 )
@@ -86,6 +90,27 @@ def _mixing_role(layer):
     return Role(MIXING)
 
 
+def _kernel_quantization(channel_axes=1):
+    """int8: the kernel per output channel (`channel_axes` trailing axes), as the converter
+    quantizes FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D; refused where TFLite (Micro)
+    has no such int8 kernel."""
+
+    def quantization(layer):
+        if getattr(layer, "quantization_mode", None):
+            return Quantization(UNSUPPORTED, reason="already quantized by Keras "
+                                f"(quantization_mode={layer.quantization_mode!r}); pass the "
+                                "float model")
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            return Quantization(UNSUPPORTED, reason="data_format='channels_first' (TFLite "
+                                "kernels are channels-last)")
+        if getattr(layer, "groups", 1) != 1:
+            return Quantization(UNSUPPORTED, reason=f"grouped convolution (groups="
+                                f"{layer.groups}): TFLite Micro has no int8 kernel for it")
+        return Quantization(KERNEL, channel_axes=channel_axes)
+
+    return quantization
+
+
 # -- Dense -----------------------------------------------------------------------------------
 
 
@@ -116,6 +141,7 @@ register(
     gradient_variance=dense_gradient_variance,
     folds_batch_norm=True,
     fuses_activation=True,
+    quantization=_kernel_quantization(),
 )
 
 
@@ -144,10 +170,11 @@ def conv_gradient_variance(layer, inputs, deltas):
 
 
 _CONV_KERNELS = (KernelView("kernel", out_axis=-1, in_axis=-2),)
-for _conv, _variance in (
-    (keras.layers.Conv1D, conv_gradient_variance),
-    (keras.layers.Conv2D, conv_gradient_variance),
-    (keras.layers.Conv3D, None),
+_NO_CONV_3D = Quantization(UNSUPPORTED, reason="TFLite Micro has no int8 CONV_3D")
+for _conv, _variance, _quantization in (
+    (keras.layers.Conv1D, conv_gradient_variance, _kernel_quantization()),
+    (keras.layers.Conv2D, conv_gradient_variance, _kernel_quantization()),
+    (keras.layers.Conv3D, None, _NO_CONV_3D),
 ):
     register(
         _conv,
@@ -160,6 +187,7 @@ for _conv, _variance in (
         gradient_variance=_variance,
         folds_batch_norm=True,
         fuses_activation=True,
+        quantization=_quantization,
     )
 
 
@@ -186,6 +214,8 @@ for _conv in (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
         splits_activation=True,
         folds_batch_norm=True,
         fuses_activation=True,
+        quantization=Quantization(UNSUPPORTED, reason="transposed convolutions are not "
+                                  "simulated in int8 yet"),
     )
 
 
@@ -222,6 +252,37 @@ def separable_cost(call):
                              CONV_QUANT_BYTES)
 
 
+def split_separable_conv(layer):
+    """A SeparableConv2D as the converter lowers it: a DepthwiseConv2D without bias (its own
+    int8 output), then a 1x1 Conv2D with the bias and activation; built, with the weights."""
+    input_shape = (None, *layer.input.shape[1:])
+    depthwise = keras.layers.DepthwiseConv2D(
+        layer.kernel_size, strides=layer.strides, padding=layer.padding,
+        depth_multiplier=layer.depth_multiplier, dilation_rate=layer.dilation_rate,
+        use_bias=False, name=f"{layer.name}_depthwise",
+    )
+    pointwise = keras.layers.Conv2D(
+        layer.filters, 1, use_bias=layer.use_bias, activation=layer.activation,
+        name=f"{layer.name}_pointwise",
+    )
+    depthwise.build(input_shape)
+    pointwise.build(depthwise.compute_output_shape(input_shape))
+    depthwise.kernel.assign(layer.depthwise_kernel)
+    pointwise.kernel.assign(layer.pointwise_kernel)
+    if layer.use_bias:
+        pointwise.bias.assign(layer.bias)
+    return [depthwise, pointwise]
+
+
+def _separable_quantization(layer):
+    if isinstance(layer, keras.layers.SeparableConv1D):
+        return Quantization(UNSUPPORTED, reason="SeparableConv1D is not simulated in int8 "
+                            "(use SeparableConv2D, or DepthwiseConv2D then Conv2D)")
+    if layer.data_format != "channels_last":
+        return Quantization(UNSUPPORTED, reason="data_format='channels_first'")
+    return Quantization(DECOMPOSE, decompose=split_separable_conv)
+
+
 for _conv in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
     register(
         _conv,
@@ -233,6 +294,7 @@ for _conv in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
         splits_activation=True,
         folds_batch_norm=True,
         fuses_activation=True,
+        quantization=_separable_quantization,
     )
 
 
@@ -264,7 +326,11 @@ def depthwise_gradient_variance(layer, inputs, deltas):
     return variance.depthwise_gradient_variance_l1(layer, inputs, deltas)
 
 
-for _conv in (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D):
+for _conv, _quantization in (
+    (keras.layers.DepthwiseConv1D,
+     Quantization(UNSUPPORTED, reason="DepthwiseConv1D is not simulated in int8")),
+    (keras.layers.DepthwiseConv2D, _kernel_quantization(channel_axes=2)),
+):
     register(
         _conv,
         role=_depthwise_role,
@@ -274,4 +340,5 @@ for _conv in (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D):
         gradient_variance=depthwise_gradient_variance,
         folds_batch_norm=True,
         fuses_activation=True,
+        quantization=_quantization,
     )

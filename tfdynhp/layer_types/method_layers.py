@@ -1,7 +1,15 @@
 """tfdynhp's own layers: `HardConcreteGate` (per channel, removed by `strip()`) and
 `SelectFeatures` (the surviving input features, a GATHER once it drops some)."""
 
-from tfdynhp.layer_types.registry import PER_UNIT, SELECT, CallCost, LayerEdit, register
+from tfdynhp.layer_types.registry import (
+    PER_UNIT,
+    REMOVED,
+    SAME_SCALE,
+    SELECT,
+    CallCost,
+    LayerEdit,
+    register,
+)
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 
 # A TFLite GATHER with its int32 indices, beside the indices themselves.
@@ -24,7 +32,9 @@ def gate_cost(call):
     return CallCost()
 
 
-register(HardConcreteGate, role=PER_UNIT, narrow=narrow_gate, cost=gate_cost)
+# int8: not in the deployed model (`strip()` folds it into the kernels after it).
+register(HardConcreteGate, role=PER_UNIT, narrow=narrow_gate, cost=gate_cost,
+         quantization=REMOVED)
 
 
 def narrow_selected_features(layer, in_keep, out_keep):
@@ -40,4 +50,6 @@ def select_features_cost(call):
     return CallCost(int8_bytes=GATHER_BYTES + 4 * kept if gathers else 0)
 
 
-register(SelectFeatures, role=SELECT, narrow=narrow_selected_features, cost=select_features_cost)
+# int8: GATHER moves values (same scale).
+register(SelectFeatures, role=SELECT, narrow=narrow_selected_features, cost=select_features_cost,
+         quantization=SAME_SCALE)

@@ -7,6 +7,7 @@ import keras
 
 from tfdynhp.layer_types.registry import (
     BARRIER,
+    FOLDED,
     PER_UNIT,
     CallCost,
     LayerEdit,
@@ -81,6 +82,8 @@ register(
     role=_batch_normalization_role,
     narrow=narrow_batch_normalization,
     cost=batch_normalization_cost,
+    # int8: folded into the layer before it (one that `folds_batch_norm`).
+    quantization=FOLDED,
 )
 
 

@@ -36,7 +36,10 @@ A `LayerType` says, for one layer class (and its subclasses):
 - its **gradient-variance tap** (`gradient_variance`): `||S||_1` of its parameters' per-example
   gradients from its inputs and output deltas (`tfdynhp.math.gradient_variance`);
 - what TFLite fuses into it: a following BatchNormalization (`folds_batch_norm`) or
-  ReLU/ReLU6 (`fuses_activation`).
+  ReLU/ReLU6 (`fuses_activation`);
+- how the TFLite converter and TFLite Micro quantize it to int8 (`quantization`, a
+  `Quantization`: per-channel int8 kernel, output on its input's scale, output with its own
+  scale, output range fixed by TFLite, ...), which `tfdynhp.quantization` simulates.
 
 - how `gate()` and `strip()` **clone** it (`clone`): by default a layer is rebuilt from its
   config; a `Lambda` (whose config Keras refuses to load back) is rebuilt from its function,
@@ -68,6 +71,19 @@ CONCAT = "concat"
 BARRIER = "barrier"
 ROLES = (MIXING, SELECT, PER_UNIT, PASS, FLATTEN, MERGE, CONCAT, BARRIER)
 RELEVANCE_RULES = ("linear", "pass")
+
+# How TFLite quantizes a layer to int8 (`Quantization.kind`).
+KERNEL = "kernel"
+SAME_SCALE = "same_scale"
+REQUANTIZE = "requantize"
+FIXED_RANGE = "fixed_range"
+FOLDED = "folded"
+REMOVED = "removed"
+DECOMPOSE = "decompose"
+UNSUPPORTED = "unsupported"
+QUANTIZATION_KINDS = (KERNEL, SAME_SCALE, REQUANTIZE, FIXED_RANGE, FOLDED, REMOVED, DECOMPOSE,
+                      UNSUPPORTED)
+RESNAP_MODES = (None, "nearest", "average")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +193,84 @@ class CallCost:
 
 
 @dataclasses.dataclass(frozen=True)
+class Quantization:
+    """How the TFLite converter and TFLite Micro quantize one layer to int8: what
+    `tfdynhp.quantization` simulates for it.
+
+    Attributes:
+        kind: one of `QUANTIZATION_KINDS`:
+            - `"kernel"`: its weight `kernel` is quantized per output channel (symmetric int8,
+              `[-127, 127]`) and its output is stored with its own scale; a following
+              BatchNormalization folds into it when the type `folds_batch_norm`, a following
+              ReLU/ReLU6 fuses when it `fuses_activation`. The layer is called as it is, with
+              its kernel (and bias) replaced by their quantized (folded) values;
+            - `"same_scale"`: its output is on its input's int8 grid (TFLite's reshapes,
+              pooling by max, padding, dropout; a standalone ReLU6, whose TFLite Micro kernel
+              clamps without rescaling);
+            - `"requantize"`: its output is stored with a scale of its own (ADD, MEAN,
+              CONCATENATION, a standalone ReLU);
+            - `"fixed_range"`: its output range is fixed by TFLite (`output_range`: softmax,
+              sigmoid, tanh);
+            - `"folded"`: not an op of its own, folded into the layer before it
+              (BatchNormalization after a layer that `folds_batch_norm`);
+            - `"removed"`: not in the deployed model (`strip()` folds it; gates);
+            - `"decompose"`: converted as several layers, `decompose(layer)` (separable
+              convolutions: depthwise, then pointwise, with an int8 tensor between);
+            - `"unsupported"`: refused, with `reason`.
+        kernel: `"kernel"`: the attribute of the weight quantized per channel. Defaults to
+            `"kernel"`.
+        channel_axes: `"kernel"`: how many trailing axes of the kernel index its output
+            channels (2 for a depthwise kernel `(..., in, multiplier)`). Defaults to 1.
+        bias: `"kernel"`: the attribute of the bias (if the layer has one). Defaults to
+            `"bias"`.
+        resnap: `"same_scale"` layers whose outputs are new values: `"nearest"` (put back on
+            the input's grid, e.g. ReLU6 clamping at 6) or `"average"` (TFLite's integer
+            average of int8 values, rounded half away from zero: AVERAGE_POOL_2D); `None` for
+            layers that only move values. Defaults to `None`.
+        pairwise: `"requantize"`: `n` inputs are computed as `n - 1` two-input ops, each
+            stored in int8 (TFLite's ADD). Defaults to `False`.
+        unified_scale: `"requantize"`: every input gets the output's scale (TFLite's
+            CONCATENATION): an input computed only for this layer is stored at that scale
+            directly, any other is requantized to it. Defaults to `False`.
+        output_range: `"fixed_range"`: `(min, max)` of the output.
+        activation: for activation layers, the function computed (`"relu"`, `"relu6"`, ...):
+            a ReLU or ReLU6 fuses into a producer that `fuses_activation`.
+        decompose: `"decompose"`: `callable(layer) -> [layers]`, built layers holding the
+            weights, to apply one after the other.
+        reason: `"unsupported"`: why.
+    """
+
+    kind: str
+    kernel: str = "kernel"
+    channel_axes: int = 1
+    bias: str = "bias"
+    resnap: object = None
+    pairwise: bool = False
+    unified_scale: bool = False
+    output_range: tuple = None
+    activation: str = None
+    decompose: object = None
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.kind not in QUANTIZATION_KINDS:
+            raise ValueError(f"Unknown quantization kind {self.kind!r}. Expected one of "
+                             f"{QUANTIZATION_KINDS}.")
+        if self.resnap not in RESNAP_MODES:
+            raise ValueError(f"Unknown `resnap` {self.resnap!r}. Expected one of {RESNAP_MODES}.")
+        if self.kind == FIXED_RANGE and (
+                self.output_range is None or len(self.output_range) != 2
+                or not self.output_range[1] > self.output_range[0]):
+            raise ValueError("A 'fixed_range' quantization needs `output_range=(min, max)` with "
+                             f"max > min. Received: {self.output_range!r}")
+        if self.kind == DECOMPOSE and not callable(self.decompose):
+            raise TypeError("A 'decompose' quantization needs `decompose=callable(layer) -> "
+                            f"[layers]`. Received: {self.decompose!r}")
+        if self.channel_axes not in (1, 2):
+            raise ValueError(f"`channel_axes` must be 1 or 2. Received: {self.channel_axes!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class LayerType:
     """Everything tfdynhp knows about one layer class; see the module docstring and
     `register`."""
@@ -192,6 +286,7 @@ class LayerType:
     gradient_variance: object = None
     folds_batch_norm: bool = False
     fuses_activation: bool = False
+    quantization: object = None
     clone: object = None
 
     def role_of(self, layer):
@@ -203,6 +298,14 @@ class LayerType:
 
     def kernels_of(self, layer):
         return tuple(self.kernels(layer) if callable(self.kernels) else self.kernels)
+
+    def quantization_of(self, layer):
+        spec = self.quantization
+        if callable(spec) and not isinstance(spec, Quantization):
+            spec = spec(layer)
+        if isinstance(spec, str):
+            spec = Quantization(spec)
+        return spec
 
 
 _TYPES = {}
@@ -227,6 +330,7 @@ def register(
     gradient_variance=None,
     folds_batch_norm=False,
     fuses_activation=False,
+    quantization=None,
     clone=None,
 ):
     """Registers everything tfdynhp needs to know about `layer_class` (and its subclasses).
@@ -255,6 +359,10 @@ def register(
             Defaults to `None` (not tracked).
         folds_batch_norm: whether TFLite folds a following BatchNormalization into it.
         fuses_activation: whether TFLite fuses a following ReLU / ReLU6 into it.
+        quantization: how TFLite quantizes it to int8, for `tfdynhp.quantize_aware`: a
+            `Quantization`, a kind (`"kernel"`, `"same_scale"`, `"requantize"`, ...; see
+            `Quantization`), or `callable(layer) -> Quantization` deciding from the layer's
+            config. Defaults to `None`: `quantize_aware` refuses the layer.
         clone: `callable(layer) -> new layer` with the same configuration (weights are copied
             afterwards), for a type whose config does not round-trip. Defaults to `None`:
             `layer.__class__.from_config(layer.get_config())` for a layer, a copy for an
@@ -285,14 +393,18 @@ def register(
         raise ValueError(
             f"Unknown relevance rule {relevance!r}. Expected one of {RELEVANCE_RULES}."
         )
+    if isinstance(quantization, str):
+        quantization = Quantization(quantization)
     for name, value in (("narrow", narrow), ("cost", cost), ("linear_map", linear_map),
-                        ("gradient_variance", gradient_variance), ("clone", clone)):
+                        ("gradient_variance", gradient_variance), ("clone", clone),
+                        ("quantization", None if isinstance(quantization, Quantization)
+                         else quantization)):
         if value is not None and not callable(value):
             raise TypeError(f"Expected `{name}` to be callable or None. Received: {value!r}")
     entry = LayerType(
         layer_class, role, narrow, cost, kernels, relevance, linear_map,
         bool(splits_activation), gradient_variance, bool(folds_batch_norm),
-        bool(fuses_activation), clone,
+        bool(fuses_activation), quantization, clone,
     )
     _TYPES[layer_class] = entry
     _GENERATION[0] += 1
@@ -453,3 +565,10 @@ def folds_batch_norm(layer):
 def fuses_activation(layer):
     entry = lookup(layer)
     return entry is not None and entry.fuses_activation
+
+
+def quantization_of(layer):
+    """The `Quantization` of `layer` (how TFLite quantizes it to int8), or `None` when its
+    layer type does not say."""
+    entry = lookup(layer)
+    return None if entry is None else entry.quantization_of(layer)

@@ -281,6 +281,11 @@ class DynamicBatches(keras.utils.PyDataset, keras_data_adapter.DataAdapter):
     # ----------------------------------------------------------------------------- state
 
     @property
+    def x(self):
+        """The training inputs (NumPy arrays, as converted from `x`)."""
+        return self._x
+
+    @property
     def num_examples(self):
         """The number of examples (the data set size)."""
         return self._n

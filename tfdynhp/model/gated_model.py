@@ -180,6 +180,7 @@ class GatedModel(keras.Model):
         object.__setattr__(self, "_dynhp_fit_initial_epoch", 0)
         object.__setattr__(self, "_dynhp_fit_args", None)
         object.__setattr__(self, "_dynhp_run", None if dynhp_run is None else dict(dynhp_run))
+        object.__setattr__(self, "_forward", None)
         object.__setattr__(self, "_distillation", None)
 
     @property
@@ -222,6 +223,32 @@ class GatedModel(keras.Model):
             value.check_student(self)
         object.__setattr__(self, "_distillation", value)
         self.train_function = None
+
+    @property
+    def forward(self):
+        """The model run instead of this model's graph (see `replace_forward`), or `None`."""
+        return self._forward
+
+    def replace_forward(self, forward):
+        """Runs `forward` instead of this model's graph in every call (`fit`, `evaluate`,
+        `predict`), until `replace_forward(None)`.
+
+        `forward` is a model over this model's own variables (not tracked by it, so neither
+        saved nor counted with it), e.g. its quantization-aware simulation, which
+        `DynHPCallback(final_phase="qat")` switches to once the target is met. The train,
+        test and predict functions are rebuilt; the gradient-variance estimate is off while
+        `forward` runs (its taps are on this model's graph).
+        """
+        object.__setattr__(self, "_forward", forward)
+        object.__setattr__(self, "_tap_model", None)
+        self.test_function = None
+        self.predict_function = None
+        self.make_train_function(force=True)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if self._forward is not None:
+            return self._forward(inputs, training=training)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     @property
     def fit_data(self):
@@ -437,7 +464,7 @@ class GatedModel(keras.Model):
         """Keras' training step, plus the gates' own Adam step and, when enabled, the
         gradient-variance statistics of the batch rule."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        tracking = self._variance_trackers is not None
+        tracking = self._variance_trackers is not None and self._forward is None
         gates = [gate for gate in self.gate_layers if not gate.frozen]
         gate_values = [gate.log_alpha.value for gate in gates]
         with tf.GradientTape() as tape:

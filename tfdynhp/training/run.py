@@ -639,6 +639,7 @@ def _train(config, renderings, y_train, validation, x_test, y_test, num_classes,
            exports, verbose, keras_verbose, labels, strategy=None):
     from tfdynhp.model import DynamicBatches, gate, is_gated_model, strip
     from tfdynhp.model.rotating_batches import RotatingBatches
+    from tfdynhp.quantization import quantized_forward
 
     x_train = renderings[0]
     # Under a strategy, the model, its gates and optimizer are created in its scope (Keras
@@ -711,8 +712,10 @@ def _train(config, renderings, y_train, validation, x_test, y_test, num_classes,
         model.save(os.path.join(out_dir, "model.keras"))
         stripped.save(os.path.join(out_dir, "model_stripped.keras"))
     if exports:
+        # A run whose final phase was quantization-aware exports with its own ranges.
+        qat = quantized_forward(model) is not None
         tflite, summary["exports"] = export_all(
-            stripped, exports, os.path.join(out_dir, "export"), x_train, x_test, y_test,
+            model if qat else stripped, exports, os.path.join(out_dir, "export"), x_train, x_test, y_test,
             labels=labels, seed=config.seed,
         )
         summary["tflite_bytes"] = len(tflite)
