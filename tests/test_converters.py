@@ -190,9 +190,17 @@ def test_gated_model_is_stripped_before_conversion(float_model, digits, monkeypa
             calls.append("strip")
             return float_model
 
+        @staticmethod
+        def float32_model(model):
+            calls.append("float32_model")
+            return model
+
+    # A model of another shape stands for the gated one: the file must have the stripped
+    # model's input.
+    gated = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     monkeypatch.setitem(sys.modules, "tfdynhp.model.gating", FakeGating)
-    tflite_bytes = converters.to_int8_tflite(object(), digits[0][:20])
-    assert calls == ["is_gated_model", "strip"]
+    tflite_bytes = converters.to_int8_tflite(gated, digits[0][:20])
+    assert calls == ["is_gated_model", "strip", "float32_model"]
     assert converters.read_model_info(tflite_bytes).inputs[0].shape == (1, 64)
 
 
@@ -258,7 +266,11 @@ def test_export_mcu_files_and_report(mcu_bundle, int8_bytes):
     ops_h = pathlib.Path(paths["model_ops_h"]).read_text()
     assert "tflite::MicroMutableOpResolver<kModelOpCount>" in ops_h
     assert "constexpr int kModelOpCount = 2;" in ops_h
-    assert re.findall(r"resolver\.(Add\w+)\(\)", ops_h) == ["AddFullyConnected", "AddSoftmax"]
+    # int8-only kernel variants where TFLite Micro has them (CMSIS-NN's int8 code only).
+    assert re.findall(r"resolver\.(Add\w+)\((tflite::\w+\(\))?\)", ops_h) == [
+        ("AddFullyConnected", "tflite::Register_FULLY_CONNECTED_INT8()"),
+        ("AddSoftmax", "tflite::Register_SOFTMAX_INT8()"),
+    ]
     report = json.loads(pathlib.Path(paths["report_json"]).read_text())
     assert report["board"]["name"] == "nano33ble"
     assert report["board"]["flash_bytes"] == 1024 * 1024
