@@ -49,7 +49,9 @@ from tfdynhp.costs import walk as complexity
 # the int8 agreement is not met by near-constant predictions. Chosen by a few runs per model.
 RECIPES = {
     "mlp": {"data": "fashion-mnist", "samples": 6000, "epochs": 6, "batch_size": 32},
-    "lenet5": {"data": "fashion-mnist", "samples": 6000, "epochs": 3, "batch_size": 32},
+    # 4 epochs: after 3, LeNet-5 pruned to half agreed with its int8 file on 98.5-99 % of
+    # held-out examples (near-tied classes); after 4 on all of them.
+    "lenet5": {"data": "fashion-mnist", "samples": 6000, "epochs": 4, "batch_size": 32},
     "ds-cnn": {"samples": 1024, "epochs": 6, "batch_size": 8, "lr": 3e-3},
     "mobilenet-v1-0.25": {"samples": 1024, "epochs": 6, "batch_size": 8, "lr": 3e-3},
     "resnet8": {"samples": 1024, "epochs": 2, "batch_size": 16, "lr": 3e-3},

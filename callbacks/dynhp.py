@@ -446,7 +446,8 @@ class DynHPCallback(keras.callbacks.Callback):
                 gate.unfreeze()
             retrace = True
         self._frozen = all(gate.frozen for gate in self.model.gate_layers)
-        if self._frozen and fold_frozen_gates(self.model, optimizer_slots=self.optimizer_slots):
+        if self._frozen and fold_frozen_gates(self.model, optimizer_slots=self.optimizer_slots,
+                                              remove_closed=False):
             retrace = True  # a continued run's frozen phase, saved before gates were folded
         retrace = self._freeze_for_tolerance() or retrace
         penalty = self.penalty
@@ -558,8 +559,10 @@ class DynHPCallback(keras.callbacks.Callback):
         ):
             for gate in model.gate_layers:
                 gate.freeze()
-            # The frozen phase trains the stripped layers: no gate work left in the step.
-            fold_frozen_gates(model, optimizer_slots=self.optimizer_slots)
+            # The frozen phase trains the stripped layers: no gate work left in the step. The
+            # units the target kept stay, closed ones too (they train again from zero), so
+            # the model ends at the amount asked for, not below it.
+            fold_frozen_gates(model, optimizer_slots=self.optimizer_slots, remove_closed=False)
             model.make_train_function(force=True)
             self._frozen = True
             if self._qat is not None:

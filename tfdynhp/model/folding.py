@@ -13,12 +13,15 @@ from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.surgery.optimizer import rescale_gradient_slots
 
 
-def fold_frozen_gates(model, optimizer_slots="slice"):
+def fold_frozen_gates(model, optimizer_slots="slice", remove_closed=True):
     """Folds every frozen gate of `model` into the layers that read its channels, as
     `tfdynhp.model.strip` does, and makes the gate an identity (`HardConcreteGate.fold`).
 
     1. Channels whose test-time gate is exactly 0 are removed (`apply_keep_masks`): they
-       contribute nothing, and a folded zero would train again.
+       contribute nothing, and a folded zero would train again. With `remove_closed=False`
+       they stay and train again from zero reading weights (the function is unchanged at the
+       fold): a target's frozen phase keeps the units the target kept, so the model ends at
+       the size asked for instead of below it.
     2. Every channel-mixing layer reading a frozen gate's channels gets its input weights
        scaled by the gate's test-time values (`W' = diag(z_hat) W`), so the model computes
        the same function, and the optimizer's state of those weights is rescaled to the new
@@ -38,6 +41,7 @@ def fold_frozen_gates(model, optimizer_slots="slice"):
     Args:
         model: a model built by `tfdynhp.gate()`.
         optimizer_slots: passed to `apply_keep_masks` for step 1. Defaults to `"slice"`.
+        remove_closed: whether step 1 runs. Defaults to `True`.
 
     Returns:
         The names of the gates folded (empty when no frozen gate was left to fold).
@@ -46,14 +50,17 @@ def fold_frozen_gates(model, optimizer_slots="slice"):
              if isinstance(layer, HardConcreteGate) and layer.frozen and not layer.folded]
     if not gates:
         return []
-    smallest_open = np.finfo("float32").tiny
-    masks = {
-        group.name: keep_mask(group.gate.test_time_gates(), smallest_open, min_units=1,
-                              segments=group.segments)
-        for group in graph.gated_groups(model) if any(group.gate is g for g in gates)
-    }
-    apply_keep_masks(model, masks, optimizer_slots=optimizer_slots)
-    foldable = [gate for gate in gates if np.all(gate.test_time_gates() > 0.0)]
+    if remove_closed:
+        smallest_open = np.finfo("float32").tiny
+        masks = {
+            group.name: keep_mask(group.gate.test_time_gates(), smallest_open, min_units=1,
+                                  segments=group.segments)
+            for group in graph.gated_groups(model) if any(group.gate is g for g in gates)
+        }
+        apply_keep_masks(model, masks, optimizer_slots=optimizer_slots)
+        foldable = [gate for gate in gates if np.all(gate.test_time_gates() > 0.0)]
+    else:
+        foldable = gates
     unit_graph = graph.analyze(model)
     optimizer = getattr(model, "optimizer", None)
     for node in unit_graph.nodes:
@@ -64,8 +71,10 @@ def fold_frozen_gates(model, optimizer_slots="slice"):
             continue
         for variable, factor in _scale_input_channels(node.operation, scale):
             if optimizer is not None:
-                # W' = z W: the gradient of W' is the gradient of W divided by z.
-                rescale_gradient_slots(optimizer, variable, 1.0 / factor)
+                # W' = z W: the gradient of W' is the gradient of W divided by z; a weight
+                # folded to zero (a closed channel kept) starts with fresh state.
+                inverse = np.divide(1.0, factor, out=np.zeros_like(factor), where=factor > 0)
+                rescale_gradient_slots(optimizer, variable, inverse)
     for gate in foldable:
         gate.fold()
     return [gate.name for gate in foldable]
