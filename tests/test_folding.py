@@ -121,3 +121,29 @@ def test_a_gate_whose_kept_channel_is_closed_stays_frozen_unfolded():
     assert hidden_gate.units == 1 and not hidden_gate.folded and hidden_gate.frozen
     assert hidden_gate.name not in folded and len(folded) == 1
     np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)
+
+
+def test_closed_channels_kept_fold_to_zero_and_train_again():
+    """`remove_closed=False` (a target's frozen phase): the units stay, the function too, the
+    closed channel's reading weights are zero with fresh Adam state, and training moves them."""
+    keras.utils.set_random_seed(2)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    model = _frozen_model(_mlp, x, y, rng, {"hidden": [1, 3]})
+    before = model.predict(x, verbose=0)
+    units = {name: gate.units for name, gate in gates_of(model).items()}
+    out = model.get_layer("out")
+    assert sorted(fold_frozen_gates(model, remove_closed=False)) == sorted(
+        gate.name for gate in model.gate_layers)
+    assert {name: gate.units for name, gate in gates_of(model).items()} == units
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)
+    kernel = keras.ops.convert_to_numpy(out.kernel)
+    assert np.all(kernel[[1, 3]] == 0.0) and np.all(kernel[[0, 2, 4]] != 0.0)
+    optimizer = model.optimizer
+    index = next(i for i, v in enumerate(optimizer._trainable_variables) if v is out.kernel)
+    for slots in (optimizer._momentums, optimizer._velocities):
+        assert np.all(keras.ops.convert_to_numpy(slots[index])[[1, 3]] == 0.0)
+    model.make_train_function(force=True)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.any(keras.ops.convert_to_numpy(out.kernel)[[1, 3]] != 0.0)
