@@ -28,12 +28,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+from bench_common import HERE, ROOT, TFLM_DIR, checkout_first
 
-TFLM_DIR = os.environ.get("TFLM_DIR") or os.path.join(os.path.dirname(ROOT), "shared",
-                                                      "tflm-kit", "tflm")
+checkout_first()
 
 
 def _firmware(result):

@@ -22,15 +22,13 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+from bench_common import HERE, TFLM_DIR, checkout_first
+
+checkout_first()
 
 from tfdynhp import architectures, cli
 from tfdynhp.costs import walk
 
-TFLM_DIR = os.environ.get("TFLM_DIR") or os.path.join(os.path.dirname(ROOT), "shared",
-                                                      "tflm-kit", "tflm")
 KEYWORDS = "lights on,lights off,stop"
 
 

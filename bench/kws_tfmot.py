@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common
 import legacy_int8
 
 
@@ -68,16 +69,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--bn-momentum", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(args.seed)
-    d = np.load(args.data)
+    args, tfmot, tf_keras, d = bench_common.tfmot_args_and_data(parser, argv)
     x, y, xv, yv = d["x_train"], d["y_train"], d["x_val"], d["y_val"]
     num_classes = int(y.max()) + 1
     base = ds_cnn(tf_keras, x.shape[1:], num_classes, args.bn_momentum)

@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common
 import kws_tfmot
 import tfmot_baseline
 
@@ -67,16 +68,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--bn-momentum", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(args.seed)
-    d = np.load(args.data)
+    args, tfmot, tf_keras, d = bench_common.tfmot_args_and_data(parser, argv)
     x, y, xt, yt = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
     weights = [d[f"w_{i}"] for i in range(sum(k.startswith("w_") for k in d.files))]
     model = build(args.arch, tf_keras, x.shape[1:], int(y.max()) + 1, args.bn_momentum)

@@ -85,12 +85,7 @@ def is_audio_bundle(bundle_dir):
 
 def bundle_pipeline_outputs(bundle_dir, pcm=None):
     """`pipeline_outputs` of a raw-audio bundle on its own test clips (or on `pcm`)."""
-    with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
-        vectors = json.load(f)
-    with open(os.path.join(bundle_dir, FRONTEND_FILE), "rb") as f:
-        frontend_tflite = f.read()
-    with open(os.path.join(bundle_dir, "model.tflite"), "rb") as f:
-        classifier_tflite = f.read()
+    vectors, frontend_tflite, classifier_tflite = bundle_models(bundle_dir)
     settings = {k: v for k, v in vectors["frontend"].items() if k != "num_frames"}
     if pcm is None:
         pcm = np.asarray(vectors["inputs"], np.int16)
@@ -98,6 +93,7 @@ def bundle_pipeline_outputs(bundle_dir, pcm=None):
 
 
 def bundle_models(bundle_dir):
+    """A raw-audio bundle's `(test vectors dict, front end .tflite, classifier .tflite)`."""
     with open(os.path.join(bundle_dir, mcu.TEST_VECTORS_JSON), encoding="utf-8") as f:
         vectors = json.load(f)
     with open(os.path.join(bundle_dir, FRONTEND_FILE), "rb") as f:

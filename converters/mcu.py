@@ -4,7 +4,8 @@ Files: `model.tflite`, `model_data.cc`/`.h` (the model as a 16-byte aligned C ar
 `model_ops.h` (a `MicroMutableOpResolver` with exactly the model's ops), `model_settings.h`
 (measured arena size with margin, I/O quantization, one quantized sample), `test_vectors.cc/.h`
 and `test_vectors.json` (a few real quantized inputs and the outputs TFLite Micro's Python
-interpreter gives for them), `main.cc` (runs and checks the vectors, times inferences),
+interpreter gives for them), `main.cc` (runs and checks the vectors, times inferences) and
+`firmware_util.h` (what it shares with the raw-audio `main.cc`: printing, the profiler),
 `Makefile` + `model.mk` (builds against the user's TFLM tree for the host, Cortex-M4 or Cortex-M3;
 only the core and this model's kernels are compiled), `platform/` (host timer; bare-metal
 start-up, linker script and semihosting for QEMU's MPS2 boards), `README.md`, and
@@ -30,6 +31,7 @@ TEMPLATE_FILES = (
     "Makefile",
     "README.md",
     "main.cc",
+    "firmware_util.h",
     "platform/platform.h",
     "platform/host.cc",
     "platform/cortex_m.c",

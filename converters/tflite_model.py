@@ -150,6 +150,26 @@ def _tensor_info(tensor, type_names):
     )
 
 
+def _load(tflite_bytes):
+    """Checks and parses a model: `(bytes, ModelT, builtin operator names, tensor type names)`."""
+    tflite_bytes = check_tflite_bytes(tflite_bytes)
+    schema = _schema()
+    model = _unpack(tflite_bytes)
+    return (tflite_bytes, model, _enum_names(schema.BuiltinOperator),
+            _enum_names(schema.TensorType))
+
+
+def _operators(model, builtin_names):
+    """`(name, op, tensors, tensor indices)` of every operator instance of every subgraph, in
+    order; the indices are the op's inputs then outputs, optional ones left out."""
+    for subgraph in model.subgraphs:
+        tensors = subgraph.tensors or []
+        for op in subgraph.operators or []:
+            name = _op_name(model.operatorCodes[op.opcodeIndex], builtin_names)
+            indices = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
+            yield name, op, tensors, indices
+
+
 def read_model_info(tflite_bytes):
     """Reads operators, floating-point operators and I/O tensors of a `.tflite` model.
 
@@ -162,25 +182,17 @@ def read_model_info(tflite_bytes):
     Raises:
         ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
     """
-    tflite_bytes = check_tflite_bytes(tflite_bytes)
-    schema = _schema()
-    model = _unpack(tflite_bytes)
-    builtin_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    float_types = {getattr(schema.TensorType, n) for n in _FLOAT_TYPE_NAMES}
+    tflite_bytes, model, builtin_names, type_names = _load(tflite_bytes)
+    float_types = {getattr(_schema().TensorType, n) for n in _FLOAT_TYPE_NAMES}
     ops, float_ops, float_op_outputs = [], [], []
-    for subgraph in model.subgraphs:
-        tensors = subgraph.tensors or []
-        for op in subgraph.operators or []:
-            name = _op_name(model.operatorCodes[op.opcodeIndex], builtin_names)
-            if name not in ops:
-                ops.append(name)
-            indices = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
-            if any(tensors[i].type in float_types for i in indices):
-                float_ops.append(name)
-                outputs = [i for i in op.outputs if i >= 0]
-                tensor = _tensor_info(tensors[outputs[0]], type_names).name if outputs else ""
-                float_op_outputs.append((name, tensor))
+    for name, op, tensors, indices in _operators(model, builtin_names):
+        if name not in ops:
+            ops.append(name)
+        if any(tensors[i].type in float_types for i in indices):
+            float_ops.append(name)
+            outputs = [i for i in op.outputs if i >= 0]
+            tensor = _tensor_info(tensors[outputs[0]], type_names).name if outputs else ""
+            float_op_outputs.append((name, tensor))
     main = model.subgraphs[0]
     inputs = tuple(_tensor_info(main.tensors[i], type_names) for i in main.inputs)
     outputs = tuple(_tensor_info(main.tensors[i], type_names) for i in main.outputs)
@@ -209,11 +221,7 @@ def op_tensor_types(tflite_bytes):
     Raises:
         ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
     """
-    tflite_bytes = check_tflite_bytes(tflite_bytes)
-    schema = _schema()
-    model = _unpack(tflite_bytes)
-    builtin_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
+    _, model, builtin_names, type_names = _load(tflite_bytes)
     buffers = model.buffers or []
 
     def constant(tensor):
@@ -221,15 +229,8 @@ def op_tensor_types(tflite_bytes):
         has_data = buffer is not None and buffer.data is not None and len(buffer.data) > 0
         return bool(has_data or (buffer is not None and buffer.size))
 
-    result = []
-    for subgraph in model.subgraphs:
-        tensors = subgraph.tensors or []
-        for op in subgraph.operators or []:
-            name = _op_name(model.operatorCodes[op.opcodeIndex], builtin_names)
-            indices = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
-            result.append((name, [(type_names[tensors[i].type].lower(), constant(tensors[i]))
-                                  for i in indices]))
-    return result
+    return [(name, [(type_names[tensors[i].type].lower(), constant(tensors[i])) for i in indices])
+            for name, _, tensors, indices in _operators(model, builtin_names)]
 
 
 def op_shapes(tflite_bytes):
@@ -245,10 +246,7 @@ def op_shapes(tflite_bytes):
     Raises:
         ValueError: If the bytes are not a valid TFLite model (see `check_tflite_bytes`).
     """
-    tflite_bytes = check_tflite_bytes(tflite_bytes)
-    schema = _schema()
-    model = _unpack(tflite_bytes)
-    builtin_names = _enum_names(schema.BuiltinOperator)
+    _, model, builtin_names, _ = _load(tflite_bytes)
     main = model.subgraphs[0]
     tensors = main.tensors or []
 

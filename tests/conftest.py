@@ -80,6 +80,42 @@ def randomize_batchnorm(model, rng):
             layer.beta.assign(rng.normal(size=n))
 
 
+def bn_cnn(dropout=0.0):
+    """A small CNN on 8x8x1 digits with BatchNormalization after its convolutions (Conv2D
+    without bias, DepthwiseConv2D, pointwise Conv2D; ReLU and ReLU6), the QAT tests' model;
+    `dropout` adds a Dropout before the classifier."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.Activation("relu6")(x)
+    x = keras.layers.Conv2D(24, 1)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def assert_int8_matches_simulation(tflite, model, x):
+    """The int8 file computes what `model` (a QAT model or one computing through it) simulates,
+    in LiteRT and in TFLite Micro: same argmax on 99.5 %, within one int8 step on 99 %."""
+    from tfdynhp.converters.int8_check import compare_with_simulation
+
+    simulated = model.predict(x, verbose=0)
+    for runtime in ("litert", "tflm"):
+        result = compare_with_simulation(tflite, simulated, x, runtime=runtime)
+        assert result["argmax_agreement"] >= 0.995, result
+        assert result["within_one_step"] >= 0.99, result
+
+
 @pytest.fixture(scope="session")
 def unsupported_op_tflite(digits):
     """A valid int8 `.tflite` whose FULLY_CONNECTED op code is replaced by HASHTABLE_LOOKUP, an

@@ -55,6 +55,17 @@ def verify(bundle, kernels=None, target="cortex-m4"):
     return converters.verify_mcu(bundle, TFLM_DIR, target, kernels=kernels, cache_dir=CACHE_DIR)
 
 
+def _digits_cnn(filters, pointwise):
+    """A CNN on 8x8 digits with the DS-CNN operators: Conv2D(`filters`, 3), DepthwiseConv2D,
+    Conv2D(`pointwise`, 1), AveragePooling2D, Flatten, Dense(10)."""
+    return keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+        keras.layers.Conv2D(pointwise, 1, activation="relu"), keras.layers.AveragePooling2D(2),
+        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
 @pytest.fixture(scope="module")
 def small_cnn(digits):
     """A small CNN on 8x8 digits with the DS-CNN operators: CONV_2D, DEPTHWISE_CONV_2D,
@@ -62,12 +73,7 @@ def small_cnn(digits):
     x, y, _, _ = digits
     images = x.reshape(-1, 8, 8, 1)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(12, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(16, 1, activation="relu"), keras.layers.AveragePooling2D(2),
-        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = _digits_cnn(12, 16)
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(images, y, epochs=2, batch_size=64, verbose=0)
     return converters.to_int8_tflite(model, images[:200]), images
@@ -79,12 +85,7 @@ def pruned_cnn(digits):
     x, y, _, _ = digits
     images = x.reshape(-1, 8, 8, 1)
     keras.utils.set_random_seed(1)
-    base = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(24, 1, activation="relu"), keras.layers.AveragePooling2D(2),
-        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax"),
-    ])
+    base = _digits_cnn(16, 24)
     model = tfdynhp.gate(base, seed=0)
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(images, y, epochs=4, batch_size=64, verbose=0,

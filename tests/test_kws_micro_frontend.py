@@ -195,27 +195,35 @@ def test_micro_dataset_features_are_the_front_ends(micro_ci):
     assert info.to_dict()["frontend"]["name"] == "micro"
 
 
-@pytest.mark.slow
-def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
-    reason = _missing_firmware()
-    if reason:
-        pytest.skip(reason)
+def _raw_audio_bundle(micro_ci, tmp_path, filters, epochs, batch_size, clips):
+    """A tiny DS-CNN (`filters` wide) trained on the micro front end's features (seed 0), its
+    int8 file and the raw-audio bundle `tmp_path / "mcu"` with `clips` test clips:
+    `(tflite, bundle)`."""
     (x_train, y_train), _ = micro_ci[0]
     info = micro_ci[1]
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((49, 10, 1)),
-        keras.layers.Conv2D(8, (10, 4), strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2D(filters, (10, 4), strides=2, padding="same", activation="relu"),
         keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(8, 1, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Conv2D(filters, 1, activation="relu"), keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(len(info.labels), activation="softmax"),
     ])
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0)
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
     tflite = converters.to_int8_tflite(model, x_train[:200])
     bundle = tmp_path / "mcu"
-    audio_mcu.write_audio_mcu(tflite, info.frontend_tflite, bundle, info.pcm["test"][:2],
+    audio_mcu.write_audio_mcu(tflite, info.frontend_tflite, bundle, info.pcm["test"][:clips],
                               info.frontend, labels=list(info.labels))
+    return tflite, bundle
+
+
+@pytest.mark.slow
+def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
+    reason = _missing_firmware()
+    if reason:
+        pytest.skip(reason)
+    _, bundle = _raw_audio_bundle(micro_ci, tmp_path, filters=8, epochs=3, batch_size=32, clips=2)
     assert audio_mcu.is_audio_bundle(bundle)
     ops = (bundle / "model_ops.h").read_text()
     assert "AddRfft(tflite::tflm_signal::Register_RFFT_INT16())" in ops
@@ -293,22 +301,9 @@ def test_streaming_firmware_reports_what_python_reports(micro_ci, tmp_path):
     reason = _missing_firmware()
     if reason:
         pytest.skip(reason)
-    (x_train, y_train), _ = micro_ci[0]
     info = micro_ci[1]
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((49, 10, 1)),
-        keras.layers.Conv2D(16, (10, 4), strides=2, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(16, 1, activation="relu"), keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(info.labels), activation="softmax"),
-    ])
-    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=20, batch_size=16, verbose=0)
-    tflite = converters.to_int8_tflite(model, x_train[:200])
-    bundle = tmp_path / "mcu"
-    audio_mcu.write_audio_mcu(tflite, info.frontend_tflite, bundle, info.pcm["test"][:1],
-                              info.frontend, labels=list(info.labels))
+    tflite, bundle = _raw_audio_bundle(micro_ci, tmp_path, filters=16, epochs=20, batch_size=16,
+                                       clips=1)
     assert "constexpr bool kIgnoreClass[4] = {false, false, true, true};" in \
         (bundle / "audio_settings.h").read_text()
     y = info.splits["test"][1]

@@ -6,7 +6,8 @@ fit: tests/test_quantization_phase.py)."""
 import keras
 import numpy as np
 import pytest
-from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
+from conftest import assert_int8_matches_simulation, bn_cnn
+from tfdynhp.converters.int8_check import op_quantization
 
 import tfdynhp
 from tfdynhp import converters
@@ -18,26 +19,6 @@ pytestmark = pytest.mark.slow
 def images(digits):
     x, y, x_test, y_test = digits
     return x.reshape(-1, 8, 8, 1), y, x_test.reshape(-1, 8, 8, 1), y_test
-
-
-def _cnn():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-    x = keras.layers.BatchNormalization(momentum=0.9)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9)(x)
-    x = keras.layers.Activation("relu6")(x)
-    x = keras.layers.Conv2D(24, 1)(x)
-    x = keras.layers.BatchNormalization(momentum=0.9)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(32, activation="relu")(x)
-    x = keras.layers.Dropout(0.1)(x)
-    outputs = keras.layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
 
 
 def _compile(model, learning_rate):
@@ -62,11 +43,7 @@ def _fine_tune_and_check(model, images):
     assert start == pytest.approx(ptq_accuracy, abs=0.01)
     qat.fit(x, y, epochs=2, batch_size=32, verbose=0)
     tflite = converters.to_int8_tflite(qat)
-    simulated = qat.predict(x_test, verbose=0)
-    for runtime in ("litert", "tflm"):
-        result = compare_with_simulation(tflite, simulated, x_test, runtime=runtime)
-        assert result["argmax_agreement"] >= 0.995, result
-        assert result["within_one_step"] >= 0.99, result
+    assert_int8_matches_simulation(tflite, qat, x_test)
     assert _accuracy(tflite, x_test, y_test) >= max(ptq_accuracy, 0.9)
     # QAT keeps the shapes: same ops and the same weight shapes as the post-training file.
     shapes = [(op.op, op.weight_shape, op.output_shape) for op in op_quantization(tflite)]
@@ -77,7 +54,7 @@ def _fine_tune_and_check(model, images):
 def test_qat_of_a_cnn_with_batchnorm_matches_litert_and_tflm_and_reloads(images, tmp_path):
     # The pruned shapes through QAT: tests/test_quantization_phase.py (DynHP then QAT).
     x, y, x_test, _ = images
-    model = _cnn()
+    model = bn_cnn(dropout=0.1)
     _compile(model, 3e-3)
     model.fit(x, y, epochs=5, batch_size=32, verbose=0)
     qat, tflite = _fine_tune_and_check(model, images)

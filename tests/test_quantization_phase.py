@@ -10,9 +10,15 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import close_gates, gates_of, randomize_batchnorm
+from conftest import (
+    assert_int8_matches_simulation,
+    bn_cnn,
+    close_gates,
+    gates_of,
+    randomize_batchnorm,
+)
 from tfdynhp.callbacks import DynHPCallback
-from tfdynhp.converters.int8_check import compare_with_simulation, op_quantization
+from tfdynhp.converters.int8_check import op_quantization
 
 import tfdynhp
 from tfdynhp import converters
@@ -23,28 +29,9 @@ from tfdynhp.validation import ConfigurationError
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
 
-def _cnn():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-    x = keras.layers.BatchNormalization(momentum=0.9)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9)(x)
-    x = keras.layers.Activation("relu6")(x)
-    x = keras.layers.Conv2D(24, 1)(x)
-    x = keras.layers.BatchNormalization(momentum=0.9)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(32, activation="relu")(x)
-    outputs = keras.layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
-
-
 def test_fold_gates_strips_in_place_and_leaves_identity_gates():
     rng = np.random.default_rng(0)
-    model = tfdynhp.gate(_cnn(), seed=0)
+    model = tfdynhp.gate(bn_cnn(), seed=0)
     randomize_batchnorm(model, rng)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     gates = list(gates_of(model).values())
@@ -68,7 +55,7 @@ def test_fold_gates_strips_in_place_and_leaves_identity_gates():
         np.testing.assert_allclose(new, old, rtol=1e-6, atol=1e-7)
     model.fit(x, np.zeros(20, "int32"), epochs=1, verbose=0)  # keeps training
     with pytest.raises(ValueError, match="no gated layer"):
-        fold_gates(_cnn())
+        fold_gates(bn_cnn())
 
 
 @pytest.mark.parametrize(
@@ -89,7 +76,7 @@ def test_qat_phase_options_and_model_are_checked():
     with pytest.raises(ValueError, match="calibration_samples"):
         QATPhase(calibration_samples=0)
     with pytest.raises(TypeError, match="GatedModel"):
-        QATPhase().start(_cnn())
+        QATPhase().start(bn_cnn())
     assert DynHPCallback(target="50% params", final_phase="qat").final_phase == "qat"
 
 
@@ -111,7 +98,7 @@ def test_dynhp_prunes_to_the_target_then_fine_tunes_quantization_aware_in_the_sa
         digits, tmp_path):
     x, y, x_test, y_test = digits
     x, x_test = x.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
-    dense = _cnn()
+    dense = bn_cnn()
     model = tfdynhp.gate(dense, seed=0)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -124,11 +111,7 @@ def test_dynhp_prunes_to_the_target_then_fine_tunes_quantization_aware_in_the_sa
     assert quantized_forward(model) is callback.qat_model is model.forward
     # The model now computes its int8 simulation; its file needs no representative data.
     tflite = converters.to_int8_tflite(model)
-    simulated = model.predict(x_test, verbose=0)
-    for runtime in ("litert", "tflm"):
-        result = compare_with_simulation(tflite, simulated, x_test, runtime=runtime)
-        assert result["argmax_agreement"] >= 0.995, result
-        assert result["within_one_step"] >= 0.99, result
+    assert_int8_matches_simulation(tflite, model, x_test)
     assert converters.evaluate(tflite, x_test, y_test, "litert",
                                time_latency=False)["accuracy"] >= 0.9
     # The pruned shapes: the same ops and weights as the post-training file of strip(model).

@@ -5,15 +5,10 @@ initialises); exports the int8 file and compares it with the simulation."""
 import json
 import sys
 
-import tensorflow as tf
+import mirrored_digits  # first: splits the CPU in two before TensorFlow initialises
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
-
+# isort: split
 import keras
-from sklearn.datasets import load_digits
 from tfdynhp.callbacks import DynHPCallback
 from tfdynhp.converters.int8_check import compare_with_simulation
 
@@ -21,23 +16,7 @@ import tfdynhp
 from tfdynhp import converters
 from tfdynhp.quantization import quantization_table
 
-keras.utils.set_random_seed(0)
-digits = load_digits()
-x = (digits.data / 16).astype("float32")
-y = digits.target.astype("int32")
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    base = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(48, activation="relu"),
-            keras.layers.Dense(24, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model = tfdynhp.gate(base, seed=0)
-    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+x, y, strategy, base, model = mirrored_digits.gated_mlp([48, 24], learning_rate=0.01)
 callback = DynHPCallback(target="50% params", target_epoch=3, final_phase="qat")
 calibrated = []
 

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "audio_settings.h"
+#include "firmware_util.h"
 #include "frontend_data.h"
 #include "model_data.h"
 #include "model_ops.h"
@@ -41,71 +42,6 @@ namespace {
 
 alignas(16) uint8_t g_frontend_arena[kFrontendArenaSize];
 alignas(16) uint8_t g_tensor_arena[kTensorArenaSize];
-
-// newlib-nano's printf has no %llu.
-void print_u64(const char* key, uint64_t value) {
-  char digits[21];
-  int n = 0;
-  do {
-    digits[n++] = static_cast<char>('0' + value % 10);
-    value /= 10;
-  } while (value != 0);
-  printf("%s ", key);
-  while (n > 0) putchar(digits[--n]);
-  putchar('\n');
-}
-
-int raw_output(const TfLiteTensor* tensor, int i) {
-  return tensor->type == kTfLiteUInt8 ? tensor->data.uint8[i] : tensor->data.int8[i];
-}
-
-#ifdef TFDYNHP_PROFILE
-// Built with `make ... PROFILE=1`: ticks per operator type, summed over one classification.
-#include <string.h>
-
-#include "tensorflow/lite/micro/micro_profiler_interface.h"
-
-class OpProfiler : public tflite::MicroProfilerInterface {
- public:
-  uint32_t BeginEvent(const char* tag) override {
-    if (!enabled_ || depth_ >= kMaxDepth) return kMaxDepth;
-    tags_[depth_] = tag;
-    starts_[depth_] = platform_ticks();
-    return depth_++;
-  }
-  void EndEvent(uint32_t handle) override {
-    if (handle >= kMaxDepth) return;
-    const uint64_t ticks = platform_ticks() - starts_[handle];
-    depth_ = handle;
-    int i = 0;
-    while (i < count_ && strcmp(names_[i], tags_[handle]) != 0) ++i;
-    if (i == count_ && count_ < kMaxTags) names_[count_++] = tags_[handle];
-    if (i < kMaxTags) totals_[i] += ticks;
-  }
-  void Start() { enabled_ = true; }
-  void Print(const char* model) {
-    enabled_ = false;
-    for (int i = 0; i < count_; ++i) {
-      printf("op_ticks %s %s ", model, names_[i]);
-      print_u64("", totals_[i]);
-    }
-  }
-
- private:
-  static constexpr uint32_t kMaxDepth = 8;
-  static constexpr int kMaxTags = 32;
-  bool enabled_ = false;
-  uint32_t depth_ = 0;
-  const char* tags_[kMaxDepth] = {};
-  uint64_t starts_[kMaxDepth] = {};
-  int count_ = 0;
-  const char* names_[kMaxTags] = {};
-  uint64_t totals_[kMaxTags] = {};
-};
-#define TFDYNHP_PROFILER(name) static OpProfiler name; OpProfiler* name##_ptr = &name
-#else
-#define TFDYNHP_PROFILER(name) tflite::MicroProfilerInterface* name##_ptr = nullptr
-#endif
 
 // Runs the front end over one clip into the classifier's input tensor.
 bool RunFrontend(tflite::MicroInterpreter& frontend, const int16_t* clip, int8_t* features) {
@@ -240,8 +176,8 @@ int main() {
     printf("error RegisterModelOps failed\n");
     return 1;
   }
-  TFDYNHP_PROFILER(frontend_profiler);
-  TFDYNHP_PROFILER(classifier_profiler);
+  TFDYNHP_PROFILER(frontend_profiler, false);  // per operator type
+  TFDYNHP_PROFILER(classifier_profiler, false);
   static tflite::MicroInterpreter frontend(frontend_model, resolver, g_frontend_arena,
                                            kFrontendArenaSize, nullptr, frontend_profiler_ptr);
   static tflite::MicroInterpreter classifier(model, resolver, g_tensor_arena, kTensorArenaSize,
@@ -339,15 +275,7 @@ int main() {
   print_u64("bench_ticks", ticks);
   print_u64("frontend_bench_ticks", frontend_ticks);
   printf("frontend_frames %d\n", kNumFrames);
-  printf("ticks_per_second %lu\n", static_cast<unsigned long>(platform_ticks_per_second()));
-  printf("instructions_per_tick %lu\n",
-         static_cast<unsigned long>(platform_instructions_per_tick()));
-  uint64_t calibration_ticks = 0;
-  const uint32_t calibration = platform_calibrate(&calibration_ticks);
-  printf("calibration_instructions %lu\n", static_cast<unsigned long>(calibration));
-  print_u64("calibration_ticks", calibration_ticks);
-  printf("heap_used_bytes %lu\n", static_cast<unsigned long>(platform_heap_used()));
-  printf("stack_used_bytes %lu\n", static_cast<unsigned long>(platform_stack_used()));
+  print_platform_figures();
   printf("done\n");
   return mismatches == 0 ? 0 : 3;
 }

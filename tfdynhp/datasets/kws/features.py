@@ -19,8 +19,24 @@ import dataclasses
 import numpy as np
 
 
+class ClipFrames:
+    """Frames and feature shape of a front end that slides `window_samples` windows every
+    `stride_samples` over `clip_samples` and keeps `num_coefficients` per frame (`FrontEnd`,
+    `micro_frontend.MicroFrontEnd`)."""
+
+    @property
+    def num_frames(self):
+        """Windows per clip (49 for the defaults)."""
+        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
+
+    @property
+    def shape(self):
+        """The feature shape of one clip, `(frames, coefficients, 1)`."""
+        return (self.num_frames, self.num_coefficients, 1)
+
+
 @dataclasses.dataclass(frozen=True)
-class FrontEnd:
+class FrontEnd(ClipFrames):
     """The feature front end's parameters.
 
     Attributes:
@@ -49,16 +65,6 @@ class FrontEnd:
     log_offset: float = 1e-6
     num_coefficients: int = 10
     input_scale: str = "int16 / 32768"
-
-    @property
-    def num_frames(self):
-        """STFT frames per clip (49 for the defaults)."""
-        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
-
-    @property
-    def shape(self):
-        """The feature shape of one clip, `(frames, coefficients, 1)`."""
-        return (self.num_frames, self.num_coefficients, 1)
 
     def to_dict(self):
         """Returns the parameters (and `num_frames`) as a JSON-serializable dict."""

@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from tfdynhp.datasets.kws import signal_constants as sc
-from tfdynhp.datasets.kws.features import FeatureNormalization
+from tfdynhp.datasets.kws.features import ClipFrames, FeatureNormalization
 from tfdynhp.datasets.kws.tflite_graph import Graph
 
 NAME = "micro"
@@ -36,7 +36,7 @@ ARENA_BYTES = 16 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class MicroFrontEnd:
+class MicroFrontEnd(ClipFrames):
     """Parameters of the micro front end (micro_speech's `FeatureParams` defaults).
 
     Attributes:
@@ -80,16 +80,6 @@ class MicroFrontEnd:
     output_scale: float = 1.0 / 32.0
 
     name = NAME
-
-    @property
-    def num_frames(self):
-        """Windows per clip (49 for the defaults)."""
-        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
-
-    @property
-    def shape(self):
-        """Feature shape of one clip, `(frames, coefficients, 1)`."""
-        return (self.num_frames, self.num_coefficients, 1)
 
     @property
     def fft(self):
