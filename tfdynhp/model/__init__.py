@@ -4,9 +4,9 @@
 
 from tfdynhp.model.distillation import Distillation
 from tfdynhp.model.dynamic_batches import DynamicBatches
-from tfdynhp.model.folding import fold_frozen_gates
+from tfdynhp.model.folding import fold_frozen_gates, fold_gates
 from tfdynhp.model.gated_model import GatedModel
-from tfdynhp.model.gating import float32_model, fold_gates, gate, is_gated_model, strip
+from tfdynhp.model.gating import float32_model, gate, is_gated_model, strip
 
 __all__ = ["Distillation", "DynamicBatches", "GatedModel", "float32_model", "fold_frozen_gates",
            "fold_gates",

@@ -8,7 +8,7 @@ from tfdynhp.graph import units as graph
 from tfdynhp.layer_types import registry
 from tfdynhp.layers.gate import HardConcreteGate
 from tfdynhp.math.selection import keep_mask
-from tfdynhp.model.gating import _gate_scale, _scale_input_channels
+from tfdynhp.model.gating import _gate_scale, _scale_input_channels, is_gated_model
 from tfdynhp.surgery import apply_keep_masks
 from tfdynhp.surgery.optimizer import rescale_gradient_slots
 
@@ -78,3 +78,36 @@ def fold_frozen_gates(model, optimizer_slots="slice", remove_closed=True):
     for gate in foldable:
         gate.fold()
     return [gate.name for gate in foldable]
+
+
+def fold_gates(model, optimizer_slots="slice"):
+    """Folds every gate of a gated model into its own weights, in place: `strip()` without the
+    copy, for a model that keeps training (a QAT phase in the same `fit`).
+
+    The gates are frozen and folded (`fold_frozen_gates`): channels whose test-time gate is
+    exactly 0 are removed, the other gate values folded into the weights reading them, the
+    gates become identities; a group kept at `min_units` with every gate closed folds to zero
+    weights. The model computes the same inference outputs and `strip(model)` has the same
+    weights.
+
+    Args:
+        model: a model built by `tfdynhp.gate()`.
+        optimizer_slots: `"slice"` or `"reset"` for the removed channels. Defaults to `"slice"`.
+
+    Returns:
+        `model`.
+
+    Raises:
+        ValueError: for a model without gates.
+    """
+    if not is_gated_model(model):
+        raise ValueError(
+            f"Model '{getattr(model, 'name', model)}' has no gated layer; fold_gates() takes a "
+            "model built by tfdynhp.gate()."
+        )
+    for layer in model.layers:
+        if isinstance(layer, HardConcreteGate) and not layer.frozen:
+            layer.freeze()
+    fold_frozen_gates(model, optimizer_slots)
+    fold_frozen_gates(model, optimizer_slots, remove_closed=False)  # every gate closed
+    return model

@@ -426,65 +426,6 @@ def strip(model, remove_closed_gates=True):
     return plain
 
 
-# log_alpha of a gate fully open once folded: z_hat = clip(sigmoid(20) (zeta - gamma) + gamma,
-# 0, 1) is exactly 1 (sigmoid(20) is 1 in float32; a gate's limit_high is above 1).
-OPEN_LOG_ALPHA = 20.0
-
-
-def fold_gates(model, optimizer_slots="slice"):
-    """Folds a gated model's test-time gates into its own weights, in place: `strip()` without
-    the copy, for a model that keeps training (a QAT phase in the same `fit`).
-
-    Channels whose test-time gate is exactly 0 are removed (`apply_keep_masks`, optimizer
-    slots kept), every other gate value is folded into the input weights of the layers that
-    read its channels (as `strip()` folds it), and the gates are frozen fully open (exactly
-    1): the model computes the same inference outputs, its gates are identities, and
-    `strip(model)` has the same weights.
-
-    Args:
-        model: a model built by `tfdynhp.gate()`.
-        optimizer_slots: `"slice"` or `"reset"` for the removed channels. Defaults to `"slice"`.
-
-    Returns:
-        `model`.
-
-    Raises:
-        ValueError: for a model without gates.
-    """
-    if not is_gated_model(model):
-        raise ValueError(
-            f"Model '{getattr(model, 'name', model)}' has no gated layer; fold_gates() takes a "
-            "model built by tfdynhp.gate()."
-        )
-    gates = [layer for layer in model.layers if isinstance(layer, HardConcreteGate)]
-    for gate in gates:
-        gate.freeze()
-    smallest_open = np.finfo("float32").tiny
-    masks = {
-        group.name: keep_mask(
-            group.gate.test_time_gates(), smallest_open, min_units=1, segments=group.segments
-        )
-        for group in graph.gated_groups(model)
-    }
-    if any(not np.all(mask) for mask in masks.values()):
-        apply_keep_masks(model, masks, optimizer_slots=optimizer_slots)
-    unit_graph = graph.analyze(model)
-    scales = {}
-    for node in graph.graph_nodes(model):
-        layer = node.operation
-        if unit_graph.roles[id(node)].name == registry.MIXING and id(layer) not in scales:
-            scales[id(layer)] = (layer, _gate_scale(node.input_tensors[0]))
-    for layer, scale in scales.values():
-        if not np.all(scale == 1.0):
-            _scale_input_channels(layer, scale)
-    for gate in gates:
-        gate.log_alpha.assign(np.full(gate.units, OPEN_LOG_ALPHA, "float32"))
-        if not np.all(gate.test_time_gates() == 1.0):
-            raise ValueError(f"Gate '{gate.name}' did not open fully (limit_high="
-                             f"{gate.limit_high}).")
-    return model
-
-
 def _scale_input_channels(layer, scale):
     """Multiplies the weights reading each input channel of `layer` by `scale[channel]`;
     returns `[(variable, factor)]`, `factor` broadcasting against the variable."""

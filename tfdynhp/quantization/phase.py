@@ -4,7 +4,7 @@ fine-tuning the pruned model as its int8 simulation.
 `DynHPCallback(final_phase="qat")` (or `final_phase=QATPhase(...)`) conducts the run; at the
 epoch the target is met it freezes the gates and calls `QATPhase.start(model, samples)`, which
 
-1. folds the gates into the model's own kernels (`tfdynhp.model.gating.fold_gates`: the
+1. folds the gates into the model's own kernels (`tfdynhp.model.fold_gates`: the
    model then computes what `strip()` gives, with identity gates);
 2. builds the quantization-aware graph over the model's own layers (`wrap.build(...,
    share=True)`: the kernels, biases and BatchNormalization parameters trained are the
@@ -70,7 +70,7 @@ class QATPhase:
             TypeError: For a model that is not a `GatedModel`.
             ValueError: For a layer the int8 simulation cannot share (named).
         """
-        from tfdynhp.model.gating import fold_gates
+        from tfdynhp.model.folding import fold_gates
 
         if not callable(getattr(model, "replace_forward", None)):
             raise TypeError(

@@ -253,7 +253,7 @@ def build(model, *, ranges="ema", ema_decay=0.99, share=False, name=None):
     `share=True` the layers quantized per channel and their folded BatchNormalizations are
     `model`'s own (the graph trains `model`'s variables: a gated model's QAT phase); the other
     layers hold no weights and are copies; gates (`"removed"`) are skipped, so they must be
-    identities (`tfdynhp.model.gating.fold_gates`).
+    identities (`tfdynhp.model.fold_gates`).
     """
     graph_model = functional_of(model)
     nodes = graph_nodes(model)
