@@ -407,8 +407,12 @@ def test_without_validation_data_it_warns_and_uses_the_threshold_rule(trained, d
     with pytest.warns(UserWarning, match="validation_split"):
         trained.fit(x, y, epochs=1, batch_size=64, verbose=0,
                     callbacks=[DynHPCallback(tolerance=0.01)])
+    callback = DynHPCallback()
     with pytest.warns(UserWarning, match="threshold` rule instead"):
-        trained.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[DynHPCallback()])
+        trained.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[callback])
+    # The threshold rule ran: the epoch was recorded, with no trial of the tolerance rule.
+    assert len(callback.history) == 1
+    assert not any(key.startswith("dynhp/tolerance/") for key in callback.history[0])
 
 
 @pytest.mark.slow
