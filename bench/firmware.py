@@ -26,6 +26,9 @@ Models (rows):
     python bench/firmware.py --dynhp-model runs/x/model_stripped.keras --no-dense
     python bench/firmware.py --tflite model.tflite --targets cortex-m4,cortex-m3
     python bench/firmware.py --ds-cnn --kernels reference,cmsis-nn   # -> firmware_dscnn.json/.md
+    python bench/firmware.py --ds-cnn --kernels cmsis-nn --profile --target-resource m4_instructions
+        # + DS-CNN pruned to 1/4 of its estimated Cortex-M4 instructions, and to 1/4 MACs
+        # with the penalty in instructions -> firmware_dscnn_m4_instructions.json/.md
 
 Writes `bench/results/firmware.json` (`firmware_dscnn.json` and `.md` with `--ds-cnn`; `--out`)
 and prints a Markdown table. Needs TFLM (`--tflm-dir`, default `$TFLM_DIR` or
@@ -140,6 +143,159 @@ def _dscnn_rows(args):
             "train_seconds": time.perf_counter() - start,
         })
     return rows, ((data[0][0], data[0][1]), (data[-1][0], data[-1][1]))
+
+
+def _kws_data(args):
+    """The synthetic-kws splits and their info, as `_dscnn_rows` loads them."""
+    from tfdynhp.training import kws as kws_training
+
+    return kws_training.load_splits(None, args.kws_difficulty, args.kws_size, args.seed,
+                                    verbose=0)
+
+
+def _resource_rows(args, data, info):
+    """DS-CNN rows pruned for `--target-resource` (e.g. `m4_instructions`): to 1/4 of it, and
+    to 1/4 MACs with the gates' penalty (the ranking of units) in that resource."""
+    import keras
+
+    from tfdynhp import costs, training
+    from tfdynhp.training import kws as kws_training
+
+    resource = args.target_resource
+    rows = []
+    for name, target, penalty in ((f"ds-cnn 1/4 {resource}", f"25% {resource}", None),
+                                  (f"ds-cnn 1/4 MACs, {resource} penalty", "25% macs",
+                                   resource)):
+        folder = os.path.join(args.work, "dscnn", _slug(name))
+        path = os.path.join(folder, "model_stripped.keras")
+        options = {"arch": "ds-cnn", "mode": "dynhp", "target": target, "penalty": penalty,
+                   "epochs": args.dscnn_epochs, "batch_size": 32, "lr": 3e-3,
+                   "bn_momentum": kws_training.BN_MOMENTUM, "seed": args.seed,
+                   "dataset": "synthetic-kws"}
+        start = time.perf_counter()
+        if args.retrain or not os.path.isfile(path):
+            result = training.train(data=data, out_dir=folder, verbose=0, keras_verbose=0,
+                                    labels=list(info.labels), **options)
+            model, test_accuracy = result.stripped, result.summary["test_accuracy"]
+            with open(os.path.join(folder, "bench_summary.json"), "w") as f:
+                json.dump({"test_accuracy": test_accuracy, "options": options}, f)
+        else:
+            model = keras.saving.load_model(path)
+            with open(os.path.join(folder, "bench_summary.json")) as f:
+                test_accuracy = json.load(f)["test_accuracy"]
+        rows.append({
+            "row": name,
+            "source": (f"tfdynhp.training.train({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+                       f" on synthetic-kws ({args.kws_size}, {args.kws_difficulty}, MFCC 49x10)"),
+            "model": model,
+            "params": model.count_params(),
+            "macs": int(costs.model_costs(model).macs),
+            "test_accuracy": test_accuracy,
+            "train_seconds": time.perf_counter() - start,
+        })
+    return rows
+
+
+def estimated_layers(model):
+    """`(layer name, TFLite operators, estimated Cortex-M4 instructions)` of every layer call
+    the instruction model prices above 0, in execution order (a Dense with a softmax is two
+    operators: FULLY_CONNECTED, SOFTMAX)."""
+    import keras
+
+    from tfdynhp import costs
+
+    layers = {layer.name: layer for layer in model.layers}
+    found = []
+    for cost in costs.layer_costs(model):
+        if cost.m4_instructions <= 0:
+            continue
+        layer = layers.get(cost.name)
+        softmax = getattr(layer, "activation", None) is keras.activations.softmax
+        found.append((cost.name, 2 if softmax and cost.type == "Dense" else 1,
+                      cost.m4_instructions))
+    return found
+
+
+def add_estimates(row, model, key="cortex-m4 cmsis-nn"):
+    """Adds the instruction model's estimate to `row` (total, and per layer against the
+    profiled operators when `--profile` measured them)."""
+    from tfdynhp import costs
+
+    row["m4_instructions_estimate"] = float(costs.model_costs(model).m4_instructions)
+    firmware = row["firmware"].get(key, {})
+    measured = firmware.get("layer_instructions")
+    if not measured:
+        return row
+    layers, position = [], 0
+    for name, operators, estimate in estimated_layers(model):
+        ops = measured[position:position + operators]
+        position += operators
+        layers.append({"layer": name, "ops": [op for op, _ in ops], "estimate": estimate,
+                       "measured": sum(n for _, n in ops)})
+    row["m4_layers"] = layers
+    row["m4_unmatched_ops"] = [op for op, _ in measured[position:]]
+    return row
+
+
+def write_resource_markdown(result, path, key="cortex-m4 cmsis-nn"):
+    """The rows' MACs, params, accuracy, estimated vs measured instructions, flash and RAM,
+    per layer and in total, against the dense DS-CNN and the 1/4-MACs model."""
+    rows = result["rows"]
+    by_name = {r["row"]: r for r in rows}
+    dense = by_name.get("ds-cnn dense")
+    lines = [
+        "# DS-CNN pruned in Cortex-M4 instructions (CMSIS-NN, QEMU)", "",
+        (f"Command: `{result['command']}` ({result['seconds'] / 60:.1f} min; "
+        f"{result['machine']})."), "",
+        "Estimated: `tfdynhp.costs.model_costs(model).m4_instructions` (the `m4_instructions` "
+        "resource, `tfdynhp/layer_types/instructions.py`, fitted by "
+        "`python bench/fit_m4_instructions.py` on calibration models that do not include "
+        "these). Measured: guest instructions per inference under QEMU (`verify_mcu`, "
+        "bit-exact against Python TFLM on 4 vectors), per layer from the profiling build "
+        "(`profile_ops(per_layer=True)`). " + result["notes"], "",
+        ("| model | MACs | params | held-out test accuracy (float) | estimated instructions | "
+        "measured instructions | estimate error | fewer than dense (measured) | bit-exact | "
+        "flash B | RAM total B |"), "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        f = r["firmware"].get(key)
+        if f is None:
+            continue
+        measured = f["instructions_per_inference"]
+        estimate = r.get("m4_instructions_estimate")
+        fewer = (dense["firmware"][key]["instructions_per_inference"] / measured
+                 if dense and key in dense["firmware"] else None)
+        lines.append(
+            f"| {r['row']} | {r.get('macs', 0):,} | {_count(r.get('params'))} | "
+            f"{100 * r.get('test_accuracy', float('nan')):.1f} % | {estimate:,.0f} | "
+            f"{measured:,} | {100 * (estimate - measured) / measured:+.1f} % | "
+            f"{'-' if fewer is None else f'{fewer:.2f}x'} | "
+            f"{'yes' if f['bit_exact'] else 'NO'} ({f['num_vectors']}) | {f['flash_bytes']:,} | "
+            f"{f['ram_total_bytes']:,} |")
+    for r in rows:
+        if not r.get("m4_layers"):
+            continue
+        lines += ["", f"Per layer, {r['row']} ({key}; measured = profiled operators):", "",
+                  "| layer | operators | estimated | measured | error |",
+                  "|---|---|---:|---:|---:|"]
+        for layer in r["m4_layers"]:
+            error = 100 * (layer["estimate"] - layer["measured"]) / max(layer["measured"], 1)
+            lines.append(f"| {layer['layer']} | {' + '.join(layer['ops'])} | "
+                         f"{layer['estimate']:,.0f} | {layer['measured']:,} | {error:+.1f} % |")
+        if r.get("m4_unmatched_ops"):
+            lines.append(f"\nOperators without an estimate: {', '.join(r['m4_unmatched_ops'])}.")
+    if dense and key in dense["firmware"]:
+        lines += ["", ("Goal (issue 28): the 1/4 model >= 3x fewer Cortex-M4 CMSIS-NN "
+                  "instructions than the dense DS-CNN:"), ""]
+        base = dense["firmware"][key]["instructions_per_inference"]
+        for r in rows:
+            if r is dense or key not in r["firmware"] or "1/4" not in r["row"]:
+                continue
+            ratio = base / r["firmware"][key]["instructions_per_inference"]
+            lines.append(f"- {r['row']}: **{ratio:.2f}x** ({'met' if ratio >= 3 else 'NOT met'}"
+                         f"), test accuracy {100 * r['test_accuracy']:.1f} %.")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def measure(row, data, targets, tflm_dir, work_dir, cache_dir, kernel_sets=("cmsis-nn",),
@@ -400,6 +556,10 @@ def main(argv=None):
     parser.add_argument("--kws-difficulty", default="easy")
     parser.add_argument("--profile", action="store_true",
                         help="also count instructions per operator type (a profiling build)")
+    parser.add_argument("--target-resource", default=None,
+                        help="with --ds-cnn, also prune the DS-CNN to 1/4 of this resource (e.g. "
+                        "m4_instructions) and to 1/4 MACs with this penalty; writes "
+                        "firmware_dscnn_<resource>.json/.md")
     parser.add_argument("--retrain", action="store_true",
                         help="train the DS-CNN models again instead of reusing --work's")
     parser.add_argument("--tflm-dir", default=DEFAULT_TFLM)
@@ -414,13 +574,19 @@ def main(argv=None):
     targets = [t for t in args.targets.split(",") if t]
     kernel_sets = [k for k in args.kernels.split(",") if k]
     args.out = args.out or os.path.join(
-        HERE, "results", "firmware_dscnn.json" if args.ds_cnn else "firmware.json")
+        HERE, "results", (f"firmware_dscnn_{args.target_resource}.json" if args.target_resource
+                          else "firmware_dscnn.json") if args.ds_cnn else "firmware.json")
+    if args.target_resource and not args.ds_cnn:
+        parser.error("--target-resource prunes the DS-CNN: add --ds-cnn")
 
     from tfdynhp.datasets.shaping import load_data
 
     rows = []
     if args.ds_cnn:
         rows, data = _dscnn_rows(args)
+        if args.target_resource:
+            rows = [r for r in rows if r["row"] in ("ds-cnn dense", "ds-cnn 1/4 MACs")]
+            rows += _resource_rows(args, *_kws_data(args))
     else:
         data = load_data("fashion-mnist")
     if not args.no_dense and not args.ds_cnn:
@@ -442,8 +608,11 @@ def main(argv=None):
     measured = []
     for row in rows:
         print(f"== {row['row']} ({row['source']})", flush=True)
+        model = row.get("model")
         measured.append(measure(row, data, targets, args.tflm_dir, args.work, args.cache_dir,
                                 kernel_sets, args.profile))
+        if args.target_resource and model is not None:
+            add_estimates(measured[-1], model)
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -473,7 +642,9 @@ def main(argv=None):
         f.write("\n")
     table = table_markdown(measured)
     print(table)
-    if args.ds_cnn:
+    if args.target_resource:
+        write_resource_markdown(result, args.out[:-len(".json")] + ".md")
+    elif args.ds_cnn:
         write_dscnn_markdown(result, table, args.out[:-len(".json")] + ".md")
     print(f"wrote {args.out}")
     return 0

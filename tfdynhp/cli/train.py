@@ -44,7 +44,8 @@ def add_parser(commands):
                         f"group loses (default: {training.run.AMOUNT_DEFAULT})")
     parser.add_argument("--target", default=None,
                         help="what to prune to, e.g. '31744 params', '25%% params', '2.5M macs', "
-                        "'40KB' (int8 model), '900KB memory' (default: none)")
+                        "'40KB' (int8 model), '900KB memory', '25%% m4_instructions' "
+                        "(Cortex-M4 CMSIS-NN instructions, estimated) (default: none)")
     parser.add_argument("--target-epoch", type=common.positive_int, default=None,
                         help="epoch by which the target is met (default: 2/3 of --epochs)")
     parser.add_argument("--final-phase", choices=("freeze", "qat", "none"), default="freeze",
@@ -86,10 +87,12 @@ def add_parser(commands):
     parser.add_argument("--first-layer-drop-rate", type=common.open_unit_float, default=None,
                         help="initial drop rate of the input-feature gates (default: as "
                         "--drop-rate-init)")
-    parser.add_argument("--penalty", choices=("units", "params", "macs", "memory"),
+    parser.add_argument("--penalty", choices=("units", "params", "macs", "memory",
+                                              "m4_instructions"),
                         default=None,
                         help="what a unit costs in the L0 penalty: 'units' counts gates, the "
-                        "others what removing a unit saves (default: units; with a target, "
+                        "others what removing a unit saves ('m4_instructions': estimated "
+                        "Cortex-M4 CMSIS-NN instructions; default: units; with a target, "
                         "the target's resource)")
     parser.add_argument("--threshold", type=common.unit_float, default=None,
                         help="minimum gate activation rate to keep a unit (default: "

@@ -104,10 +104,10 @@ def check_target(model, resource):
             "(tfdynhp.layer_types.register(LayerClass, ..., cost=...)), or keep the weights in "
             "layers called in the model's graph."
         )
-    if resource == "macs" and found.unpriced_weights:
+    if resource in ("macs", "m4_instructions") and found.unpriced_weights:
         raise ConfigurationError(
-            "A MACs target needs the MACs of every layer with weights, but these have no cost "
-            f"function: {_listing(found.unpriced_weights)}. Register one with "
+            f"A {resource} target needs the MACs of every layer with weights, but these have "
+            f"no cost function: {_listing(found.unpriced_weights)}. Register one with "
             "tfdynhp.layer_types.register(LayerClass, ..., cost=...), or aim at a params target."
         )
     return found

@@ -10,6 +10,9 @@ Resources:
 - `"params"`: stored values (kernels, biases, BatchNormalization statistics; gates excluded);
 - `"macs"`: multiply-accumulates of one inference;
 - `"int8_bytes"`: an estimate of the int8 `.tflite` size;
+- `"m4_instructions"`: estimated Cortex-M4 instructions of one inference with CMSIS-NN kernels
+  (`tfdynhp.layer_types.instructions`): a depthwise channel costs more than its MACs say, a
+  pointwise one less;
 - `"memory"`: training-memory values, `params * (2 + slots)` (weights, gradients, optimizer
   slots) plus the activations one example keeps for the backward pass times the batch size.
 """
@@ -21,14 +24,15 @@ import numpy as np
 from tfdynhp.costs import memory
 from tfdynhp.costs.walk import model_costs, walk
 from tfdynhp.graph import units as graph_lib
-from tfdynhp.layer_types import registry
+from tfdynhp.layer_types import instructions, registry
 
-RESOURCES = ("units", "params", "macs", "int8_bytes", "memory")
+RESOURCES = ("units", "params", "macs", "int8_bytes", "memory", "m4_instructions")
 
 
 def check_resource(resource):
     if resource not in RESOURCES:
-        raise ValueError(f"`resource` must be one of {RESOURCES}. Received: {resource!r}")
+        raise ValueError(f"Unknown resource {resource!r}. Expected one of "
+                         f"{', '.join(repr(r) for r in RESOURCES)}.")
     return resource
 
 
@@ -71,7 +75,7 @@ def unit_costs(model, resource="params", batch_size=32, unit_graph=None):
     savings = {}
     for group in groups:
         unit = int(group.ids[0])
-        params = macs = int8_bytes = activations = 0
+        params = macs = int8_bytes = activations = m4 = 0
         for node, call in calls:
             out_hits = [hits(t, unit) for t in node.outputs]
             narrowed_outputs = tuple(_narrowed(s, h) for s, h in zip(call.output_shapes,
@@ -93,11 +97,12 @@ def unit_costs(model, resource="params", batch_size=32, unit_graph=None):
             params += before.params - after.params
             macs += before.macs - after.macs
             int8_bytes += before.int8_bytes - after.int8_bytes
+            m4 += instructions.of(before) - instructions.of(after)
         if resource == "memory":
             savings[group.name] = params * (2 + slots) + batch_size * activations
         else:
-            savings[group.name] = {"params": params, "macs": macs,
-                                   "int8_bytes": int8_bytes}[resource]
+            savings[group.name] = {"params": params, "macs": macs, "int8_bytes": int8_bytes,
+                                   "m4_instructions": m4}[resource]
     return savings
 
 

@@ -26,6 +26,10 @@ Conventions (all counts are per example, batch size 1):
   **inference_params** what remains deployed (BatchNormalization folded, gates folded into
   kernels by `tfdynhp.strip`); **int8_bytes** an estimate of the full-int8 `.tflite` size (1
   byte per weight, 4 per bias, per-channel quantization parameters, plus a fixed overhead).
+- **m4_instructions** estimates the Cortex-M4 instructions of the deployed int8 operator(s)
+  with Arm's CMSIS-NN kernels under TFLite Micro: a linear model per operator kind in MACs,
+  output and input values, fitted to instruction counts measured under QEMU
+  (`tfdynhp.layer_types.instructions`); 0 for folded layers.
 - **activation_values** is the number of values of the layer's output(s). The peak
   (`ModelCost.peak_activation_values`) is the largest number of values alive at once when the
   layers run one at a time in Keras' order. Layers that are identities at inference (Dropout,
@@ -47,6 +51,7 @@ import numpy as np
 
 from tfdynhp.graph import units as unit_graphs
 from tfdynhp.graph.nodes import functional_of, graph_nodes
+from tfdynhp.layer_types import instructions
 from tfdynhp.layer_types.registry import LayerCall, cost_of
 from tfdynhp.math.counting import peak_live_values
 
@@ -71,6 +76,8 @@ class LayerCost:
         ops: other elementwise operations of one inference.
         int8_bytes: estimated bytes of the layer in a full-int8 `.tflite` file.
         activation_values: number of values of the layer's output(s).
+        m4_instructions: estimated Cortex-M4 instructions of the deployed operator(s) with
+            CMSIS-NN kernels (`tfdynhp.layer_types.instructions`).
         input_shapes: the per-example shapes (batch dimension dropped) of the inputs.
         output_shapes: the per-example shapes of the outputs.
         folded_into: the name of the layer whose output buffer this layer's output shares at
@@ -90,6 +97,7 @@ class LayerCost:
     output_shapes: tuple
     folded_into: str = None
     supported: bool = True
+    m4_instructions: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +116,8 @@ class ModelCost:
             included (see the module docstring).
         layers: the `LayerCost` of every layer call, in execution order.
         unsupported: names of the layers counted without MACs (types without a cost).
+        m4_instructions: estimated Cortex-M4 instructions of one inference with CMSIS-NN
+            kernels (the operators' sum; TFLite Micro's own loop not included).
     """
 
     params: int
@@ -120,6 +130,7 @@ class ModelCost:
     peak_activation_values: int
     layers: tuple
     unsupported: tuple
+    m4_instructions: float = 0.0
 
 
 def _values(shape):
@@ -274,6 +285,7 @@ def _graph_costs(model, prefix, seen_layers, channels):
                 if folded
                 else None,
                 supported=supported,
+                m4_instructions=instructions.of(cost),
             )
         )
     for tensor in graph.outputs:
@@ -343,11 +355,13 @@ def totals(model, found):
                                                 found.last_uses, found.step_extra),
         layers=tuple(costs),
         unsupported=tuple(found.unsupported),
+        m4_instructions=sum(c.m4_instructions for c in costs),
     )
 
 
 def model_costs(model, keep_masks=None, unit_graph=None):
-    """Totals over a model: parameters, MACs, ops, int8 bytes, activation values.
+    """Totals over a model: parameters, MACs, ops, int8 bytes, activation values, Cortex-M4
+    instructions.
 
     Args:
         model: a built functional or Sequential `keras.Model`.

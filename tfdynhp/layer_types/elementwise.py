@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from tfdynhp.layer_types import instructions
 from tfdynhp.layer_types.registry import (
     BARRIER,
     CONCAT,
@@ -80,8 +81,14 @@ def activation_cost(call):
             and call.producer_linear and call.exclusive):
         return CallCost(folded=True, fused_activation=True)
     params = _values(layer.alpha.shape) if isinstance(layer, keras.layers.PReLU) else 0
-    return CallCost(params=params, ops=_out_values(call), inference_params=params,
-                    int8_bytes=params)
+    values = _out_values(call)
+    softmax = isinstance(layer, keras.layers.Softmax) or (
+        isinstance(layer, keras.layers.Activation)
+        and layer.activation is keras.activations.softmax)
+    m4 = (instructions.estimate("softmax", outputs=values, inputs=values) if softmax
+          else instructions.elementwise(values))
+    return CallCost(params=params, ops=values, inference_params=params, int8_bytes=params,
+                    m4_instructions=m4)
 
 
 # int8 outputs TFLite fixes: scale 1/256 and zero point -128 for LOGISTIC and SOFTMAX, scale
@@ -184,12 +191,19 @@ def pooling_cost(call):
 
     out_shape = call.output_shapes[0]
     channels = call.channels(out_shape)
-    return CallCost(ops=counting.pooling_ops(call.spatial(out_shape),
-                                             tuple(call.layer.pool_size), channels))
+    ops = counting.pooling_ops(call.spatial(out_shape), tuple(call.layer.pool_size), channels)
+    kind = "max_pool" if "Max" in type(call.layer).__name__ else "average_pool"
+    # CMSIS-NN's pooling reads every window element: `ops` values for the input term.
+    m4 = instructions.estimate(kind, outputs=_values(out_shape), inputs=ops)
+    return CallCost(ops=ops, m4_instructions=m4)
 
 
 def global_pooling_cost(call):
-    return CallCost(ops=_values(call.input_shapes[0]))
+    values = _values(call.input_shapes[0])
+    average = "Average" in type(call.layer).__name__
+    m4 = (instructions.estimate("mean", outputs=_out_values(call), inputs=values) if average
+          else instructions.elementwise(values))
+    return CallCost(ops=values, m4_instructions=m4)
 
 
 # int8: MAX_POOL_2D moves values (same scale); AVERAGE_POOL_2D keeps its input's scale and
@@ -279,7 +293,12 @@ def merge_cost(call):
     """`n - 1` ops per output value for `n` inputs (`Average`: `n`)."""
     inputs = len(call.input_shapes)
     per_value = inputs if isinstance(call.layer, keras.layers.Average) else inputs - 1
-    return CallCost(ops=per_value * _values(call.output_shapes[0]))
+    values = _values(call.output_shapes[0])
+    # TFLite's ADD takes two inputs: `n - 1` of them.
+    m4 = ((inputs - 1) * instructions.estimate("add", outputs=values, inputs=values)
+          if isinstance(call.layer, keras.layers.Add) else instructions.elementwise(
+              per_value * values))
+    return CallCost(ops=per_value * values, m4_instructions=m4)
 
 
 for _merge in (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,

@@ -7,6 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfdynhp.layer_types import instructions
 from tfdynhp.layer_types.registry import (
     BARRIER,
     DECOMPOSE,
@@ -48,18 +49,42 @@ def activation_ops(layer, out_shape):
     return 0 if linear or activation in FUSED_ACTIVATIONS else _values(out_shape)
 
 
-def kernel_layer_cost(call, kernel_values, bias_values, out_channels, macs, quant_bytes):
+def activation_instructions(layer, out_shape):
+    """Cortex-M4 instructions of a layer's own activation when TFLite does not fuse it: a
+    SOFTMAX operator for softmax, elementwise otherwise (0 for linear, ReLU, ReLU6)."""
+    ops = activation_ops(layer, out_shape)
+    if not ops:
+        return 0.0
+    if getattr(layer, "activation", None) is keras.activations.softmax:
+        return instructions.estimate("softmax", outputs=ops, inputs=ops)
+    return instructions.elementwise(ops)
+
+
+def kernel_layer_cost(call, kernel_values, bias_values, out_channels, macs, quant_bytes,
+                      m4_instructions=None):
     """The `CallCost` of a layer whose weights are one kernel (or two) and a bias: deployed as
     stored; int8 stores 1 byte per kernel value, 4 per bias and `quant_bytes` per output
-    channel."""
+    channel. `m4_instructions`: the operator's Cortex-M4 estimate, its activation's added."""
     params = int(kernel_values + bias_values)
+    if m4_instructions is not None:
+        m4_instructions += activation_instructions(call.layer, call.output_shapes[0])
     return CallCost(
         params=params,
         macs=int(macs),
         ops=activation_ops(call.layer, call.output_shapes[0]),
         inference_params=params,
         int8_bytes=int(kernel_values + 4 * bias_values + quant_bytes * out_channels),
+        m4_instructions=m4_instructions,
     )
+
+
+def _m4(kind, call, macs):
+    """The Cortex-M4 estimate of a call deployed as one operator of `kind`."""
+    out_shape = call.output_shapes[0]
+    positions = math.prod(call.spatial(out_shape)) if kind != "fully_connected" else 0
+    patches = macs // max(1, call.channels(out_shape)) if kind == "conv" else 0
+    return instructions.estimate(kind, macs, _values(out_shape), _values(call.input_shapes[0]),
+                                 positions, patches)
 
 
 def narrow_kernel_layer(kernel_attribute, width_attribute, in_axis=-2, out_axis=-1):
@@ -119,7 +144,7 @@ def dense_cost(call):
     cin, cout = int(in_shape[-1]), int(out_shape[-1])
     macs = counting.dense_macs(cin, cout, _values(in_shape[:-1]))
     return kernel_layer_cost(call, cin * cout, _uses_bias(call.layer) * cout, cout, macs,
-                             DENSE_QUANT_BYTES)
+                             DENSE_QUANT_BYTES, _m4("fully_connected", call, macs))
 
 
 def dense_linear_map(layer, inputs, kernel):
@@ -156,8 +181,11 @@ def conv_cost(call):
     kernel = math.prod(layer.kernel_size)
     macs = counting.conv_macs(call.spatial(out_shape), tuple(layer.kernel_size), cin, cout,
                               groups)
+    # CMSIS-NN's 1x1 kernel (arm_convolve_1x1_s8_fast) for a 1x1 stride-1 convolution.
+    pointwise = kernel == 1 and all(s == 1 for s in layer.strides) and groups == 1
     return kernel_layer_cost(call, kernel * (cin // groups) * cout, _uses_bias(layer) * cout,
-                             cout, macs, CONV_QUANT_BYTES)
+                             cout, macs, CONV_QUANT_BYTES,
+                             _m4("pointwise" if pointwise else "conv", call, macs))
 
 
 def conv_linear_map(layer, inputs, kernel):
@@ -248,8 +276,17 @@ def separable_cost(call):
     macs = counting.separable_macs(call.spatial(out_shape), tuple(layer.kernel_size), cin, cout,
                                    multiplier)
     values = math.prod(layer.kernel_size) * cin * multiplier + cin * multiplier * cout
+    # Deployed as a DEPTHWISE_CONV_2D, then a 1x1 CONV_2D (`split_separable_conv`).
+    positions = math.prod(call.spatial(out_shape))
+    depthwise_macs = counting.depthwise_macs(call.spatial(out_shape), tuple(layer.kernel_size),
+                                             cin, multiplier)
+    between = positions * cin * multiplier
+    m4 = (instructions.estimate("depthwise", depthwise_macs, between, _values(in_shape),
+                                positions)
+          + instructions.estimate("pointwise", macs - depthwise_macs, _values(out_shape),
+                                  between, positions))
     return kernel_layer_cost(call, values, _uses_bias(layer) * cout, cout, macs,
-                             CONV_QUANT_BYTES)
+                             CONV_QUANT_BYTES, m4)
 
 
 def split_separable_conv(layer):
@@ -319,7 +356,7 @@ def depthwise_cost(call):
                                    multiplier)
     return kernel_layer_cost(call, math.prod(layer.kernel_size) * cin * multiplier,
                              _uses_bias(layer) * cin * multiplier, cin * multiplier, macs,
-                             CONV_QUANT_BYTES)
+                             CONV_QUANT_BYTES, _m4("depthwise", call, macs))
 
 
 def depthwise_gradient_variance(layer, inputs, deltas):

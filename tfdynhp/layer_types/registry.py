@@ -181,6 +181,10 @@ class CallCost:
         folded: the output shares the producer's buffer at inference (folded BatchNorm, fused
             ReLU, Dropout, ...).
         fused_activation: the layer is an activation fused into its producer.
+        m4_instructions: estimated Cortex-M4 instructions of the deployed operator(s) with
+            CMSIS-NN kernels (`tfdynhp.layer_types.instructions`); `None` (the default) for a
+            type without an estimate of its own: priced from `macs` and `ops` at generic
+            rates (`instructions.fallback`).
     """
 
     params: int = 0
@@ -190,6 +194,7 @@ class CallCost:
     int8_bytes: int = 0
     folded: bool = False
     fused_activation: bool = False
+    m4_instructions: float = None
 
 
 @dataclasses.dataclass(frozen=True)

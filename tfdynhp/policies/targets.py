@@ -1,4 +1,5 @@
-"""Targets: "32k params", "2.5M MACs", "40KB" (int8 model), "900KB memory" (training).
+"""Targets: "32k params", "2.5M MACs", "40KB" (int8 model), "900KB memory" (training),
+"25% m4_instructions" (Cortex-M4 instructions with CMSIS-NN kernels).
 
 Users think in what their device holds, not in `lambda`. A `Target` names a resource and an
 amount (or a fraction of the starting model) and the epoch by which to reach it. The pieces,
@@ -31,13 +32,18 @@ from tfdynhp.math import budget as budget_lib
 from tfdynhp.math.selection import keep_mask
 from tfdynhp.validation import ConfigurationError, check_real
 
-TARGET_RESOURCES = ("params", "macs", "int8_bytes", "memory")
+TARGET_RESOURCES = ("params", "macs", "int8_bytes", "memory", "m4_instructions")
+# Resources counted in plain numbers ("2.5M macs", "25% m4_instructions"), not bytes.
+_COUNTED = ("params", "macs", "m4_instructions")
 _WORDS = {
     "params": "params", "param": "params", "parameters": "params", "weights": "params",
     "macs": "macs", "mac": "macs", "mult-adds": "macs",
     "int8": "int8_bytes", "model": "int8_bytes", "tflite": "int8_bytes", "flash": "int8_bytes",
     "int8_bytes": "int8_bytes",
     "memory": "memory", "training memory": "memory", "ram": "memory",
+    "m4_instructions": "m4_instructions", "m4 instructions": "m4_instructions",
+    "m4": "m4_instructions", "instructions": "m4_instructions",
+    "cortex-m4 instructions": "m4_instructions",
 }
 _COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _TARGET_RE = re.compile(
@@ -46,7 +52,9 @@ _TARGET_RE = re.compile(
 )
 _FORMS = (
     "a Target, or a string such as '32k params', '31744 params', '25% params', '2.5M macs', "
-    "'40KB' or '40KiB int8' (the int8 .tflite size), '900KB memory' (training memory)"
+    "'40KB' or '40KiB int8' (the int8 .tflite size), '900KB memory' (training memory), "
+    "'25% m4_instructions' or '2M m4_instructions' (Cortex-M4 instructions per inference with "
+    "CMSIS-NN kernels, estimated by tfdynhp.layer_types.instructions)"
 )
 
 
@@ -55,8 +63,10 @@ class Target:
     """A resource amount to reach by an epoch.
 
     Args:
-        resource: `"params"`, `"macs"`, `"int8_bytes"` (estimated int8 `.tflite` size) or
-            `"memory"` (training memory under the callback's accounting).
+        resource: `"params"`, `"macs"`, `"int8_bytes"` (estimated int8 `.tflite` size),
+            `"memory"` (training memory under the callback's accounting) or
+            `"m4_instructions"` (estimated Cortex-M4 instructions per inference with CMSIS-NN
+            kernels).
         amount: the absolute amount, or None when `fraction` is given.
         fraction: the amount as a fraction of the starting model, in (0, 1].
         by_epoch: the epoch (1-based) by whose end the target is met; None lets the callback
@@ -70,8 +80,8 @@ class Target:
 
     def __post_init__(self):
         if self.resource not in TARGET_RESOURCES:
-            raise ValueError(f"A target's resource must be one of {TARGET_RESOURCES}. "
-                             f"Received: {self.resource!r}")
+            raise ValueError(f"Unknown target resource {self.resource!r}. Expected one of "
+                             f"{', '.join(repr(r) for r in TARGET_RESOURCES)}.")
         if (self.amount is None) == (self.fraction is None):
             raise ValueError("A target needs exactly one of `amount` or `fraction`. Received: "
                              f"amount={self.amount!r}, fraction={self.fraction!r}")
@@ -92,6 +102,8 @@ class Target:
         if self.resource in ("int8_bytes", "memory"):
             what = "int8 model" if self.resource == "int8_bytes" else "training memory"
             return f"{budget_lib.format_bytes(int(amount))} {what}"
+        if self.resource == "m4_instructions":
+            return f"{amount:,.0f} Cortex-M4 instructions (estimated)"
         return f"{amount:,.0f} {self.resource}"
 
 
@@ -125,9 +137,10 @@ def parse_target(value, by_epoch=None):
         return Target(resource, amount=float(budget_lib.parse_budget(number + unit)),
                       by_epoch=by_epoch)
     resource = _WORDS.get(word)
-    if resource not in ("params", "macs"):
-        raise ValueError(f"Target {value!r}: name what to count, e.g. '32k params' or "
-                         f"'2.5M macs'. Expected {_FORMS}.")
+    if resource not in _COUNTED:
+        words = ", ".join(repr(w) for w, r in _WORDS.items() if r in _COUNTED)
+        raise ValueError(f"Target {value!r}: unknown or missing resource {word!r}; name what "
+                         f"to count, one of {words}. Expected {_FORMS}.")
     if unit == "%":
         return Target(resource, fraction=float(number) / 100.0, by_epoch=by_epoch)
     return Target(resource, amount=float(number) * _COUNT_SUFFIXES[unit.lower()],
@@ -238,7 +251,7 @@ def minimum_amount(model, resource, unit_graph, min_units=1, **measure_kwargs):
 
 # Which cost a target's resource gives the gates when they only count units.
 PENALTY_FOR_TARGET = {"params": "params", "macs": "macs", "int8_bytes": "params",
-                      "memory": "memory"}
+                      "memory": "memory", "m4_instructions": "m4_instructions"}
 
 
 class TargetController:
