@@ -9,10 +9,11 @@ operator instance is one point `(kind, MACs, output values, input values, instru
 operator kind a non-negative least-squares fit of
 
     instructions = a * MACs + b * output values + c * input values + d * output positions
-                   + e * patch values + f
+                   + e * patch values + f * kernel taps + g
 
 (output positions: the output's spatial size; patch values: MACs per output channel, the
-values a convolution's im2col copies; f: per call), weighted by 1 / instructions (relative error). The DS-CNN layers measured by
+values a convolution's im2col copies; kernel taps: output positions times kernel elements,
+the rows of those copies, which cost the most with 1 input channel; g: per call), weighted by 1 / instructions (relative error). The DS-CNN layers measured by
 `bench/firmware.py --ds-cnn --profile` (`bench/results/firmware_dscnn.json`, trained models)
 are held out: the fit is checked against them, not fitted on them.
 
@@ -38,10 +39,10 @@ REPO = os.path.dirname(HERE)
 DEFAULT_TFLM = os.environ.get("TFLM_DIR") or os.path.join(
     os.path.dirname(REPO), "shared", "tflm-kit", "tflm"
 )
-FEATURES = ("macs", "outputs", "inputs", "positions", "patches", "calls")
+FEATURES = ("macs", "outputs", "inputs", "positions", "patches", "taps", "calls")
 # The features each kind's kernel can depend on (a pooling window's elements are its inputs).
 KIND_FEATURES = {
-    "conv": ("macs", "outputs", "positions", "patches", "calls"),
+    "conv": ("macs", "outputs", "positions", "patches", "taps", "calls"),
     "pointwise": ("macs", "outputs", "inputs", "positions", "calls"),
     "depthwise": ("macs", "outputs", "inputs", "positions", "calls"),
     "fully_connected": ("macs", "outputs", "inputs", "calls"),
@@ -133,16 +134,17 @@ def op_points(tflite, instructions):
             macs = 0  # window elements: the inputs (non-overlapping windows)
         else:
             macs = 0
-        points.append(_point(kind, op, macs, out_values, in_values, outputs[0][-1], count))
+        points.append(_point(kind, op, macs, out_values, in_values, outputs[0][-1], count,
+                             inputs[0][-1]))
     return points
 
 
-def _point(kind, op, macs, outputs, inputs, out_channels, count):
+def _point(kind, op, macs, outputs, inputs, out_channels, count, in_channels):
     positions = outputs // out_channels if kind in ("conv", "pointwise", "depthwise") else 0
+    patches = int(macs // out_channels) if kind == "conv" else 0
     return {"kind": kind, "op": op, "macs": int(macs), "outputs": int(outputs),
-            "inputs": int(inputs), "positions": int(positions),
-            "patches": int(macs // out_channels) if kind == "conv" else 0,
-            "instructions": int(count)}
+            "inputs": int(inputs), "positions": int(positions), "patches": patches,
+            "taps": patches // in_channels, "instructions": int(count)}
 
 
 def held_out_points(path):
@@ -167,7 +169,8 @@ def held_out_points(path):
                 inputs = outputs if op == "SOFTMAX" else None
             if inputs is None:
                 continue  # the pool's input is the previous layer's output
-            points.append(dict(_point(kind, op, layer["macs"], outputs, inputs, cout, count),
+            points.append(dict(_point(kind, op, layer["macs"], outputs, inputs, cout, count,
+                                      cin),
                                model=row["row"], index=i))
     return points
 
@@ -222,10 +225,11 @@ def _markdown(result):
         "models with random weights, profiled under QEMU (`profile_ops(per_layer=True)`, "
         "cortex-m4, cmsis-nn); per operator kind a non-negative least-squares fit (relative "
         "error) of instructions = a x MACs + b x output values + c x input values + d x output "
-        "positions + e x patch values (MACs per output channel) + f."), "",
+        "positions + e x patch values (MACs per output channel) + f x kernel taps (positions "
+        "x kernel elements) + g."), "",
         ("| kind | a (per MAC) | b (per output) | c (per input) | d (per position) | "
-        "e (per patch value) | f (per call) | points | worst error |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "e (per patch value) | f (per tap) | g (per call) | points | worst error |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, coefficients in result["table"].items():
         pts = [p for p in result["points"] if p["kind"] == kind]

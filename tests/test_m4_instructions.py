@@ -53,18 +53,17 @@ def test_the_library_table_is_the_committed_fit_and_reproduces_its_points():
     worst = {}
     for p in points:
         estimate = instructions.estimate(p["kind"], p["macs"], p["outputs"], p["inputs"],
-                                         p["positions"], p["patches"])
+                                         p["positions"], p["patches"], p["taps"])
         error = abs(estimate - p["instructions"]) / p["instructions"]
         worst[p["kind"]] = max(worst.get(p["kind"], 0.0), error)
-    # Every fitted operator within 25 %; the heavy kinds (convolutions) within 21 %.
-    assert max(worst.values()) < 0.25, worst
-    assert max(worst[k] for k in ("pointwise", "depthwise", "conv")) < 0.21, worst
-    # Held out (the trained DS-CNNs of bench/firmware.py): each model's sum within 8 %.
+    # Every fitted operator within 15 % (measured: 12.3 % worst, a pointwise layer).
+    assert max(worst.values()) < 0.15, worst
+    # Held out (the trained DS-CNNs of bench/firmware.py): each model's sum within 6 %.
     for model in {p["model"] for p in fit["held_out"]}:
         held = [p for p in fit["held_out"] if p["model"] == model]
         measured = sum(p["instructions"] for p in held)
         estimate = sum(p["estimate"] for p in held)
-        assert abs(estimate - measured) / measured < 0.08, model
+        assert abs(estimate - measured) / measured < 0.06, model
 
 
 def test_a_depthwise_mac_costs_several_pointwise_macs():

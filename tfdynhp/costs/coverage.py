@@ -106,7 +106,8 @@ def check_target(model, resource):
         )
     if resource in ("macs", "m4_instructions") and found.unpriced_weights:
         raise ConfigurationError(
-            f"A {resource} target needs the MACs of every layer with weights, but these have "
+            f"A {'MACs' if resource == 'macs' else resource} target needs the MACs of every "
+            "layer with weights, but these have "
             f"no cost function: {_listing(found.unpriced_weights)}. Register one with "
             "tfdynhp.layer_types.register(LayerClass, ..., cost=...), or aim at a params target."
         )

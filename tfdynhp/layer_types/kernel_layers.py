@@ -83,8 +83,9 @@ def _m4(kind, call, macs):
     out_shape = call.output_shapes[0]
     positions = math.prod(call.spatial(out_shape)) if kind != "fully_connected" else 0
     patches = macs // max(1, call.channels(out_shape)) if kind == "conv" else 0
+    taps = patches // max(1, call.channels(call.input_shapes[0]))
     return instructions.estimate(kind, macs, _values(out_shape), _values(call.input_shapes[0]),
-                                 positions, patches)
+                                 positions, patches, taps)
 
 
 def narrow_kernel_layer(kernel_attribute, width_attribute, in_axis=-2, out_axis=-1):
