@@ -113,6 +113,25 @@ def test_the_resource_names_and_errors():
         costs.unit_costs(_dscnn_block(8), "cycles")
     with pytest.raises(ValueError, match="Unknown operator kind 'lstm'.*'pointwise'"):
         instructions.estimate("lstm", macs=10)
+    from tfdynhp.cli.main import build_parser
+
+    args = build_parser().parse_args(["train", "--out", "x", "--target", "25% m4_instructions",
+                                      "--penalty", "m4_instructions"])
+    assert (args.target, args.penalty) == ("25% m4_instructions", "m4_instructions")
+
+
+def test_a_tolerance_cut_can_count_instructions():
+    # `Tolerance(resource=...)` validates its names itself (tfdynhp/policies/tolerance.py);
+    # its cut and ranking already read this resource through the one cost model.
+    from tfdynhp.policies import tolerance
+
+    model = tfdynhp.gate(_dscnn_block(32, first=32), seed=0)
+    savings = costs.unit_costs(model, "m4_instructions")
+    importance = {name: np.linspace(1.0, 2.0, 32) for name in savings}
+    keys = tolerance.rank_scores(importance, savings)
+    before = tolerance.measure(model, "m4_instructions")
+    masks, after, removed = tolerance.propose_cut(model, keys, 0.2, "m4_instructions")
+    assert 0.75 * before <= after <= 0.8 * before and removed > 0
 
 
 @pytest.mark.slow
