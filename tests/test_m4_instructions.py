@@ -6,6 +6,7 @@ errors, a `25% m4_instructions` target met in a real fit, and (when the TFLM tre
 toolchain are here, as in tests/test_firmware.py) the estimate against QEMU's count.
 """
 
+import itertools
 import json
 import os
 import pathlib
@@ -14,10 +15,10 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
 from tfdynhp import costs
-from tfdynhp.callbacks import DynHPCallback
 from tfdynhp.layer_types import instructions
 from tfdynhp.policies import targets
 
@@ -80,7 +81,7 @@ def test_a_depthwise_mac_costs_several_pointwise_macs():
 def test_the_estimate_grows_with_channels(name):
     estimates = [_layer(_dscnn_block(c, first=c), name).m4_instructions
                  for c in (4, 7, 16, 33, 64)]
-    assert all(a < b for a, b in zip(estimates, estimates[1:])), estimates
+    assert all(a < b for a, b in itertools.pairwise(estimates)), estimates
 
 
 def test_totals_and_unit_savings_agree_with_the_walk():
@@ -130,7 +131,7 @@ def test_a_tolerance_cut_can_count_instructions():
     importance = {name: np.linspace(1.0, 2.0, 32) for name in savings}
     keys = tolerance.rank_scores(importance, savings)
     before = tolerance.measure(model, "m4_instructions")
-    masks, after, removed = tolerance.propose_cut(model, keys, 0.2, "m4_instructions")
+    _masks, after, removed = tolerance.propose_cut(model, keys, 0.2, "m4_instructions")
     assert 0.75 * before <= after <= 0.8 * before and removed > 0
 
 
