@@ -1,6 +1,7 @@
 """The one cost model: what a model costs (parameters, MACs, int8 bytes, activation values,
-estimated Cortex-M4 CMSIS-NN instructions) now or after planned keep-masks (`walk`), what one unit of a group saves (`units`), the memory
-of training it (`memory`), and whether the walk covers every parameter (`coverage`)."""
+estimated Cortex-M4 CMSIS-NN instructions) now or after planned keep-masks (`walk`), what one
+unit of a group saves (`units`), the memory of training it (`memory`), and whether the walk
+covers every parameter (`coverage`)."""
 
 from tfdynhp.costs.coverage import Coverage, check_target, coverage_of
 from tfdynhp.costs.memory import (
