@@ -156,7 +156,8 @@ def _kws_data(args):
 def _resource_rows(args, data, info):
     """DS-CNN rows pruned for `--target-resource` (e.g. `m4_instructions`): to 1/4 of it; to
     the MACs that model has, with a MACs target (does pricing units in the resource matter at
-    equal MACs?); and to 1/4 MACs with the gates' penalty (the ranking of units) in it."""
+    equal MACs?); to 1/4 MACs with the gates' penalty (the ranking of units) in it; and to 1/4
+    of it with the penalty in MACs (the amount in the resource, the ranking in MACs)."""
     import keras
 
     from tfdynhp import costs, training
@@ -166,7 +167,8 @@ def _resource_rows(args, data, info):
     rows = []
     specs = [(f"ds-cnn 1/4 {resource}", f"25% {resource}", None),
              ("ds-cnn same MACs, macs target", None, None),
-             (f"ds-cnn 1/4 MACs, {resource} penalty", "25% macs", resource)]
+             (f"ds-cnn 1/4 MACs, {resource} penalty", "25% macs", resource),
+             (f"ds-cnn 1/4 {resource}, macs penalty", f"25% {resource}", "macs")]
     for name, target, penalty in specs:
         target = target or f"{rows[0]['macs']} macs"
         folder = os.path.join(args.work, "dscnn", _slug(name))
