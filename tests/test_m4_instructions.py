@@ -29,15 +29,19 @@ TFLM_DIR = os.environ.get("TFLM_DIR") or str(next((p for p in KIT_TREES if p.is_
                                                   KIT_TREES[0]))
 
 
-def _dscnn_block(channels, first=16, shape=(25, 5, 1)):
-    """A DS-CNN-like model: a first convolution, one depthwise + pointwise block, pooling and
-    a softmax classifier."""
+def _dscnn_block(channels, first=16, shape=(25, 5, 1), pool="global"):
+    """A DS-CNN-like model: a first convolution, one depthwise + pointwise block, pooling
+    (global: MEAN; `"average"`: the DS-CNN's AVERAGE_POOL_2D + flatten) and a softmax
+    classifier."""
     inputs = keras.Input(shape)
     x = keras.layers.Conv2D(first, (5, 3), strides=2, padding="same", activation="relu",
                             name="conv")(inputs)
     x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
     x = keras.layers.Conv2D(channels, 1, activation="relu", name="pw")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if pool == "global":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    else:
+        x = keras.layers.Flatten()(keras.layers.AveragePooling2D(x.shape[1:3], name="pool")(x))
     outputs = keras.layers.Dense(4, activation="softmax", name="out")(x)
     return keras.Model(inputs, outputs)
 
@@ -168,7 +172,7 @@ def test_the_estimate_is_close_to_the_instructions_qemu_counts(tmp_path):
     from tfdynhp import converters
 
     keras.utils.set_random_seed(1)
-    model = _dscnn_block(20, first=12)
+    model = _dscnn_block(20, first=12, pool="average")  # the DS-CNN's operators (cached)
     data = np.random.default_rng(0).normal(size=(16, 25, 5, 1)).astype("float32")
     tflite = converters.to_int8_tflite(model, data)
     converters.export(tflite, "mcu", str(tmp_path), data)
@@ -176,4 +180,4 @@ def test_the_estimate_is_close_to_the_instructions_qemu_counts(tmp_path):
                                                kernels="cmsis-nn", per_layer=True)
     measured = sum(n for _, n in profiled["layers"])
     estimate = costs.model_costs(model).m4_instructions
-    assert abs(estimate - measured) / measured < 0.15, (estimate, profiled["layers"])
+    assert abs(estimate - measured) / measured < 0.10, (estimate, profiled["layers"])  # +4.9 %
