@@ -269,6 +269,13 @@ def test_the_one_command_with_raw_audio(tmp_path, capsys):
     agreement = s["firmware_agreement"]["cortex-m4"]
     assert agreement["n"] == s["data"]["split_sizes"]["test"]
     assert agreement["class_agreement"] >= 0.99 and agreement["bit_exact_fraction"] >= 0.99
+    # Those clips ran on the release image (RELEASE=1: no test clips, no error strings): the
+    # issue's goal for the pruned KWS firmware, <= 128 KB flash and <= 48 KB RAM.
+    assert agreement["release"] is True and agreement["flash_parts"]["test vectors"] == 0
+    assert agreement["flash_parts"]["total"] == agreement["flash_bytes"] <= 128 * 1024
+    assert agreement["flash_bytes"] < fw["flash_bytes"] - 64_000  # the two 32 KB test clips
+    assert (agreement["ram_static_bytes"] + agreement["stack_used_bytes"]
+            + agreement["heap_used_bytes"]) <= 48 * 1024
     bundle = tmp_path / "run" / "export" / "mcu"
     assert audio_mcu.is_audio_bundle(bundle)
     assert "int16_t kTestClips" in (bundle / "test_vectors.cc").read_text()
