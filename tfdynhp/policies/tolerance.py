@@ -32,6 +32,14 @@ a fit never ends with a cut that was not judged. The gates are frozen at their t
 values while this rule runs (`gates="frozen"`: no sampling noise, no penalty, the gated model
 trains as the plain one does); the cuts close them.
 
+Every measurement the rule makes (the epoch's metric, a trial, an undo) is taken with the
+BatchNormalization statistics re-estimated on training examples for the network being measured
+(`recalibrate`, `tfdynhp.model.batch_norm`): Keras' moving averages lag the weights and know
+nothing of a cut, and judged with them a BatchNormalization network looked 5-30 points worse
+than it was (`bench/defaults.md` §8). The epoch's value Keras logged is kept beside it
+(`dynhp/tolerance/keras_value`). A fit that resumes a saved run (`GatedModel.dynhp_run`)
+continues the rule: its values, step and a pending cut with the gates it closed (`state`).
+
 Units are ranked by the loss increase a first-order Taylor expansion predicts when the unit is
 zeroed (`tfdynhp.policies.criteria.Taylor`, on the validation data, at the gates' outputs),
 divided by what removing the unit saves in the resource (resource-aware: of two units that
