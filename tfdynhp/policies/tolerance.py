@@ -713,10 +713,14 @@ def measure(model, resource, masks=None, unit_graph=None):
 
 def importance(model, data):
     """First-order Taylor importance of every gated unit on `data` (`(x, y)` arrays): the
-    loss increase predicted when the unit's gate goes to zero
-    (`tfdynhp.policies.criteria.Taylor`, with the model's own loss when it is named)."""
+    loss increase predicted when the unit's gate goes to zero, summed over the unit's spatial
+    positions (`tfdynhp.policies.criteria.Taylor(spatial="sum")`, with the model's own loss
+    when it is named). Units of every layer are ranked together: the per-position mean of
+    Molchanov's criterion would make a channel at 16x16 look 256 times less important than
+    one after global pooling (on MobileNet, a 5 % cut then took 3 of the first layer's 8
+    channels and cost 14 points; by the sum it took late pointwise channels and cost none)."""
     loss = model.loss if isinstance(model.loss, str) else None
-    return Taylor(loss=loss).scores(model, data)
+    return Taylor(loss=loss, spatial="sum").scores(model, data)
 
 
 def propose_cut(model, keys, step, resource, min_units=1, unit_graph=None):
