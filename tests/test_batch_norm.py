@@ -8,8 +8,12 @@ import tensorflow as tf
 
 import tfdynhp
 from tfdynhp.model import DynamicBatches
-from tfdynhp.model.batch_norm import (batch_norm_layers, recalibrate_batch_norm,
-                                      restore_batch_norm, sample_inputs)
+from tfdynhp.model.batch_norm import (
+    batch_norm_layers,
+    recalibrate_batch_norm,
+    restore_batch_norm,
+    sample_inputs,
+)
 from tfdynhp.policies import tolerance as tolerance_lib
 
 
@@ -115,8 +119,9 @@ def test_dynhp_default_on_a_batch_norm_cnn_judges_by_recalibrated_validation():
     """End to end: `DynHPCallback()` on a small BatchNormalization CNN (real digits, real
     fit): every epoch records Keras' validation value and the recalibrated one it judges by,
     and the model ends with statistics re-estimated for what was cut."""
-    from tfdynhp import datasets
     from tfdynhp.callbacks import DynHPCallback
+
+    from tfdynhp import datasets
 
     (x, y), _ = datasets.load_sklearn("digits")
     x = x.reshape(-1, 8, 8, 1).astype("float32")

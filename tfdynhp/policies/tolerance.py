@@ -32,6 +32,14 @@ a fit never ends with a cut that was not judged. The gates are frozen at their t
 values while this rule runs (`gates="frozen"`: no sampling noise, no penalty, the gated model
 trains as the plain one does); the cuts close them.
 
+Every measurement the rule makes (the epoch's metric, a trial, an undo) is taken with the
+BatchNormalization statistics re-estimated on training examples for the network being measured
+(`recalibrate`, `tfdynhp.model.batch_norm`): Keras' moving averages lag the weights and know
+nothing of a cut, and judged with them a BatchNormalization network looked 5-30 points worse
+than it was (`bench/defaults.md` §8). The epoch's value Keras logged is kept beside it
+(`dynhp/tolerance/keras_value`). A fit that resumes a saved run (`GatedModel.dynhp_run`)
+continues the rule: its values, step and a pending cut with the gates it closed (`state`).
+
 Units are ranked by the loss increase a first-order Taylor expansion predicts when the unit is
 zeroed (`tfdynhp.policies.criteria.Taylor`, on the validation data, at the gates' outputs),
 divided by what removing the unit saves in the resource (resource-aware: of two units that
@@ -705,10 +713,14 @@ def measure(model, resource, masks=None, unit_graph=None):
 
 def importance(model, data):
     """First-order Taylor importance of every gated unit on `data` (`(x, y)` arrays): the
-    loss increase predicted when the unit's gate goes to zero
-    (`tfdynhp.policies.criteria.Taylor`, with the model's own loss when it is named)."""
+    loss increase predicted when the unit's gate goes to zero, summed over the unit's spatial
+    positions (`tfdynhp.policies.criteria.Taylor(spatial="sum")`, with the model's own loss
+    when it is named). Units of every layer are ranked together: the per-position mean of
+    Molchanov's criterion would make a channel at 16x16 look 256 times less important than
+    one after global pooling (on MobileNet, a 5 % cut then took 3 of the first layer's 8
+    channels and cost 14 points; by the sum it took late pointwise channels and cost none)."""
     loss = model.loss if isinstance(model.loss, str) else None
-    return Taylor(loss=loss).scores(model, data)
+    return Taylor(loss=loss, spatial="sum").scores(model, data)
 
 
 def propose_cut(model, keys, step, resource, min_units=1, unit_graph=None):
