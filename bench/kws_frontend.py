@@ -18,6 +18,25 @@ rows also classify every held-out clip on the device (read through semihosting) 
 keyword with the Python pipeline's. Writes `bench/results/kws_frontend.json` and `.md`.
 
     python bench/kws_frontend.py --size ci --difficulty easy --epochs 12
+
+`--accuracy-only` trains the two dense rows (MFCC, micro) for each of `--seeds` on the same
+clips, without firmware, and writes `kws_frontend_accuracy.json` / `.md`: the front ends'
+held-out accuracy on more clips than the firmware run affords (`--size small`: 480 held-out
+voices, 480 held-out accents).
+
+    python bench/kws_frontend.py --accuracy-only --size small --difficulty easy --epochs 12
+
+`--flash-breakdown` takes the pruned raw-audio bundle of a full run (`--bundle`, default
+`<work>/micro_dynhp_25pct_macs/export/mcu`), writes it again with this checkout's templates
+(same models, same test clips), builds the Cortex-M4 CMSIS-NN firmware twice: the test build
+(`make cortex-m4`: test clips compiled in, what `verify_mcu` checks) and the release image
+(`make cortex-m4 RELEASE=1`: no test clips, TFLM's release flags; clips from `EVAL_CLIPS`
+through semihosting), checks both bit for bit against Python TFLM (the release image on the
+bundle's test clips and on `eval_clips.bin` when the bundle has one: the held-out clips of the
+full run), and attributes flash and RAM to their parts from the linker map
+(`converters.flash_map`). Writes `kws_flash.json` / `.md`.
+
+    python bench/kws_frontend.py --flash-breakdown
 """
 
 import argparse
@@ -92,6 +111,168 @@ def run_row(name, front_end, mode, target, args, work):
     return row
 
 
+def accuracy_rows(args):
+    """`--accuracy-only`: MFCC vs micro front end, dense DS-CNN, no export, per seed."""
+    from tfdynhp.training import kws as pipeline
+
+    rows = []
+    for seed in args.seeds:
+        for front_end in ("mfcc", "micro"):
+            options = {"arch": "ds-cnn", "mode": "dense", "budget": None, "epochs": args.epochs,
+                       "batch_size": args.batch_size, "lr": args.lr, "seed": seed}
+            start = time.perf_counter()
+            result, _ = pipeline.train_kws(
+                None, difficulty=args.difficulty, size=args.size, data_seed=args.seed,
+                front_end=front_end, data_verbose=0, verbose=0, keras_verbose=0, **options)
+            summary = result.summary
+            row = {"front_end": front_end, "seed": seed, "held_out": summary["held_out"],
+                   "splits": summary.get("data", {}).get("splits"),
+                   "seconds": time.perf_counter() - start}
+            print(json.dumps({k: row[k] for k in ("front_end", "seed", "held_out")}),
+                  flush=True)
+            rows.append(row)
+    return rows
+
+
+def write_accuracy_markdown(record, path):
+    d = record["data"]
+    lines = [
+        "# Raw-audio (micro) vs MFCC front end: held-out accuracy, dense DS-CNN", "",
+        (f"Command: `{record['command']}` ({record['seconds'] / 60:.1f} min; "
+         f"{record['machine']})."), "",
+        (f"Data: synthetic-kws {d['size']} clips, difficulty {d['difficulty']}, data seed "
+         f"{d['seed']} (both front ends on the same clips); DS-CNN dense, "
+         f"{record['settings']}. Float Keras accuracy in % (no int8 export in this mode)."), "",
+        "| seed | front end | voices clips | voices float | accents clips | accents float |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        v, a = r["held_out"]["test_voices"], r["held_out"]["test_accents"]
+        lines.append(f"| {r['seed']} | {r['front_end']} | {v['n']} | {_pct(v['float'])} | "
+                     f"{a['n']} | {_pct(a['float'])} |")
+    lines += ["", "micro minus MFCC, float, points (mean over seeds; each seed in brackets):", "",
+              "| split | micro - MFCC |", "|---|---|"]
+    for split in ("test_voices", "test_accents"):
+        diffs = [100 * (m["held_out"][split]["float"] - f["held_out"][split]["float"])
+                 for f, m in zip(record["rows"][0::2], record["rows"][1::2])]
+        lines.append(f"| {split} | {sum(diffs) / len(diffs):+.2f} "
+                     f"({', '.join(f'{x:+.1f}' for x in diffs)}) |")
+    lines.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def _rewrite_bundle(src, dst):
+    """The raw-audio bundle `src` written again into `dst` with this checkout's templates."""
+    import shutil
+
+    import numpy as np
+    from tfdynhp.converters import audio_mcu
+
+    with open(os.path.join(src, "test_vectors.json")) as f:
+        vectors = json.load(f)
+    with open(os.path.join(src, "labels.txt")) as f:
+        labels = [line.strip() for line in f if line.strip()]
+    models = {}
+    for name in ("model.tflite", "frontend.tflite"):
+        with open(os.path.join(src, name), "rb") as f:
+            models[name] = f.read()
+    shutil.rmtree(dst, ignore_errors=True)
+    audio_mcu.write_audio_mcu(models["model.tflite"], models["frontend.tflite"], dst,
+                              np.asarray(vectors["inputs"], np.int16), vectors["frontend"],
+                              labels=labels, kernels="cmsis-nn")
+    return np.asarray(vectors["inputs"], np.int16)
+
+
+def flash_breakdown(args):
+    """`--flash-breakdown`: flash / RAM per part, test build vs release image."""
+    import numpy as np
+    from tfdynhp.converters import audio_mcu, firmware
+
+    src = args.bundle or os.path.join(args.work, "micro_dynhp_25pct_macs", "export", "mcu")
+    if not os.path.isfile(os.path.join(src, "frontend.tflite")):
+        raise SystemExit(f"No raw-audio bundle at {src}: run `python bench/kws_frontend.py` "
+                         "first (its pruned row writes it) or pass --bundle.")
+    bundle = os.path.join(args.work, "flash_breakdown", "mcu")
+    clips = _rewrite_bundle(src, bundle)
+    extra = os.path.join(src, "eval_clips.bin")
+    held_out = (np.fromfile(extra, "<i2").reshape(-1, clips.shape[1])
+                if os.path.isfile(extra) else clips[:0])
+    test = firmware.verify_mcu(bundle, args.tflm_dir, "cortex-m4", kernels="cmsis-nn",
+                               cache_dir=args.cache_dir)
+    builds = {
+        "test build": {
+            "command": "make cortex-m4", "bit_exact": f"yes ({test.num_vectors} test clips)"
+            if test.bit_exact else "NO", "stack_used_bytes": test.stack_used_bytes,
+            "heap_used_bytes": test.heap_used_bytes,
+            "instructions_per_inference": test.instructions_per_inference,
+            **firmware.firmware_size(bundle, "cortex-m4", "cmsis-nn")},
+    }
+    checked = audio_mcu.evaluate_clips(bundle, np.concatenate([clips, held_out]), args.tflm_dir,
+                                       "cortex-m4", kernels="cmsis-nn",
+                                       cache_dir=args.cache_dir, release=True)
+    builds["release image"] = {
+        "command": "make cortex-m4 RELEASE=1 EVAL_CLIPS=eval_clips.bin",
+        "bit_exact": (f"{100 * checked['bit_exact_fraction']:.1f} % of {checked['n']} clips "
+                      f"({len(clips)} test + {len(held_out)} held-out); same keyword "
+                      f"{100 * checked['class_agreement']:.1f} %"),
+        **{k: checked[k] for k in ("flash_bytes", "ram_static_bytes", "flash_parts",
+                                   "ram_parts", "stack_used_bytes", "heap_used_bytes")},
+    }
+    return {"bundle": src, "builds": builds}
+
+
+def write_flash_markdown(record, path):
+    from tfdynhp.converters import flash_map
+
+    test, release = record["builds"]["test build"], record["builds"]["release image"]
+    lines = [
+        ("# Raw-audio keyword-spotting firmware (DS-CNN 1/4 MACs, CMSIS-NN, Cortex-M4): where "
+        "flash and RAM go"), "",
+        (f"Command: `{record['command']}` ({record['seconds'] / 60:.1f} min; "
+         f"{record['machine']}). Bundle: the pruned row of `python bench/kws_frontend.py "
+         "--size ci --difficulty easy --epochs 12`, written again with this checkout's "
+         "templates."), "",
+        ("Parts from the linker map (`converters.flash_map`, every input section of "
+         "`build/cortex-m4*/firmware.map`): flash = .vectors + .text + .rodata + .ARM.exidx "
+         "+ .data, RAM = .data + .bss (static; stack and heap measured in the running "
+         "firmware). 'c library' = newlib-nano (printf, stdio for the semihosting clip file), "
+         "libm (sin/cos of kissfft's twiddles), libgcc, semihosting. 'linker' = alignment "
+         "fill minus merged duplicate strings."), "",
+        (f"- test build: `{test['command']}` (test clips compiled in, TFLM's error messages and "
+        f"asserts kept; the build `verify_mcu` checks); bit-exact: {test['bit_exact']}"),
+        (f"- release image: `{release['command']}` (no test clips: TFLM's `BUILD_TYPE=release` "
+        "flags `-DNDEBUG -DTF_LITE_STRIP_ERROR_STRINGS`; clips read through semihosting, "
+        f"window by window, standing in for a microphone); bit-exact: {release['bit_exact']}"),
+        "", ("| part | flash B, test build | flash B, release image | RAM B, test build | "
+        "RAM B, release image |"), "|---|---:|---:|---:|---:|",
+    ]
+    for part in flash_map.PARTS + ("total",):
+        cells = [test["flash_parts"][part], release["flash_parts"][part],
+                 test["ram_parts"][part], release["ram_parts"][part]]
+        name = f"**{part}**" if part == "total" else part
+        lines.append(f"| {name} | " + " | ".join(f"{c:,}" for c in cells) + " |")
+    lines.append(f"| stack + heap (measured) | | | {test['stack_used_bytes']:,} + "
+                 f"{test['heap_used_bytes']:,} | {release['stack_used_bytes']:,} + "
+                 f"{release['heap_used_bytes']:,} |")
+    ram_total = {k: b["ram_static_bytes"] + b["stack_used_bytes"] + b["heap_used_bytes"]
+                 for k, b in record["builds"].items()}
+    flash_goal, ram_goal = 128 * 1024, 48 * 1024
+    no_vectors = test["flash_bytes"] - test["flash_parts"]["test vectors"]
+    lines += [
+        "", (f"Goal (issue 28): the pruned KWS firmware <= 128 KB ({flash_goal:,} B) flash and "
+        f"<= 48 KB ({ram_goal:,} B) RAM."), "",
+        (f"- test build: {test['flash_bytes']:,} B flash ({no_vectors:,} B without its test "
+        f"clips), {ram_total['test build']:,} B RAM (static + stack + heap)"),
+        (f"- release image: **{release['flash_bytes']:,} B flash** "
+        f"({'met' if release['flash_bytes'] <= flash_goal else 'NOT met'}), "
+        f"**{ram_total['release image']:,} B RAM** "
+        f"({'met' if ram_total['release image'] <= ram_goal else 'NOT met'})"), "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
 def _pct(x):
     return f"{100 * x:.1f}"
 
@@ -163,10 +344,49 @@ def main(argv=None):
                         help="TFLM tree with CMSIS-NN (default: $TFLM_DIR or ../shared/tflm-kit/tflm)")
     parser.add_argument("--cache-dir", default=None,
                         help="cache of compiled TFLM objects (default: ~/.cache/tfdynhp/tflm)")
+    parser.add_argument("--flash-breakdown", action="store_true",
+                        help="flash / RAM per part of the pruned raw-audio firmware, test build "
+                             "vs release image (needs a full run's bundle or --bundle)")
+    parser.add_argument("--bundle", default=None,
+                        help="raw-audio bundle of --flash-breakdown")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="only the dense MFCC and micro rows' accuracy, no firmware")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0],
+                        help="training seeds of --accuracy-only (comma-separated)")
     args = parser.parse_args(argv)
     command = "python bench/kws_frontend.py " + " ".join(argv if argv is not None
                                                          else sys.argv[1:])
     start = time.perf_counter()
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs"
+    if args.flash_breakdown:
+        record = {"command": command, "machine": machine,
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  **flash_breakdown(args)}
+        record["seconds"] = time.perf_counter() - start
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "kws_flash.json"), "w") as f:
+            json.dump(record, f, indent=2, default=float)
+            f.write("\n")
+        write_flash_markdown(record, os.path.join(args.out, "kws_flash.md"))
+        with open(os.path.join(args.out, "kws_flash.md")) as f:
+            print(f.read())
+        return 0
+    if args.accuracy_only:
+        rows = accuracy_rows(args)
+        record = {
+            "command": command,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
+            "data": {"size": args.size, "difficulty": args.difficulty, "seed": args.seed},
+            "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
+            "seconds": time.perf_counter() - start, "rows": rows,
+        }
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "kws_frontend_accuracy.json"), "w") as f:
+            json.dump(record, f, indent=2, default=float)
+            f.write("\n")
+        write_accuracy_markdown(record, os.path.join(args.out, "kws_frontend_accuracy.md"))
+        return 0
     rows = [run_row("mfcc dense", "mfcc", "dense", None, args, args.work),
             run_row("micro dense", "micro", "dense", None, args, args.work),
             run_row(f"micro dynhp {args.target}", "micro", "dynhp", args.target, args,

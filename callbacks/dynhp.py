@@ -16,6 +16,7 @@ from tfdynhp.graph import gated_groups, probes
 from tfdynhp.math import batch_rule as batch_rules
 from tfdynhp.math import budget as budget_lib
 from tfdynhp.math.selection import keep_mask
+from tfdynhp.model.batch_norm import batch_norm_layers
 from tfdynhp.model.dynamic_batches import DynamicBatches
 from tfdynhp.model.folding import fold_frozen_gates
 from tfdynhp.model.gated_model import VARIANCE_RATIO, GatedModel
@@ -328,6 +329,12 @@ class DynHPCallback(keras.callbacks.Callback):
                  "cost_scale": None if self._cost_scale is None else float(self._cost_scale)}
         if self._controller is not None:
             state.update(self._controller.reference())
+        if self.tolerance is not None and self._validation is not None and (
+                self._controller is None):
+            state["tolerance"] = {
+                "rule": self.tolerance.state(),
+                "gates": tolerance_lib.gates_state(self._saved_gates or []),
+                "froze": [gate.name for gate in self._tolerance_froze]}
         return state
 
     def _prunes_at(self, epoch):
@@ -431,7 +438,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if self.budget_bytes is not None:
             self._check_budget()
         self._controller = self._start_target(run) if self.target is not None else None
-        self._start_tolerance()
+        self._start_tolerance(run)
         retrace = self._data is not None
         if run is None and getattr(self.model, "forward", None) is not None:
             raise ConfigurationError(
@@ -445,7 +452,9 @@ class DynHPCallback(keras.callbacks.Callback):
             for gate in self.model.gate_layers:
                 gate.unfreeze()
             retrace = True
-        self._frozen = all(gate.frozen for gate in self.model.gate_layers)
+        # Frozen by a target's final phase, not by the tolerance rule of the run it continues.
+        self._frozen = all(gate.frozen for gate in self.model.gate_layers) and not (
+            self._tolerance_froze)
         if self._frozen and fold_frozen_gates(self.model, optimizer_slots=self.optimizer_slots,
                                               remove_closed=False):
             retrace = True  # a continued run's frozen phase, saved before gates were folded
@@ -655,19 +664,30 @@ class DynHPCallback(keras.callbacks.Callback):
 
     # -- tolerance (tfdynhp.policies.tolerance) --------------------------------------------
 
-    def _start_tolerance(self):
+    def _start_tolerance(self, run=None):
         self.binding = None
         self._validation = None
         self._tolerance_warned = False
         self._tolerance_froze = []
         self._tolerance_text = ""
         self._saved_gates = None
+        self._recalibration_inputs = None
         if self.tolerance is None:
             return
         self.tolerance.reset()
         self._validation = tolerance_lib.validation_of(self.model.fit_args)
         if self._validation is None:
             self._warn_no_validation()
+            return
+        if self.tolerance.recalibrate and batch_norm_layers(self.model):
+            self._recalibration_inputs = tolerance_lib.training_inputs(
+                self.model.fit_args, self.tolerance.recalibration_examples)
+        saved = None if run is None else run.get("tolerance")
+        if saved is not None:  # a resumed fit continues the rule where it was
+            self.tolerance.restore(saved["rule"])
+            self._saved_gates = tolerance_lib.gates_from_state(saved["gates"], self.model)
+            froze = set(saved["froze"])
+            self._tolerance_froze = [g for g in self.model.gate_layers if g.name in froze]
             return
         if self._controller is None and self.tolerance.warmup:
             # The metric before training, which the warm-up is measured from.
@@ -684,10 +704,13 @@ class DynHPCallback(keras.callbacks.Callback):
         if (tolerance is None or self._validation is None or self._controller is not None
                 or tolerance.gates != "frozen"):
             return False
-        self._tolerance_froze = [g for g in self.model.gate_layers if not g.frozen]
-        for gate in self._tolerance_froze:
+        # A resumed run keeps the list of the run it continues (its gates may load unfrozen).
+        froze = self._tolerance_froze or [g for g in self.model.gate_layers if not g.frozen]
+        newly = [gate for gate in froze if not gate.frozen]
+        for gate in newly:
             gate.freeze()
-        return bool(self._tolerance_froze)
+        self._tolerance_froze = froze
+        return bool(newly)
 
     def _warn_no_validation(self):
         if not self._tolerance_warned:
@@ -716,14 +739,30 @@ class DynHPCallback(keras.callbacks.Callback):
         then."""
         tolerance_lib.restore_gates(self._saved_gates or [])
         self._saved_gates = None
-        return tolerance_lib.evaluate(self.model, self._validation,
-                                      self.tolerance.metric_key(),
-                                      self._epoch_batch_size() or 256)
+        return self._measure(self.tolerance)
+
+    def _measure(self, tolerance):
+        """The monitored metric of the model as it is, on the validation data, with its
+        BatchNormalization statistics re-estimated first (`Tolerance.recalibrate`)."""
+        return tolerance_lib.current_metric(self.model, self._validation,
+                                            tolerance.metric_key(),
+                                            self._epoch_batch_size() or 256,
+                                            self._recalibration_inputs)
+
+    def _epoch_value(self, tolerance, logs, record):
+        """The epoch's monitored value the rule judges by: Keras' `logs` value, or the
+        value after re-estimating the BatchNormalization statistics (both logged)."""
+        value = float(logs[tolerance.monitor])
+        if self._recalibration_inputs is None:
+            return value
+        record[TOLERANCE_PREFIX + "keras_value"] = value
+        return self._measure(tolerance)
 
     def _trial(self, tolerance, masks):
         return tolerance_lib.trial_metric(self.model, masks, self._validation,
                                           tolerance.metric_key(),
-                                          self._epoch_batch_size() or 256)
+                                          self._epoch_batch_size() or 256,
+                                          self._recalibration_inputs)
 
     def _record_tolerance(self, tolerance, result, before, after, record, provisional=0.0):
         committed = [t for t in result["trials"] if t.committed and t.kind == "commit"]
@@ -779,9 +818,12 @@ class DynHPCallback(keras.callbacks.Callback):
         final = epoch + 1 >= epochs
         may_cut = epoch + 1 <= tolerance_lib.last_cut_epoch(epochs, tolerance.until)
         result = tolerance.epoch_end(
-            float(logs[tolerance.monitor]), propose,
+            self._epoch_value(tolerance, logs, record), propose,
             lambda masks: self._trial(tolerance, masks), commit, cut, self._undo, final,
             may_cut)
+        if result["state"] == "kept" and self._recalibration_inputs is not None:
+            # The undo re-estimated the statistics with the units back; they are cut again.
+            self._measure(tolerance)
         after = tolerance_lib.measure(model, tolerance.resource)
         provisional = 0.0
         if tolerance.pending is not None:
@@ -810,7 +852,7 @@ class DynHPCallback(keras.callbacks.Callback):
             return trial, self._controller.measure(model, trial, unit_graph), removed
 
         chosen = {}
-        result = tolerance.check_cuts(float(logs[tolerance.monitor]), cut,
+        result = tolerance.check_cuts(self._epoch_value(tolerance, logs, record), cut,
                                       lambda m: self._trial(tolerance, m), chosen.update)
         committed = [t for t in result["trials"] if t.committed]
         after = committed[-1].amount_after if committed else now

@@ -238,28 +238,36 @@ def write_audio_mcu(classifier_tflite, frontend_tflite, out_dir, test_pcm, front
 
 
 def evaluate_clips(bundle_dir, pcm, tflm_dir=None, target="cortex-m4", *, kernels=None,
-                   cache_dir=None, timeout=3600):
+                   cache_dir=None, timeout=3600, release=True):
     """Classifies many clips on the device and compares with the Python pipeline.
 
     Builds the bundle's firmware with `EVAL_CLIPS` (into `build/eval/`), which reads the clips
-    from a file through semihosting after its own test clips, and runs it.
+    from a file through semihosting, window by window, and runs it. By default that is the
+    image you would ship (`make ... RELEASE=1`: no test clips in flash, TFLM's release flags
+    `-DNDEBUG -DTF_LITE_STRIP_ERROR_STRINGS`), so its flash and RAM are measured too.
 
     Args:
         bundle_dir: A raw-audio bundle (`write_audio_mcu`).
         pcm: int16 clips `(n, clip_samples)`.
         tflm_dir, target, kernels, cache_dir: as `verify_mcu`.
         timeout: seconds for the build and for the run, each.
+        release: `True` (default): the release image; `False`: the test build (the bundle's
+            test clips compiled in and run first, error messages kept).
 
     Returns:
         Dict: `n`, `device_classes`, `python_classes`, `class_agreement` (fraction of clips
         with the same keyword), `bit_exact_fraction` (same raw outputs), `mismatched` (clip
-        indices), `seconds`.
+        indices), `release`, the image's `flash_bytes`, `ram_static_bytes`, `stack_used_bytes`,
+        `heap_used_bytes` (Cortex-M) and per part `flash_parts` / `ram_parts`
+        (`firmware.firmware_size`), `seconds`.
     """
     bundle_dir = os.fspath(bundle_dir)
     pcm = np.asarray(pcm, np.int16)
     clips_file = "eval_clips.bin"
     pcm.astype("<i2").tofile(os.path.join(bundle_dir, clips_file))
     make_args = {"EVAL_CLIPS": clips_file, "BUILD_DIR": "build/eval", "RUN_TIMEOUT": timeout}
+    if release:
+        make_args["RELEASE"] = 1
     start = time.perf_counter()
     firmware.build_firmware(bundle_dir, tflm_dir, target, kernels=kernels, cache_dir=cache_dir,
                             make_args=make_args, timeout=timeout)
@@ -275,6 +283,7 @@ def evaluate_clips(bundle_dir, pcm, tflm_dir=None, target="cortex-m4", *, kernel
     device_classes = np.asarray([evaluated[i][0] for i in range(len(pcm))])
     python_classes = np.argmax(python, axis=1)
     exact = np.all(device == python, axis=1)
+    on_device = target != "host"
     return {
         "n": len(pcm),
         "device_classes": device_classes.tolist(),
@@ -282,6 +291,10 @@ def evaluate_clips(bundle_dir, pcm, tflm_dir=None, target="cortex-m4", *, kernel
         "class_agreement": float(np.mean(device_classes == python_classes)),
         "bit_exact_fraction": float(np.mean(exact)),
         "mismatched": [int(i) for i in np.flatnonzero(~exact)],
+        "release": bool(release),
+        **firmware.firmware_size(bundle_dir, target, kernels, make_args),
+        "stack_used_bytes": record.get("stack_used_bytes") if on_device else None,
+        "heap_used_bytes": record.get("heap_used_bytes") if on_device else None,
         "seconds": time.perf_counter() - start,
     }
 

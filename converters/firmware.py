@@ -24,7 +24,7 @@ import subprocess
 import time
 
 import numpy as np
-from tfdynhp.converters import audio_pipeline, mcu, runtimes, tflite_model
+from tfdynhp.converters import audio_pipeline, flash_map, mcu, runtimes, tflite_model
 from tfdynhp.converters import kernels as kernel_sets
 
 TARGETS = ("host", "cortex-m4", "cortex-m3")
@@ -279,6 +279,32 @@ def parse_sections(text):
         if len(fields) == 3 and fields[0].startswith(".") and fields[1].isdigit():
             sections[fields[0]] = int(fields[1])
     return sections
+
+
+def firmware_size(bundle_dir, target="cortex-m4", kernels=None, make_args=None):
+    """Flash and static RAM of a built firmware, in total and per part.
+
+    Reads `size.txt` and, on Cortex-M, the linker map (`firmware.map`) of the build that
+    `build_firmware(bundle_dir, ..., target, kernels=kernels, make_args=make_args)` made, and
+    attributes every input section to a part (`flash_map.PARTS`: application, arenas, TFLM
+    runtime, kernels, front-end model, classifier model, test vectors, C library, linker).
+
+    Returns:
+        Dict: `flash_bytes` (text + data), `ram_static_bytes` (data + bss), and on Cortex-M
+        `flash_parts` / `ram_parts` (`{part: bytes}`, `total` equal to the two figures).
+    """
+    bundle_dir = _check_bundle(bundle_dir)
+    out_dir = build_dir(bundle_dir, target, bundle_kernels(bundle_dir, target, kernels),
+                        make_args)
+    with open(os.path.join(out_dir, "size.txt"), encoding="utf-8") as f:
+        size = parse_size(f.read())
+    figures = {"flash_bytes": size["text"] + size["data"],
+               "ram_static_bytes": size["data"] + size["bss"]}
+    map_path = os.path.join(out_dir, "firmware.map")
+    if target != "host" and os.path.isfile(map_path):
+        parts = flash_map.map_breakdown(map_path)
+        figures["flash_parts"], figures["ram_parts"] = parts["flash"], parts["ram"]
+    return figures
 
 
 def parse_run_output(text):

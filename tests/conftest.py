@@ -152,3 +152,20 @@ def profiler_flops(model, op_types):
         warnings.simplefilter("ignore")
         return sum(tf.compat.v1.profiler.profile(graph=g, options=options).total_float_ops
                    for g in graphs)
+
+
+class Killed(Exception):
+    """What `KillAfter` raises."""
+
+
+class KillAfter(keras.callbacks.Callback):
+    """Ends the run like a killed process at the end of epoch `epoch` (1-based), after the
+    callbacks before it (a checkpoint) ran."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise Killed(f"killed after epoch {self.epoch}")

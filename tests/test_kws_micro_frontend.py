@@ -239,8 +239,16 @@ def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
     per_window = result.frontend_instructions_per_clip / 49
     assert 10_000 < per_window < 500_000
     assert result.instructions_per_inference > result.frontend_instructions_per_clip
-    # Every held-out clip on the device (`evaluate_clips`, one more build): in
-    # test_the_one_command_with_raw_audio, through train_kws.
+    # Clips from a file (semihosting, window by window) on the test build (release=False; the
+    # release image runs in test_the_one_command_with_raw_audio, through train_kws).
+    clips = micro_ci[1].pcm["test"][2:5]
+    checked = audio_mcu.evaluate_clips(bundle, clips, TFLM_DIR, "cortex-m4", release=False)
+    assert checked["n"] == 3 and checked["bit_exact_fraction"] == 1.0
+    assert checked["release"] is False and checked["flash_bytes"] > result.flash_bytes  # + stdio
+    parts = checked["flash_parts"]
+    assert parts["test vectors"] > 2 * 2 * 16000  # the two test clips, int16
+    assert parts["total"] == checked["flash_bytes"] and parts["front-end model"] > 0
+    assert checked["ram_parts"]["arenas"] >= result.arena_bytes
 
 
 @pytest.mark.slow
@@ -269,6 +277,13 @@ def test_the_one_command_with_raw_audio(tmp_path, capsys):
     agreement = s["firmware_agreement"]["cortex-m4"]
     assert agreement["n"] == s["data"]["split_sizes"]["test"]
     assert agreement["class_agreement"] >= 0.99 and agreement["bit_exact_fraction"] >= 0.99
+    # Those clips ran on the release image (RELEASE=1: no test clips, no error strings): the
+    # issue's goal for the pruned KWS firmware, <= 128 KB flash and <= 48 KB RAM.
+    assert agreement["release"] is True and agreement["flash_parts"]["test vectors"] == 0
+    assert agreement["flash_parts"]["total"] == agreement["flash_bytes"] <= 128 * 1024
+    assert agreement["flash_bytes"] < fw["flash_bytes"] - 64_000  # the two 32 KB test clips
+    assert (agreement["ram_static_bytes"] + agreement["stack_used_bytes"]
+            + agreement["heap_used_bytes"]) <= 48 * 1024
     bundle = tmp_path / "run" / "export" / "mcu"
     assert audio_mcu.is_audio_bundle(bundle)
     assert "int16_t kTestClips" in (bundle / "test_vectors.cc").read_text()

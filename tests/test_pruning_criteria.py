@@ -61,6 +61,23 @@ def test_taylor_is_mean_abs_activation_times_gradient():
     np.testing.assert_allclose(scores["hidden"], expected, rtol=1e-4)
 
 
+def test_taylor_spatial_sum_is_the_loss_change_of_a_channel_at_every_position():
+    """A conv channel on 4x4 positions: "sum" scores it 16 times "mean" does (per example,
+    |sum_hw a*g| = 16 |mean_hw a*g|), so channels of different resolutions compare."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 1))
+    h = layers.Conv2D(3, 1, activation="relu", name="conv")(inputs)
+    z = layers.Dense(2, name="head")(layers.Flatten()(h))
+    model = keras.Model(inputs, z)
+    x = np.random.default_rng(0).uniform(size=(5, 4, 4, 1)).astype("float32")
+    data = (x, np.array([0, 1, 0, 1, 1]))
+    mean = criteria.Taylor(spatial="mean").scores(model, data)["conv"]
+    total = criteria.Taylor(spatial="sum").scores(model, data)["conv"]
+    np.testing.assert_allclose(total, 16 * mean, rtol=1e-5)
+    with pytest.raises(ValueError, match="spatial"):
+        criteria.Taylor(spatial="max")
+
+
 def test_lrp_epsilon_rule_by_hand():
     eps = 1e-3
     # Example 1, class 0: z0 = 4, R_j = h_j W2[j, 0] z0 / (z0 + eps) = [2, 2] * 4 / 4.001.

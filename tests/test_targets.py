@@ -4,7 +4,7 @@ agree with real surgery, and one-fit runs that reach the target."""
 import keras
 import numpy as np
 import pytest
-from conftest import make_mlp
+from conftest import KillAfter, Killed, make_mlp
 from keras import layers
 from tfdynhp.callbacks import DynHPCallback
 
@@ -256,23 +256,6 @@ def test_the_minimum_counts_only_the_groups_the_gates_can_prune():
     assert minimum == tfdynhp.model_costs(gated).params - 6 * (11 + 1 + 2) - 7 * (6 + 5)
 
 
-class _Killed(Exception):
-    pass
-
-
-class _KillAfter(keras.callbacks.Callback):
-    """Ends the run like a killed process at the end of epoch `epoch` (1-based), after the
-    callbacks before it (the checkpoint) ran."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise _Killed(f"killed after epoch {self.epoch}")
-
-
 def test_a_resumed_run_keeps_the_reference_of_its_percentage_target(digits, tmp_path):
     """Killed after epoch 2 of 6 and resumed as the README says (`distribute.resume`, then
     `fit(initial_epoch=...)` with the same callback), a "25% params" run keeps 25% of the
@@ -292,8 +275,8 @@ def test_a_resumed_run_keeps_the_reference_of_its_percentage_target(digits, tmp_
         return [DynHPCallback(target="25% params"), distribute.ChiefCheckpoint(path)]
 
     data = tfdynhp.DynamicBatches(x, y, batch_size=32, seed=0)
-    with pytest.raises(_Killed):
-        model.fit(data, epochs=6, verbose=0, callbacks=[*callbacks(), _KillAfter(2)])
+    with pytest.raises(Killed):
+        model.fit(data, epochs=6, verbose=0, callbacks=[*callbacks(), KillAfter(2)])
     resumed, state = distribute.resume(path)
     assert state["epoch"] == 2 and memory.parameter_count(resumed) < start
     history = resumed.fit(

@@ -8,7 +8,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import make_mlp
+from conftest import KillAfter, Killed, make_mlp
 from tfdynhp.callbacks import DynHPCallback
 
 import tfdynhp
@@ -241,6 +241,24 @@ def test_target_cuts_say_which_constraint_binds():
     assert record["binding"] == "target" and side.committed == [1.0]
 
 
+def test_the_state_of_a_run_round_trips_with_its_pending_cut():
+    controller = tol.Tolerance(0.01, monitor="val_accuracy", warmup=None, window=1)
+    side = Recorder(lambda step: 0.895)
+    side.epoch(controller, 0.90)  # a provisional cut is pending
+    state = controller.state()
+    import json
+
+    resumed = tol.Tolerance(0.01, window=1)
+    resumed.restore(json.loads(json.dumps(state)))  # as saved in the model's config
+    assert resumed.monitor == "val_accuracy" and resumed.values == [0.90]
+    assert resumed.best == pytest.approx(0.90) and resumed.pending.step == pytest.approx(0.1)
+    # Both judge the next epoch alike: the pending cut is committed, the next one grows.
+    a, b = Recorder(lambda step: 0.895), Recorder(lambda step: 0.895)
+    first, second = a.epoch(controller, 0.899), b.epoch(resumed, 0.899)
+    assert first["state"] == second["state"] == "committed"
+    assert len(a.committed) == len(b.committed) == 1 and first["step"] == second["step"]
+
+
 def test_bad_tolerance_arguments_say_what_was_received():
     with pytest.raises(TypeError, match="Received: tolerance='1%'"):
         tol.parse_tolerance("1%")
@@ -462,3 +480,40 @@ def test_target_plus_tolerance_stops_at_the_tolerance_when_it_binds_first(traine
     assert callback.binding == "tolerance"
     assert callback.history[-1]["dynhp/target_met"] is False
     assert memory.parameter_count(model) > 0.1 * params * 1.5
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_the_rule_and_its_pending_cut(trained, digits, tmp_path):
+    """Killed after epoch 1 with a provisional cut pending and resumed as the README says
+    (`distribute.resume`, `fit(initial_epoch=...)`): the rule continues (no new warm-up, the
+    pending cut is judged, its gates can be given back), the gates are not folded as a
+    target's frozen phase would be, and they are unfrozen at the end."""
+    from tfdynhp import distribute
+
+    x, y, xv, yv = digits
+    path = str(tmp_path / "run.keras")
+
+    def callbacks():
+        return [DynHPCallback(tolerance=tol.Tolerance(0.01, warmup=None, max_drop=None)),
+                distribute.ChiefCheckpoint(path)]
+
+    with pytest.raises(Killed):
+        trained.fit(x, y, epochs=4, batch_size=64, verbose=0, validation_data=(xv, yv),
+                    callbacks=[*callbacks(), KillAfter(1)])
+    resumed, state = distribute.resume(path)
+    saved = resumed.dynhp_run["tolerance"]
+    rule = saved["rule"]
+    assert state["epoch"] == 1 and rule["pending"] is not None and len(rule["values"]) == 1
+    assert saved["gates"], "the closed gates' old values are saved for an undo"
+    closed = sum(int(np.sum(g.log_alpha.numpy() == tol.CLOSED_LOG_ALPHA))
+                 for g in resumed.gate_layers)
+    assert closed == sum(len(p) for p, _ in saved["gates"].values())
+    resumed.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
+                    metrics=["accuracy"])
+    callback = callbacks()[0]
+    resumed.fit(x, y, epochs=4, initial_epoch=1, batch_size=64, verbose=0,
+                validation_data=(xv, yv), callbacks=[callback])
+    states = [h["dynhp/tolerance/state"] for h in callback.history]
+    assert states[0] in ("committed", "holding", "undone")  # the pending cut is judged
+    assert "warmup" not in states
+    assert not any(g.folded or g.frozen for g in resumed.gate_layers)

@@ -39,7 +39,14 @@ from tfdynhp.costs.walk import layer_costs, model_costs
 from tfdynhp.layers import HardConcreteGate, SelectFeatures
 from tfdynhp.math.budget import MemoryBreakdown, format_bytes, paper_mbytes, parse_budget
 from tfdynhp.methods import PruneReport, complexity_prune, prune, specialize
-from tfdynhp.model import DynamicBatches, GatedModel, gate, is_gated_model, strip
+from tfdynhp.model import (
+    DynamicBatches,
+    GatedModel,
+    gate,
+    is_gated_model,
+    recalibrate_batch_norm,
+    strip,
+)
 from tfdynhp.policies.criteria import GateActivationRate
 from tfdynhp.policies.targets import Target
 from tfdynhp.quantization import quantize_aware
@@ -98,6 +105,7 @@ __all__ = [
     "prune",
     "quantization",
     "quantize_aware",
+    "recalibrate_batch_norm",
     "specialize",
     "strip",
     "surgery",

@@ -222,14 +222,23 @@ class Taylor(_SiteCriterion):
         loss: a Keras loss giving one value per example; defaults to sparse categorical
             cross-entropy (from logits unless the model ends with a softmax).
         batch_size: examples per pass. Defaults to 128.
+        spatial: how a channel's spatial positions combine: `"mean"` (Molchanov's eq. 8,
+            which ranks channels within a layer; across layers it divides a channel's loss
+            change by its positions) or `"sum"` (the loss change itself, comparable across
+            layers of different resolution: what a rule that cuts across layers needs).
+            Defaults to `"mean"`.
     """
 
     name = "taylor"
     needs_labels = True
 
-    def __init__(self, loss=None, batch_size=128):
+    def __init__(self, loss=None, batch_size=128, spatial="mean"):
         super().__init__(batch_size)
         self.loss = loss
+        if spatial not in ("mean", "sum"):
+            raise ValueError("`spatial` must be 'mean' or 'sum'. Received: "
+                             f"spatial={spatial!r}")
+        self.spatial = spatial
 
     def _batch(self, model, x, y, tensors):
         loss_fn = _per_example_loss(model, self.loss)
@@ -241,12 +250,12 @@ class Taylor(_SiteCriterion):
         out = {}
         for t, a, g in zip(tensors, activations, grads):
             g = tf.zeros_like(a) if g is None else g
-            out[id(t)] = tf.abs(probes.per_channel(a * g, "mean")).numpy().astype(
+            out[id(t)] = tf.abs(probes.per_channel(a * g, self.spatial)).numpy().astype(
                 np.float64).sum(0)
         return out
 
     def get_config(self):
-        return {"loss": self.loss, "batch_size": self.batch_size}
+        return {"loss": self.loss, "batch_size": self.batch_size, "spatial": self.spatial}
 
 
 class LRP(_SiteCriterion):

@@ -28,6 +28,10 @@
 #define BENCH_REPEATS 10
 #endif
 
+#ifdef TFDYNHP_NO_TEST_VECTORS
+#error "RELEASE=1 builds are for raw-audio bundles (their clips come with EVAL_CLIPS); this bundle takes features: build it without RELEASE"
+#endif
+
 namespace {
 
 alignas(16) uint8_t g_tensor_arena[kTensorArenaSize];

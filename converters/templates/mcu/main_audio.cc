@@ -18,7 +18,10 @@
 //   detect <frame> <class> <score>, stream_frames/_classifications/_detections/_ticks
 //                                 with -DSTREAM_FILE="path": streaming over that int16 file
 //   eval <i> <c> <v0> ...         with -DEVAL_CLIPS_FILE="path": clips read from that file
-//                                 (int16 little-endian, kClipSamples each) via semihosting
+//                                 (int16 little-endian, kClipSamples each) via semihosting,
+//                                 window by window (one window of RAM, not a clip)
+// With -DTFDYNHP_NO_TEST_VECTORS (make ... RELEASE=1, the image you would ship) there are no
+// test clips in flash and no timing loop: the clips come from EVAL_CLIPS_FILE.
 // Exit status: 0 all outputs as expected, 3 some differ, 1 error.
 #include <stdio.h>
 #include <string.h>
@@ -32,7 +35,11 @@
 #include "platform.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/schema/schema_generated.h"
+#ifdef TFDYNHP_NO_TEST_VECTORS
+constexpr int kNumTestVectors = 0;
+#else
 #include "test_vectors.h"
+#endif
 
 #ifndef BENCH_REPEATS
 #define BENCH_REPEATS 10
@@ -63,6 +70,41 @@ bool Classify(tflite::MicroInterpreter& frontend, tflite::MicroInterpreter& clas
   return RunFrontend(frontend, clip, classifier.input(0)->data.int8) &&
          classifier.Invoke() == kTfLiteOk;
 }
+
+#ifdef EVAL_CLIPS_FILE
+// Classifies the next clip of `file` (kClipSamples int16 samples) as Classify does, reading it
+// window by window: the front end's windows are the same samples as clip + f * kStrideSamples.
+// Returns false at the end of the file (`*ok` stays true) or on an error (`*ok` false).
+bool ClassifyFromFile(tflite::MicroInterpreter& frontend, tflite::MicroInterpreter& classifier,
+                      FILE* file, bool* ok) {
+  static int16_t window[kWindowSamples];
+  static_assert(kStrideSamples <= kWindowSamples &&
+                    (kNumFrames - 1) * kStrideSamples + kWindowSamples <= kClipSamples,
+                "the windows must lie in the clip");
+  *ok = frontend.Reset() == kTfLiteOk;
+  int8_t* features = classifier.input(0)->data.int8;
+  TfLiteTensor* in = frontend.input(0);
+  const TfLiteTensor* out = frontend.output(0);
+  int consumed = 0;
+  for (int f = 0; f < kNumFrames && *ok; ++f) {
+    const int keep = f == 0 ? 0 : kWindowSamples - kStrideSamples;
+    memmove(window, window + kWindowSamples - keep, keep * sizeof(int16_t));
+    const size_t want = static_cast<size_t>(kWindowSamples - keep);
+    if (fread(window + keep, sizeof(int16_t), want, file) != want) return false;
+    consumed += static_cast<int>(want);
+    memcpy(in->data.i16, window, kWindowSamples * sizeof(int16_t));
+    *ok = frontend.Invoke() == kTfLiteOk;
+    for (int c = 0; c < kNumFeatures && *ok; ++c) {
+      features[f * kNumFeatures + c] = kFeatureToInput[out->data.int8[c] + 128];
+    }
+  }
+  for (int16_t rest; *ok && consumed < kClipSamples; ++consumed) {
+    if (fread(&rest, sizeof(int16_t), 1, file) != 1) return false;
+  }
+  *ok = *ok && classifier.Invoke() == kTfLiteOk;
+  return *ok;
+}
+#endif
 
 int ArgMax(const TfLiteTensor* output) {
   int best = 0;
@@ -208,6 +250,7 @@ int main() {
   }
 
   int mismatches = 0;
+#ifndef TFDYNHP_NO_TEST_VECTORS
   for (int v = 0; v < kNumTestVectors; ++v) {
     if (!Classify(frontend, classifier, kTestClips[v])) {
       printf("error invoke failed on test clip %d\n", v);
@@ -221,24 +264,25 @@ int main() {
     }
     mismatches += same ? 0 : 1;
   }
+#endif
   printf("mismatches %d\n", mismatches);
 
 #ifdef EVAL_CLIPS_FILE
   // More clips than fit in flash, read from the host through semihosting (QEMU only).
-  static int16_t clip[kClipSamples];
   FILE* file = fopen(EVAL_CLIPS_FILE, "rb");
   if (file == nullptr) {
     printf("error cannot open %s\n", EVAL_CLIPS_FILE);
     return 1;
   }
-  for (int n = 0; fread(clip, sizeof(int16_t), kClipSamples, file) == kClipSamples; ++n) {
-    if (!Classify(frontend, classifier, clip)) {
-      printf("error invoke failed on clip %d of %s\n", n, EVAL_CLIPS_FILE);
-      return 1;
-    }
+  bool eval_ok = true;
+  for (int n = 0; ClassifyFromFile(frontend, classifier, file, &eval_ok); ++n) {
     PrintOutputs("eval", n, output, true);
   }
   fclose(file);
+  if (!eval_ok) {
+    printf("error invoke failed on a clip of %s\n", EVAL_CLIPS_FILE);
+    return 1;
+  }
 #endif
 
 #ifdef STREAM_FILE
@@ -248,6 +292,7 @@ int main() {
   }
 #endif
 
+#ifndef TFDYNHP_NO_TEST_VECTORS
   uint64_t start = platform_ticks();
   for (int r = 0; r < BENCH_REPEATS; ++r) {
     if (!Classify(frontend, classifier, kTestClips[r % kNumTestVectors])) {
@@ -275,6 +320,7 @@ int main() {
   print_u64("bench_ticks", ticks);
   print_u64("frontend_bench_ticks", frontend_ticks);
   printf("frontend_frames %d\n", kNumFrames);
+#endif
   print_platform_figures();
   printf("done\n");
   return mismatches == 0 ? 0 : 3;
