@@ -126,10 +126,9 @@ def test_the_resource_names_and_errors():
 
 
 def test_a_tolerance_cut_can_count_instructions():
-    # `Tolerance(resource=...)` validates its names itself (tfdynhp/policies/tolerance.py);
-    # its cut and ranking already read this resource through the one cost model.
     from tfdynhp.policies import tolerance
 
+    assert tolerance.Tolerance(resource="m4_instructions").resource == "m4_instructions"
     model = tfdynhp.gate(_dscnn_block(32, first=32), seed=0)
     savings = costs.unit_costs(model, "m4_instructions")
     importance = {name: np.linspace(1.0, 2.0, 32) for name in savings}

@@ -68,6 +68,8 @@ CLOSED_LOG_ALPHA = -50.0
 DEFAULT_MONITORS = ("val_accuracy", "val_sparse_categorical_accuracy",
                     "val_categorical_accuracy", "val_binary_accuracy", "val_loss")
 GATES = ("frozen", "train")
+# What a cut's size and the ranking can count ("memory" is not: it depends on the batch).
+RESOURCES = ("macs", "params", "int8_bytes", "units", "m4_instructions")
 
 
 def infer_mode(monitor, mode="auto"):
@@ -246,7 +248,8 @@ class Tolerance:
             first of `DEFAULT_MONITORS` present in the first epoch's logs. Defaults to `None`.
         mode: `"auto"`, `"max"` or `"min"` (as `keras.callbacks.EarlyStopping`).
         resource: what a cut's size and the ranking count: `"macs"`, `"params"`,
-            `"int8_bytes"` or `"units"`. Defaults to `"macs"`.
+            `"int8_bytes"`, `"units"` or `"m4_instructions"` (Cortex-M4 CMSIS-NN
+            instructions, `tfdynhp.layer_types.instructions`). Defaults to `"macs"`.
         step: the first cut, as a fraction of the model's resource. Defaults to `0.1`.
         min_step, max_step: bounds of a cut; after an undone cut below `min_step` the rule
             stops. Defaults to `0.01` and `0.3`.
@@ -282,9 +285,9 @@ class Tolerance:
                  warmup=5.0, until=2 / 3, max_drop=5.0, max_trials=3, resource_aware=True,
                  gates="frozen", recalibrate=True, recalibration_examples=2048):
         self.tolerance = float(check_real("tolerance", tolerance))
-        if resource not in ("macs", "params", "int8_bytes", "units"):
-            raise ValueError("`resource` must be 'macs', 'params', 'int8_bytes' or 'units'. "
-                             f"Received: resource={resource!r}")
+        if resource not in RESOURCES:
+            raise ValueError(f"`resource` must be one of {RESOURCES}. Received: "
+                             f"resource={resource!r}")
         if mode not in ("auto",) + MODES:
             raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         if gates not in GATES:
