@@ -45,6 +45,22 @@ def test_statistics_become_the_example_weighted_mean_of_batch_statistics():
     np.testing.assert_array_equal(model.get_layer("dense").kernel.numpy(), kernel)
 
 
+def test_dropout_is_off_while_statistics_are_estimated():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="dense")(inputs)
+    dropped = keras.layers.Dropout(0.5, name="dropout")(hidden)
+    outputs = keras.layers.BatchNormalization(name="bn")(dropped)
+    model = keras.Model(inputs, outputs)
+    x = _inputs(64)
+    recalibrate_batch_norm(model, x, batch_size=64)
+    hidden = model.get_layer("dense")(x).numpy()
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), hidden.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), hidden.var(0), rtol=1e-3)
+    assert model.get_layer("dropout").rate == 0.5  # put back
+
+
 def test_restore_puts_back_the_statistics():
     model = _dense_bn()
     bn = model.get_layer("bn")

@@ -40,7 +40,8 @@ def recalibrate_batch_norm(model, x, batch_size=128):
     """Sets the moving mean and variance of `model`'s BatchNormalization layers to the mean of
     their batch statistics over `x` (an array, batched by `batch_size`; each batch weighted by
     its examples), computed by training-mode forward passes with the gates at their
-    test-time values: no weight, optimizer or gate state changes.
+    test-time values and dropout off (the statistics serve test time): no weight, optimizer
+    or gate state changes.
 
     Returns:
         What it replaced, for `restore_batch_norm`; `[]` when the model has no such layer.
@@ -55,6 +56,11 @@ def recalibrate_batch_norm(model, x, batch_size=128):
     sampling = [g for g in getattr(model, "gate_layers", None) or [] if not g.frozen]
     for gate in sampling:
         gate.frozen = True
+    # Nor dropout: with it on, a later layer's statistics are those of a training-time input
+    # (Li et al. 2019, "the variance shift" between dropout and batch normalization).
+    noise = _noise_layers(model)
+    for layer, attribute, _ in noise:
+        setattr(layer, attribute, 0.0)
     x = np.asarray(x)
     try:
         for start in range(0, len(x), batch_size):
@@ -72,7 +78,24 @@ def recalibrate_batch_norm(model, x, batch_size=128):
             layer.momentum = momentum
         for gate in sampling:
             gate.frozen = False
+        for layer, attribute, value in noise:
+            setattr(layer, attribute, value)
     return saved
+
+
+def _noise_layers(model):
+    """`(layer, attribute, value)` of the layers that add noise in training only (Dropout and
+    its spatial, Gaussian and alpha variants by `rate`, GaussianNoise by `stddev`)."""
+    found, stack = [], [model]
+    noisy = (keras.layers.Dropout, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, noisy):
+            found.append((layer, "rate", layer.rate))
+        elif isinstance(layer, keras.layers.GaussianNoise):
+            found.append((layer, "stddev", layer.stddev))
+        stack.extend(getattr(layer, "layers", None) or [])
+    return found
 
 
 def restore_batch_norm(saved):
