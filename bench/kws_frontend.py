@@ -26,6 +26,13 @@ voices, 480 held-out accents).
 
     python bench/kws_frontend.py --accuracy-only --size small --difficulty easy --epochs 12
 
+`--front-ends` picks its rows: `mfcc`, `micro` (the raw-audio default, `micro_frontend.DEFAULT`)
+and the named `MICRO_VARIANTS` (e.g. `micro-speech`: micro_speech's front end, noise reduction
+and PCAN on); `--name` the results file:
+
+    python bench/kws_frontend.py --accuracy-only --size small --difficulty easy --epochs 12 \
+        --seeds 0,1,2 --front-ends mfcc,micro-speech,micro-nr-pcan-off --name kws_frontend_variants
+
 `--flash-breakdown` takes the pruned raw-audio bundle of a full run (`--bundle`, default
 `<work>/micro_dynhp_25pct_macs/export/mcu`), writes it again with this checkout's templates
 (same models, same test clips), builds the Cortex-M4 CMSIS-NN firmware twice: the test build
@@ -111,13 +118,49 @@ def run_row(name, front_end, mode, target, args, work):
     return row
 
 
+# Micro front-end variants of `--front-ends` (`MicroFrontEnd` parameters; "micro" = the raw-audio
+# path's default, `micro_frontend.DEFAULT`). Measured in bench/results/kws_frontend_variants*.md.
+MICRO_VARIANTS = {
+    "micro": None,
+    # micro_speech's audio preprocessor: noise reduction and PCAN on, its int8 scale
+    "micro-speech": {"even_smoothing": 0.025, "odd_smoothing": 0.06, "pcan_strength": 0.95,
+                     "filterbank_scale": 666.0 / 256.0 / 64.0},
+    # noise reduction and PCAN off (no smoothing: a zero noise estimate; PCAN strength 0);
+    # the log of the filter bank then spans ~8 to 16+: int8 scale 0.08 covers 0 to 20.4
+    "micro-nr-pcan-off": {"even_smoothing": 0.0, "odd_smoothing": 0.0, "pcan_strength": 0.0,
+                          "filterbank_scale": 0.08},
+    # the same with micro_speech's int8 scale (0 to 10.4: most values saturate at 127)
+    "micro-nr-pcan-off-narrow": {"even_smoothing": 0.0, "odd_smoothing": 0.0,
+                                 "pcan_strength": 0.0},
+    # noise reduction on, PCAN off, int8 scale 0.08
+    "micro-pcan-off": {"pcan_strength": 0.0, "filterbank_scale": 0.08},
+    # noise reduction and PCAN off, int8 scale 0.08, filter bank 20-4000 Hz (the MFCC path's)
+    "micro-nr-pcan-off-4k": {"even_smoothing": 0.0, "odd_smoothing": 0.0, "pcan_strength": 0.0,
+                             "filterbank_scale": 0.08, "lower_band_limit_hz": 20.0,
+                             "upper_band_limit_hz": 4000.0},
+}
+
+
+def front_end_of(name):
+    """`"mfcc"`, or the `MicroFrontEnd` of a `MICRO_VARIANTS` name."""
+    if name in ("mfcc", "micro"):
+        return name
+    if name not in MICRO_VARIANTS:
+        raise SystemExit(f"Unknown front end {name!r}. Expected 'mfcc' or one of "
+                         f"{sorted(MICRO_VARIANTS)}.")
+    from tfdynhp.datasets.kws.micro_frontend import MicroFrontEnd
+
+    return MicroFrontEnd(**MICRO_VARIANTS[name])
+
+
 def accuracy_rows(args):
-    """`--accuracy-only`: MFCC vs micro front end, dense DS-CNN, no export, per seed."""
+    """`--accuracy-only`: MFCC vs micro front end(s), dense DS-CNN, no export, per seed."""
     from tfdynhp.training import kws as pipeline
 
     rows = []
     for seed in args.seeds:
-        for front_end in ("mfcc", "micro"):
+        for name in args.front_ends:
+            front_end = front_end_of(name)
             options = {"arch": "ds-cnn", "mode": "dense", "budget": None, "epochs": args.epochs,
                        "batch_size": args.batch_size, "lr": args.lr, "seed": seed}
             start = time.perf_counter()
@@ -125,7 +168,8 @@ def accuracy_rows(args):
                 None, difficulty=args.difficulty, size=args.size, data_seed=args.seed,
                 front_end=front_end, data_verbose=0, verbose=0, keras_verbose=0, **options)
             summary = result.summary
-            row = {"front_end": front_end, "seed": seed, "held_out": summary["held_out"],
+            row = {"front_end": name, "frontend_parameters": MICRO_VARIANTS.get(name),
+                   "seed": seed, "held_out": summary["held_out"],
                    "splits": summary.get("data", {}).get("splits"),
                    "seconds": time.perf_counter() - start}
             print(json.dumps({k: row[k] for k in ("front_end", "seed", "held_out")}),
@@ -150,16 +194,30 @@ def write_accuracy_markdown(record, path):
         v, a = r["held_out"]["test_voices"], r["held_out"]["test_accents"]
         lines.append(f"| {r['seed']} | {r['front_end']} | {v['n']} | {_pct(v['float'])} | "
                      f"{a['n']} | {_pct(a['float'])} |")
-    lines += ["", "micro minus MFCC, float, points (mean over seeds; each seed in brackets):", "",
-              "| split | micro - MFCC |", "|---|---|"]
-    for split in ("test_voices", "test_accents"):
-        diffs = [100 * (m["held_out"][split]["float"] - f["held_out"][split]["float"])
-                 for f, m in zip(record["rows"][0::2], record["rows"][1::2])]
-        lines.append(f"| {split} | {sum(diffs) / len(diffs):+.2f} "
-                     f"({', '.join(f'{x:+.1f}' for x in diffs)}) |")
+    lines += _difference_lines(record)
     lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def _difference_lines(record):
+    """Each micro front end minus MFCC per split (mean over the seeds both ran)."""
+    by = {(r["front_end"], r["seed"]): r for r in record["rows"]}
+    names = list(dict.fromkeys(r["front_end"] for r in record["rows"]))
+    micro = [n for n in names if n != "mfcc"]
+    if "mfcc" not in names or not micro:
+        return ["", ("(no MFCC row to compare with: see bench/results/kws_frontend_accuracy.md "
+                "for the MFCC rows of the same seeds)")]
+    lines = ["", ("micro front end minus MFCC, float, points (mean over seeds; each seed in "
+                  "brackets):"), "", "| front end | split | minus MFCC |", "|---|---|---|"]
+    for name in micro:
+        seeds = [s for (n, s) in by if n == name and ("mfcc", s) in by]
+        for split in ("test_voices", "test_accents"):
+            diffs = [100 * (by[(name, s)]["held_out"][split]["float"]
+                            - by[("mfcc", s)]["held_out"][split]["float"]) for s in seeds]
+            lines.append(f"| {name} | {split} | {sum(diffs) / len(diffs):+.2f} "
+                         f"({', '.join(f'{x:+.1f}' for x in diffs)}) |")
+    return lines
 
 
 def _rewrite_bundle(src, dst):
@@ -353,6 +411,11 @@ def main(argv=None):
                         help="only the dense MFCC and micro rows' accuracy, no firmware")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0],
                         help="training seeds of --accuracy-only (comma-separated)")
+    parser.add_argument("--front-ends", type=lambda s: s.split(","), default=["mfcc", "micro"],
+                        help="rows of --accuracy-only (comma-separated): mfcc and names of "
+                             f"MICRO_VARIANTS ({', '.join(MICRO_VARIANTS)})")
+    parser.add_argument("--name", default="kws_frontend_accuracy",
+                        help="results file name of --accuracy-only (.json, .md in --out)")
     args = parser.parse_args(argv)
     command = "python bench/kws_frontend.py " + " ".join(argv if argv is not None
                                                          else sys.argv[1:])
@@ -382,10 +445,10 @@ def main(argv=None):
             "seconds": time.perf_counter() - start, "rows": rows,
         }
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "kws_frontend_accuracy.json"), "w") as f:
+        with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
             json.dump(record, f, indent=2, default=float)
             f.write("\n")
-        write_accuracy_markdown(record, os.path.join(args.out, "kws_frontend_accuracy.md"))
+        write_accuracy_markdown(record, os.path.join(args.out, f"{args.name}.md"))
         return 0
     rows = [run_row("mfcc dense", "mfcc", "dense", None, args, args.work),
             run_row("micro dense", "micro", "dense", None, args, args.work),

@@ -117,15 +117,24 @@ def test_signal_constants():
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_cepstral_front_end_matches_float_math():
+@pytest.mark.parametrize("settings", [
+    {}, {"even_smoothing": 0.0, "odd_smoothing": 0.0, "pcan_strength": 0.0,
+         "filterbank_scale": 0.08, "filterbank_zero_point": -100}])
+def test_cepstral_front_end_matches_float_math(settings):
+    fe = micro_frontend.MicroFrontEnd(**settings)
     pcm = _test_signal()
-    fb = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(stage="int8"), pcm)
-    norm = micro_frontend.measure_normalization(fb)
-    tflite = micro_frontend.frontend_tflite(norm)
-    q = micro_frontend.run_frontend(tflite, pcm)
+    fb = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe, stage="int8"), pcm, fe)
+    log = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe, stage="log"), pcm, fe)
+    # The int8 log filter bank is the int16 log quantized with the front end's scale.
+    expected_fb = np.clip(np.round(log / 64.0 / fe.filterbank_scale) + fe.filterbank_zero_point,
+                          -128, 127)
+    assert np.abs(fb - expected_fb).max() <= 1
+    norm = micro_frontend.measure_normalization(fb, fe)
+    tflite = micro_frontend.frontend_tflite(norm, fe)
+    q = micro_frontend.run_frontend(tflite, pcm, fe)
     assert q.shape == (3, 49, 10)
-    x = (fb.astype(np.float64) + 128) * micro_frontend.FILTERBANK_SCALE
-    weights, bias = micro_frontend.cepstral_weights(micro_frontend.MicroFrontEnd(), norm)
+    x = (fb.astype(np.float64) - fe.filterbank_zero_point) * fe.filterbank_scale
+    weights, bias = micro_frontend.cepstral_weights(fe, norm)
     expected = np.clip(np.round((x @ weights.T + bias) * 32), -128, 127)
     assert np.abs(q - expected).max() <= 1  # int8 weights: within one step
     with pytest.raises(ValueError, match="has 3 coefficients; the front end computes 10"):

@@ -33,11 +33,15 @@ def load_splits(keywords=None, difficulty="medium", size="medium", seed=0, front
     """`((train, val, test), info)`: the data with its validation split by speaker.
 
     `test` is held-out voices followed by held-out accents, as `load_synthetic_kws` returns it.
-    `front_end="micro"` gives the features of the micro front end (`micro_dataset`).
+    `front_end="micro"` gives the features of the micro front end (`micro_dataset`); a
+    `micro_frontend.MicroFrontEnd` those of the micro front end with its parameters.
     Keyword arguments go to `load_synthetic_kws`.
     """
-    from tfdynhp.datasets.kws import micro_dataset, micro_deploy
+    from tfdynhp.datasets.kws import micro_dataset, micro_deploy, micro_frontend
 
+    if isinstance(front_end, micro_frontend.MicroFrontEnd):
+        kwargs["frontend"] = front_end
+        front_end = micro_frontend.NAME
     load = (micro_dataset.load_synthetic_kws_micro if micro_deploy.is_micro(front_end)
             else load_synthetic_kws)
     (train, test), info = load(keywords, difficulty, size, seed, return_info=True, **kwargs)
@@ -141,7 +145,8 @@ def train_kws(out_dir=None, *, keywords=None, difficulty="medium", size="medium"
         data_verbose, verbose, keras_verbose: progress output.
         front_end: `"mfcc"` (MFCCs by TensorFlow) or `"micro"` (TFLite Micro's signal ops,
             the same `.tflite` in training and on the device; the `mcu` bundle then takes
-            raw audio). Defaults to `"mfcc"`.
+            raw audio), or a `micro_frontend.MicroFrontEnd` (the micro front end with those
+            parameters). Defaults to `"mfcc"`.
         kernels: TFLM kernels of the Cortex-M firmware (`"cmsis-nn"`, `"reference"`; `None`:
             CMSIS-NN).
         **options: `training.train` options (`arch` defaults to `"ds-cnn"`, `bn_momentum` to

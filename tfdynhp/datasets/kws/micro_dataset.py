@@ -19,7 +19,7 @@ from tfdynhp.datasets.kws.dataset import KWSInfo, load_synthetic_kws
 from tfdynhp.datasets.kws.features import FeatureNormalization
 
 FORMAT_VERSION = 2  # 2: the device front end quantizes the log with one QUANTIZE
-DEFAULT_FRONTEND = micro_frontend.MicroFrontEnd()
+DEFAULT_FRONTEND = micro_frontend.DEFAULT  # without noise reduction and PCAN (see there)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +65,10 @@ def load_synthetic_kws_micro(keywords=None, difficulty="medium", size="medium", 
 
     Arguments as `load_synthetic_kws` (`keywords`, `difficulty`, `size`, `seed`, and keyword
     arguments such as `unknown_words`, `accents`, `variants`, `workers`); `frontend` is the
-    `micro_frontend.MicroFrontEnd`. The first call synthesizes the audio (cached, 64 kB per
-    clip) and runs the front end over every clip in TFLite Micro (about 30 ms per clip).
+    `micro_frontend.MicroFrontEnd` (default `micro_frontend.DEFAULT`: micro_speech's without
+    noise reduction and PCAN; `MicroFrontEnd()` is micro_speech's). The first call synthesizes
+    the audio (cached, 64 kB per clip) and runs the front end over every clip in TFLite Micro
+    (about 30 ms per clip).
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`, x float32 `(n, 49, 10, 1)` (the dequantized

@@ -19,7 +19,7 @@ import numpy as np
 
 from tfdynhp.datasets.kws import micro_frontend
 
-FRONTEND = micro_frontend.MicroFrontEnd()
+FRONTEND = micro_frontend.DEFAULT
 
 
 @dataclasses.dataclass(frozen=True)
