@@ -141,6 +141,29 @@ def test_cepstral_front_end_matches_float_math(settings):
         micro_frontend.frontend_tflite(micro_frontend.FeatureNormalization((0,) * 3, (1,) * 3))
 
 
+def test_raw_audio_default_has_no_state_and_does_not_saturate():
+    """The raw-audio default (noise reduction and PCAN off, int8 log scale 0.08): a window's
+    features do not depend on the audio before it, and a loud chirp stays inside the int8 range;
+    micro_speech's front end (`MicroFrontEnd()`) depends on it, and its int8 scale saturates
+    once noise reduction and PCAN are off."""
+    fe, speech = micro_frontend.DEFAULT, micro_frontend.MicroFrontEnd()
+    assert micro_dataset.DEFAULT_FRONTEND is fe
+    pcm = _test_signal()
+    other = pcm[[0, 0]].copy()
+    other[1, :8000] = pcm[2, :8000] * 200  # different audio before sample 8000
+    late = slice(25, None)  # frames starting at 320 * 25 = 8000 and after
+    for front, equal in ((fe, True), (speech, False)):
+        q = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(front, "int8"), other,
+                                        front)
+        assert np.array_equal(q[0, late], q[1, late]) == equal
+    chirp = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe, "int8"), pcm[:1], fe)
+    assert chirp.max() < 127
+    narrow = dataclasses.replace(fe, filterbank_scale=micro_frontend.FILTERBANK_SCALE)
+    q = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(narrow, "int8"), pcm[:1],
+                                    narrow)
+    assert np.mean(q == 127) > 0.2
+
+
 def test_bad_audio_is_refused():
     tflite = micro_frontend.filterbank_tflite()
     with pytest.raises(ValueError, match=r"Expected int16 clips of shape \(n, 16000\). "
