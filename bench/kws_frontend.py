@@ -33,6 +33,12 @@ and PCAN on); `--name` the results file:
     python bench/kws_frontend.py --accuracy-only --size small --difficulty easy --epochs 12 \
         --seeds 0,1,2 --front-ends mfcc,micro-speech,micro-nr-pcan-off --name kws_frontend_variants
 
+`--saturation` measures, without training, how much of each micro front end's int8 log filter
+bank sits at its floor or top on the first `--clips` training clips (`kws_frontend_saturation.md`):
+
+    python bench/kws_frontend.py --saturation --size small --front-ends \
+        micro-speech,micro-pcan-off,micro-nr-pcan-off-narrow,micro
+
 `--flash-breakdown` takes the pruned raw-audio bundle of a full run (`--bundle`, default
 `<work>/micro_dynhp_25pct_macs/export/mcu`), writes it again with this checkout's templates
 (same models, same test clips), builds the Cortex-M4 CMSIS-NN firmware twice: the test build
@@ -151,6 +157,59 @@ def front_end_of(name):
     from tfdynhp.datasets.kws.micro_frontend import MicroFrontEnd
 
     return MicroFrontEnd(**MICRO_VARIANTS[name])
+
+
+def saturation_rows(args):
+    """`--saturation`: where each micro front end's int8 log filter bank sits at its ends, on
+    the first `--clips` training clips (`--size`, `--difficulty`, `--seed`)."""
+    import numpy as np
+
+    from tfdynhp.datasets.kws import micro_frontend
+    from tfdynhp.datasets.kws.dataset import load_synthetic_kws
+
+    (audio, _), _ = load_synthetic_kws(None, args.difficulty, args.size, args.seed, audio=True,
+                                       verbose=0)
+    pcm = micro_frontend.to_pcm16(audio[:args.clips])
+    rows = []
+    for name in args.front_ends:
+        if name == "mfcc":
+            continue
+        fe = front_end_of(name)
+        fe = micro_frontend.DEFAULT if fe == "micro" else fe
+        q = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe, "int8"), pcm, fe)
+        log = micro_frontend.run_frontend(micro_frontend.filterbank_tflite(fe, "log"), pcm,
+                                          fe) / 64.0
+        low, high = q == -128, q == 127
+        rows.append({"front_end": name, "clips": len(pcm), "floor": float(low.mean()),
+                     "top": float(high.mean()), "floor_first_frame": float(low[:, 0].mean()),
+                     "floor_last_frame": float(low[:, -1].mean()),
+                     "top_last_frame": float(high[:, -1].mean()),
+                     "log_percentiles": {p: float(np.percentile(log, p))
+                                         for p in (1, 10, 50, 90, 99.9)}})
+    return rows
+
+
+def write_saturation_markdown(record, path):
+    lines = [
+        "# Micro front ends: the int8 log filter bank at its floor (-128) and top (127)", "",
+        (f"Command: `{record['command']}` ({record['seconds'] / 60:.1f} min; "
+         f"{record['machine']})."), "",
+        (f"First {record['rows'][0]['clips']} training clips of synthetic-kws "
+         f"{record['data']['size']} {record['data']['difficulty']} (data seed "
+         f"{record['data']['seed']}), 49 frames x 40 channels each, every clip from a reset "
+         "front end (as in training and on the device). Percentiles of the int16 log (natural "
+         "log, before the int8 QUANTIZE)."), "",
+        ("| front end | at floor | at top | floor, first frame | floor, last frame | top, last "
+         "frame | log p1 / p10 / p50 / p90 / p99.9 |"), "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in record["rows"]:
+        pct = " / ".join(f"{v:.2f}" for v in r["log_percentiles"].values())
+        lines.append(f"| {r['front_end']} | {_pct(r['floor'])} % | {_pct(r['top'])} % | "
+                     f"{_pct(r['floor_first_frame'])} % | {_pct(r['floor_last_frame'])} % | "
+                     f"{_pct(r['top_last_frame'])} % | {pct} |")
+    lines.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
 
 
 def accuracy_rows(args):
@@ -414,6 +473,10 @@ def main(argv=None):
     parser.add_argument("--front-ends", type=lambda s: s.split(","), default=["mfcc", "micro"],
                         help="rows of --accuracy-only (comma-separated): mfcc and names of "
                              f"MICRO_VARIANTS ({', '.join(MICRO_VARIANTS)})")
+    parser.add_argument("--saturation", action="store_true",
+                        help="the int8 log filter bank of each micro --front-ends at its ends "
+                             "(first --clips training clips), no training")
+    parser.add_argument("--clips", type=int, default=200, help="clips of --saturation")
     parser.add_argument("--name", default="kws_frontend_accuracy",
                         help="results file name of --accuracy-only (.json, .md in --out)")
     args = parser.parse_args(argv)
@@ -432,6 +495,19 @@ def main(argv=None):
             f.write("\n")
         write_flash_markdown(record, os.path.join(args.out, "kws_flash.md"))
         with open(os.path.join(args.out, "kws_flash.md")) as f:
+            print(f.read())
+        return 0
+    if args.saturation:
+        rows = saturation_rows(args)
+        record = {"command": command, "machine": machine,
+                  "data": {"size": args.size, "difficulty": args.difficulty, "seed": args.seed},
+                  "seconds": time.perf_counter() - start, "rows": rows}
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "kws_frontend_saturation.json"), "w") as f:
+            json.dump(record, f, indent=2, default=float)
+            f.write("\n")
+        write_saturation_markdown(record, os.path.join(args.out, "kws_frontend_saturation.md"))
+        with open(os.path.join(args.out, "kws_frontend_saturation.md")) as f:
             print(f.read())
         return 0
     if args.accuracy_only:
