@@ -126,8 +126,9 @@ def add_parser(commands):
     kws.add_argument("--front-end", choices=("mfcc", "micro"), default="mfcc",
                      help="features: mfcc (TensorFlow's MFCCs, as MLPerf Tiny) or micro "
                      "(TFLite Micro's signal ops, the same model in training and on the device: "
-                     "the mcu bundle then takes 1 s of raw 16 kHz audio; measured 5.7 points "
-                     "below mfcc on held-out voices: bench/results/kws_frontend_accuracy.md) "
+                     "the mcu bundle then takes 1 s of raw 16 kHz audio; noise reduction and "
+                     "PCAN off: within 1 point of mfcc on held-out voices, "
+                     "bench/results/kws_frontend_variants.md) "
                      "(default: %(default)s)")
     kws.add_argument("--size", default="small",
                      help="total clips (train/val/test) or ci, small, medium, large "
