@@ -1,9 +1,10 @@
 """What a cut costs at once, as the tolerance rule measures it (issue 29, `defaults.md` §8).
 
 Trains a gated model of `bench/defaults_setups.py` with frozen gates (as the tolerance rule
-trains it) for `--epochs`, then, for cuts of several sizes (fractions of the MACs, lowest
-Taylor importance per MAC saved first, as `tfdynhp.policies.tolerance` proposes them), the
-validation accuracy with the cut units' gates at zero:
+trains it) for `--epochs`, re-estimates its BatchNormalization statistics and ranks its units
+(as the rule does before it cuts), then, for cuts of several sizes (fractions of the MACs,
+lowest Taylor importance per MAC saved first, as `tfdynhp.policies.tolerance` proposes them),
+the validation accuracy with the cut units' gates at zero:
 
 - `keras`: with Keras' moving BatchNormalization statistics (what the rule measured before);
 - `uncut_statistics`: with statistics re-estimated for the network before the cut;
@@ -37,7 +38,7 @@ from defaults_setups import PROBLEMS, problem
 
 import tfdynhp
 from tfdynhp.costs import units as resources
-from tfdynhp.model.batch_norm import sample_inputs
+from tfdynhp.model.batch_norm import recalibrate_batch_norm, restore_batch_norm, sample_inputs
 from tfdynhp.policies import tolerance
 from tfdynhp.policies.criteria import Taylor
 
@@ -61,30 +62,31 @@ def main(argv=None):
     model.fit(task.x, task.y, epochs=args.epochs, batch_size=task.batch_size, verbose=0)
     validation = (task.x_val, task.y_val)
     inputs = sample_inputs(task.x, 2048)
+    no_cut_keras = tolerance.evaluate(model, validation, "accuracy")
+    # The rule re-estimates the statistics before it ranks and cuts (kept until the end).
+    keras_statistics = recalibrate_batch_norm(model, inputs)
+    no_cut = tolerance.evaluate(model, validation, "accuracy")
     costs = resources.unit_costs(model, "macs")
     data = tolerance.as_arrays(validation)
-    cuts = []
-    for spatial in ("mean", "sum"):  # ranked as the rule did: with Keras' statistics
+    rows = []
+    for spatial in ("mean", "sum"):
         importance = Taylor(loss="sparse_categorical_crossentropy", spatial=spatial).scores(
             model, data)
         keys = tolerance.rank_scores(importance, costs, True)
         for step in STEPS:
             masks, _, units = tolerance.propose_cut(model, keys, step, "macs")
-            cuts.append((spatial, step, int(units), masks))
-    no_cut_keras = tolerance.evaluate(model, validation, "accuracy")
-    keras_values = [tolerance.trial_metric(model, m, validation, "accuracy")
-                    for *_, m in cuts]
-    # From here on the statistics are re-estimated for the uncut network (kept).
-    no_cut = tolerance.current_metric(model, validation, "accuracy", inputs=inputs)
-    rows = []
-    for (spatial, step, units, masks), keras_value in zip(cuts, keras_values):
-        uncut = tolerance.trial_metric(model, masks, validation, "accuracy")
-        recal = tolerance.trial_metric(model, masks, validation, "accuracy", inputs=inputs)
-        taken = {name: int((~mask).sum()) for name, mask in masks.items() if (~mask).sum()}
-        rows.append({"ranking": spatial, "step": step, "units": units,
-                     "keras": round(keras_value, 4), "uncut_statistics": round(uncut, 4),
-                     "recal": round(recal, 4), "taken": taken})
-        print(json.dumps(rows[-1]), flush=True)
+            taken = {name: int((~mask).sum()) for name, mask in masks.items() if (~mask).sum()}
+            rows.append({"ranking": spatial, "step": step, "units": int(units), "taken": taken,
+                         "masks": masks,
+                         "uncut_statistics": round(tolerance.trial_metric(
+                             model, masks, validation, "accuracy"), 4),
+                         "recal": round(tolerance.trial_metric(
+                             model, masks, validation, "accuracy", inputs=inputs), 4)})
+    restore_batch_norm(keras_statistics)
+    for row in rows:
+        row["keras"] = round(tolerance.trial_metric(model, row.pop("masks"), validation,
+                                                    "accuracy"), 4)
+        print(json.dumps(row), flush=True)
     result = {"command": "python bench/cut_cost.py " + " ".join(argv or sys.argv[1:]),
               "problem": args.problem, "epochs": args.epochs, "seed": args.seed,
               "no_cut": {"keras": round(no_cut_keras, 4), "recal": round(no_cut, 4)},
