@@ -137,8 +137,8 @@ def test_the_one_command(tmp_path, capsys):
     code = cli.main([
         "train", "--dataset", "synthetic-kws", "--arch", "ds-cnn", "--target", "50% macs",
         "--keywords", "lights on,lights off,stop", "--difficulty", "easy", "--size", "ci",
-        "--epochs", "1", "--limit-train", "200", "--export", "mcu", "--verify", "cortex-m4",
-        "--tflm-dir", TFLM_DIR, "--out", str(tmp_path), "--quiet"])
+        "--epochs", "1", "--limit-train", "200", "--front-end", "mfcc", "--export", "mcu",
+        "--verify", "cortex-m4", "--tflm-dir", TFLM_DIR, "--out", str(tmp_path), "--quiet"])
     assert code == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["mode"] == "dynhp" and s["n_train"] == 200 and s["data"]["labels"][0] == "lights on"

@@ -285,9 +285,10 @@ def test_raw_audio_firmware_on_qemu_cortex_m4(micro_ci, tmp_path):
 
 @pytest.mark.slow
 def test_the_one_command_with_raw_audio(tmp_path, capsys):
-    """`tfdynhp train --dataset synthetic-kws ... --front-end micro --export mcu --verify
-    cortex-m4`: a DS-CNN pruned to a quarter of its MACs, a raw-audio bundle with CMSIS-NN
-    kernels, verified, and every held-out clip classified on the device like in Python."""
+    """The issue's one command, `tfdynhp train --dataset synthetic-kws ... --export mcu
+    --verify cortex-m4` (the front end `auto` is `micro` when exporting for the MCU): a DS-CNN
+    pruned to a quarter of its MACs, a raw-audio bundle with CMSIS-NN kernels, verified, and
+    every held-out clip classified on the device like in Python."""
     from tfdynhp import cli
 
     reason = _missing_firmware() or (None if shutil.which("espeak-ng") else "no espeak-ng")
@@ -296,7 +297,7 @@ def test_the_one_command_with_raw_audio(tmp_path, capsys):
     code = cli.main([
         "train", "--dataset", "synthetic-kws", "--arch", "ds-cnn", "--target", "25% macs",
         "--keywords", "yes,no", "--difficulty", "easy", "--size", "240", "--epochs", "2",
-        "--front-end", "micro", "--export", "mcu", "--verify", "cortex-m4",
+        "--export", "mcu", "--verify", "cortex-m4",
         "--tflm-dir", TFLM_DIR, "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 0
     import json

@@ -123,12 +123,13 @@ def add_parser(commands):
                      "(default: Speech Commands' ten)")
     kws.add_argument("--difficulty", choices=("easy", "medium", "hard"), default="medium",
                      help="noise and channel effects (default: %(default)s)")
-    kws.add_argument("--front-end", choices=("mfcc", "micro"), default="mfcc",
+    kws.add_argument("--front-end", choices=("auto", "mfcc", "micro"), default="auto",
                      help="features: mfcc (TensorFlow's MFCCs, as MLPerf Tiny) or micro "
                      "(TFLite Micro's signal ops, the same model in training and on the device: "
                      "the mcu bundle then takes 1 s of raw 16 kHz audio; noise reduction and "
                      "PCAN off: within 1 point of mfcc on held-out voices, "
-                     "bench/results/kws_frontend_variants.md) "
+                     "bench/results/kws_frontend_variants.md); auto: micro when exporting for "
+                     "mcu (the only bundle whose firmware hears audio), else mfcc "
                      "(default: %(default)s)")
     kws.add_argument("--size", default="small",
                      help="total clips (train/val/test) or ci, small, medium, large "
@@ -217,6 +218,8 @@ def run(args):
     out_dir = common.check_out_dir(args.out)
     labels = info = None
     if kws:
+        if args.front_end == "auto":
+            args.front_end = "micro" if "mcu" in exports else "mfcc"
         if options["bn_momentum"] is None and options["model_path"] is None:
             options["bn_momentum"] = pipeline.BN_MOMENTUM
         data, info = _load_kws(args)
