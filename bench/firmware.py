@@ -103,9 +103,7 @@ def _slug(name):
 
 def _dscnn_rows(args):
     """DS-CNN dense, 1/2 and 1/4 MACs (DynHP), trained on synthetic-kws or reused from --work."""
-    import keras
 
-    from tfdynhp import costs, training
     from tfdynhp.training import kws as kws_training
 
     data, info = kws_training.load_splits(None, args.kws_difficulty, args.kws_size, args.seed,
@@ -115,34 +113,45 @@ def _dscnn_rows(args):
                                ("ds-cnn 1/2 MACs", "dynhp", "50% macs"),
                                ("ds-cnn 1/4 MACs", "dynhp", "25% macs")):
         folder = os.path.join(args.work, "dscnn", _slug(name))
-        path = os.path.join(folder, "model_stripped.keras")
         options = {"arch": "ds-cnn", "mode": mode, "target": target, "epochs": args.dscnn_epochs,
                    "batch_size": 32, "lr": 3e-3, "bn_momentum": kws_training.BN_MOMENTUM,
                    "seed": args.seed, "dataset": "synthetic-kws"}
         if mode == "dense":
             options["budget"] = None
-        start = time.perf_counter()
-        if args.retrain or not os.path.isfile(path):
-            result = training.train(data=data, out_dir=folder, verbose=0, keras_verbose=0,
-                                    labels=list(info.labels), **options)
-            model, test_accuracy = result.stripped, result.summary["test_accuracy"]
-            with open(os.path.join(folder, "bench_summary.json"), "w") as f:
-                json.dump({"test_accuracy": test_accuracy, "options": options}, f)
-        else:
-            model = keras.saving.load_model(path)
-            with open(os.path.join(folder, "bench_summary.json")) as f:
-                test_accuracy = json.load(f)["test_accuracy"]
-        rows.append({
-            "row": name,
-            "source": (f"tfdynhp.training.train({', '.join(f'{k}={v!r}' for k, v in options.items())})"
-                       f" on synthetic-kws ({args.kws_size}, {args.kws_difficulty}, MFCC 49x10)"),
-            "model": model,
-            "params": model.count_params(),
-            "macs": int(costs.model_costs(model).macs),
-            "test_accuracy": test_accuracy,
-            "train_seconds": time.perf_counter() - start,
-        })
+        rows.append(_trained_row(args, data, info, name, folder, options))
     return rows, ((data[0][0], data[0][1]), (data[-1][0], data[-1][1]))
+
+
+def _trained_row(args, data, info, name, folder, options):
+    """A DS-CNN row: trained by `tfdynhp.training.train(**options)` into `folder`, or loaded
+    from it (`--retrain` trains again), with its size, MACs and test accuracy."""
+    import keras
+
+    from tfdynhp import costs, training
+
+    path = os.path.join(folder, "model_stripped.keras")
+    start = time.perf_counter()
+    if args.retrain or not os.path.isfile(path):
+        result = training.train(data=data, out_dir=folder, verbose=0, keras_verbose=0,
+                                labels=list(info.labels), **options)
+        model, test_accuracy = result.stripped, result.summary["test_accuracy"]
+        with open(os.path.join(folder, "bench_summary.json"), "w") as f:
+            json.dump({"test_accuracy": test_accuracy, "options": options}, f)
+    else:
+        model = keras.saving.load_model(path)
+        with open(os.path.join(folder, "bench_summary.json")) as f:
+            test_accuracy = json.load(f)["test_accuracy"]
+    call = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    return {
+        "row": name,
+        "source": (f"tfdynhp.training.train({call}) on synthetic-kws "
+                   f"({args.kws_size}, {args.kws_difficulty}, MFCC 49x10)"),
+        "model": model,
+        "params": model.count_params(),
+        "macs": int(costs.model_costs(model).macs),
+        "test_accuracy": test_accuracy,
+        "train_seconds": time.perf_counter() - start,
+    }
 
 
 def _kws_data(args):
@@ -158,9 +167,7 @@ def _resource_rows(args, data, info):
     the MACs that model has, with a MACs target (does pricing units in the resource matter at
     equal MACs?); to 1/4 MACs with the gates' penalty (the ranking of units) in it; and to 1/4
     of it with the penalty in MACs (the amount in the resource, the ranking in MACs)."""
-    import keras
 
-    from tfdynhp import costs, training
     from tfdynhp.training import kws as kws_training
 
     resource = args.target_resource
@@ -172,32 +179,11 @@ def _resource_rows(args, data, info):
     for name, target, penalty in specs:
         target = target or f"{rows[0]['macs']} macs"
         folder = os.path.join(args.work, "dscnn", _slug(name))
-        path = os.path.join(folder, "model_stripped.keras")
         options = {"arch": "ds-cnn", "mode": "dynhp", "target": target, "penalty": penalty,
                    "epochs": args.dscnn_epochs, "batch_size": 32, "lr": 3e-3,
                    "bn_momentum": kws_training.BN_MOMENTUM, "seed": args.seed,
                    "dataset": "synthetic-kws"}
-        start = time.perf_counter()
-        if args.retrain or not os.path.isfile(path):
-            result = training.train(data=data, out_dir=folder, verbose=0, keras_verbose=0,
-                                    labels=list(info.labels), **options)
-            model, test_accuracy = result.stripped, result.summary["test_accuracy"]
-            with open(os.path.join(folder, "bench_summary.json"), "w") as f:
-                json.dump({"test_accuracy": test_accuracy, "options": options}, f)
-        else:
-            model = keras.saving.load_model(path)
-            with open(os.path.join(folder, "bench_summary.json")) as f:
-                test_accuracy = json.load(f)["test_accuracy"]
-        rows.append({
-            "row": name,
-            "source": (f"tfdynhp.training.train({', '.join(f'{k}={v!r}' for k, v in options.items())})"
-                       f" on synthetic-kws ({args.kws_size}, {args.kws_difficulty}, MFCC 49x10)"),
-            "model": model,
-            "params": model.count_params(),
-            "macs": int(costs.model_costs(model).macs),
-            "test_accuracy": test_accuracy,
-            "train_seconds": time.perf_counter() - start,
-        })
+        rows.append(_trained_row(args, data, info, name, folder, options))
     return rows
 
 
