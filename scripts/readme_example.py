@@ -38,6 +38,9 @@ def run_example(readme_text, index=0, examples=2000, epochs=3):
         return (x[keep], y[keep]), (x_test[:500], y_test[:500])
 
     tfdynhp.datasets.load = subset
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same run every time (the README leaves it unseeded)
     try:
         namespace = {}
         code = block.replace("epochs=10", f"epochs={epochs}")
