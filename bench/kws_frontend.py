@@ -493,26 +493,15 @@ def main(argv=None):
                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   **flash_breakdown(args)}
         record["seconds"] = time.perf_counter() - start
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "kws_flash.json"), "w") as f:
-            json.dump(record, f, indent=2, default=float)
-            f.write("\n")
-        write_flash_markdown(record, os.path.join(args.out, "kws_flash.md"))
-        with open(os.path.join(args.out, "kws_flash.md")) as f:
-            print(f.read())
+        _write(record, args.out, "kws_flash", write_flash_markdown, show=True)
         return 0
     if args.saturation:
         rows = saturation_rows(args)
         record = {"command": command, "machine": machine,
                   "data": {"size": args.size, "difficulty": args.difficulty, "seed": args.seed},
                   "seconds": time.perf_counter() - start, "rows": rows}
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "kws_frontend_saturation.json"), "w") as f:
-            json.dump(record, f, indent=2, default=float)
-            f.write("\n")
-        write_saturation_markdown(record, os.path.join(args.out, "kws_frontend_saturation.md"))
-        with open(os.path.join(args.out, "kws_frontend_saturation.md")) as f:
-            print(f.read())
+        _write(record, args.out, "kws_frontend_saturation", write_saturation_markdown,
+               show=True)
         return 0
     if args.accuracy_only:
         rows = accuracy_rows(args)
@@ -524,11 +513,7 @@ def main(argv=None):
             "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
             "seconds": time.perf_counter() - start, "rows": rows,
         }
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-            json.dump(record, f, indent=2, default=float)
-            f.write("\n")
-        write_accuracy_markdown(record, os.path.join(args.out, f"{args.name}.md"))
+        _write(record, args.out, args.name, write_accuracy_markdown)
         return 0
     rows = [run_row("mfcc dense", "mfcc", "dense", None, args, args.work),
             run_row("micro dense", "micro", "dense", None, args, args.work),
@@ -544,12 +529,20 @@ def main(argv=None):
         "seconds": time.perf_counter() - start,
         "rows": rows,
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "kws_frontend.json"), "w") as f:
+    _write(record, args.out, "kws_frontend", write_markdown)
+    return 0
+
+
+def _write(record, out, name, write_markdown_to, show=False):
+    """`<out>/<name>.json` and its table `<name>.md` (printed with `show`)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(record, f, indent=2, default=float)
         f.write("\n")
-    write_markdown(record, os.path.join(args.out, "kws_frontend.md"))
-    return 0
+    write_markdown_to(record, os.path.join(out, f"{name}.md"))
+    if show:
+        with open(os.path.join(out, f"{name}.md")) as f:
+            print(f.read())
 
 
 if __name__ == "__main__":
