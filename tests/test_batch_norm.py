@@ -93,6 +93,35 @@ def test_gates_take_test_time_values_and_stay_unfrozen():
     assert not gate.frozen
 
 
+def test_the_traced_pass_is_reused_until_a_surgery_and_then_measures_the_narrow_network():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(6, name="dense")(inputs)
+    hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+    outputs = keras.layers.Dense(2, name="out")(keras.layers.ReLU()(hidden))
+    model = tfdynhp.gate(keras.Model(inputs, outputs), seed=0)
+    x = _inputs(100)
+    recalibrate_batch_norm(model, x, batch_size=32)
+    first = model._tfdynhp_statistics_pass[2]
+    recalibrate_batch_norm(model, x[:50], batch_size=32)
+    assert model._tfdynhp_statistics_pass[2] is first
+    groups = tfdynhp.graph.gated_groups(model)
+    assert [g.units for g in groups] == [4, 6]  # the inputs, the BatchNormalization's units
+    tfdynhp.surgery.apply_keep_masks(model, {groups[1].name: np.arange(6) % 2 == 0})
+    recalibrate_batch_norm(model, x, batch_size=32)
+    assert model._tfdynhp_statistics_pass[2] is not first
+    hidden = model.get_layer("dense")(model.get_layer(groups[0].gate.name)(x)).numpy()
+    batches = [hidden[i:i + 32] for i in range(0, 100, 32)]
+    weights = np.array([len(b) for b in batches], np.float64) / 100
+    bn = model.get_layer("bn")
+    assert bn.moving_mean.shape == (hidden.shape[1],) == (3,)
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               sum(w * b.mean(0) for w, b in zip(weights, batches)),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(),
+                               sum(w * b.var(0) for w, b in zip(weights, batches)), rtol=1e-3)
+
+
 def test_sample_inputs_of_arrays_datasets_and_dynamic_batches():
     x = np.arange(50, dtype="float32").reshape(25, 2)
     drawn = sample_inputs(x, limit=10, seed=3)
