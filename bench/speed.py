@@ -379,10 +379,10 @@ def markdown(result):
                      f"{s['rows'][0]['step_cv_within_epoch']:.2f}.\n")
     if "epochs" in result:
         lines += ["## Whole-epoch time, DynHP / plain Keras (same widths and batch)\n",
-                  ("| model | batch | setting | plain s/epoch | DynHP s/epoch | ratio "
+                  ("| model | examples | batch | setting | plain s/epoch | DynHP s/epoch | ratio "
                    "| ratio, CPU time |"),
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['arch']} | {r['batch_size']} | {r['setting']} | "
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['arch']} | {r.get('n_train', '')} | {r['batch_size']} | {r['setting']} | "
                   f"{r['plain_epoch_s']:.3f} | {r['dynhp_epoch_s']:.3f} | {r['ratio']:.2f}x | "
                   + (f"{r['ratio_cpu']:.2f}x |" if "ratio_cpu" in r else "- |")
                   for r in result["epochs"]]
@@ -439,6 +439,10 @@ def main(argv=None):
     parser.add_argument("--settings", default="defaults,k=1,batch,jit",
                         help="settings of `epochs` (LeNet-5 runs those of them but batch, jit)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of epochs and frozen")
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="training examples of `epochs` for both models (default: 8,000 "
+                             "for the MLP, 1,500 for LeNet-5): a small set times the fixed "
+                             "cost of an epoch more than its steps")
     parser.add_argument("--out", default=os.path.join(RESULTS, "speed.json"))
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -459,8 +463,8 @@ def main(argv=None):
                   f"p90 {r['relative_error_p90']:.3f}, max {r['relative_error_max']:.3f}, "
                   f"candidate change <= {r['batch_candidate_change_max']}", flush=True)
     if "epochs" in parts:
-        rows = epoch_ratios("mlp", 1000 if q else 8000, batches, settings, rounds)
-        rows += epoch_ratios("lenet5", 300 if q else 1500, batches,
+        rows = epoch_ratios("mlp", 1000 if q else args.n_train or 8000, batches, settings, rounds)
+        rows += epoch_ratios("lenet5", 300 if q else args.n_train or 1500, batches,
                              tuple(s for s in settings if s not in ("batch", "jit")), rounds)
         result["epochs"] = rows
     if "frozen" in parts:
