@@ -74,6 +74,7 @@ CONFIGS = {
     "tol_step02": ({}, {"tolerance": Tolerance(step=0.2, max_step=0.5)}),
     "tol_nomaxdrop": ({}, {"tolerance": Tolerance(max_drop=None)}),
     "tol_maxdrop10": ({}, {"tolerance": Tolerance(max_drop=10.0)}),
+    "tol_maxdrop5": ({}, {"tolerance": Tolerance(max_drop=5.0)}),  # the default until §9
     "tol_norecal": ({}, {"tolerance": Tolerance(recalibrate=False)}),
     # The target path, for comparison, and with less gate noise.
     "target50": ({}, {"target": "50% macs"}),

@@ -141,14 +141,14 @@ def test_a_cut_within_tolerance_is_checked_then_committed_and_the_next_one_grows
 
 
 def test_a_proposed_cut_that_costs_too_much_at_once_is_halved():
-    controller = tol.Tolerance(0.01, monitor="val_accuracy", warmup=None, step=0.3)
+    controller = tol.Tolerance(0.01, monitor="val_accuracy", warmup=None, step=0.3, max_drop=5)
     side = Recorder(lambda step: 0.90 - step / 2)  # 0.3 -> 15 points, 0.15 -> 7.5, 0.075 ->
     record = side.epoch(controller, 0.90)
     assert side.proposed == pytest.approx([0.3, 0.15, 0.075])
     assert [t.committed for t in record["trials"]] == [False, False, True]
     assert side.cuts == [pytest.approx(0.075)] and record["state"] == "cutting"
     # Nothing within max_drop in max_trials: no cut this epoch, a smaller step next time.
-    controller = tol.Tolerance(0.01, monitor="val_accuracy", warmup=None, step=0.3)
+    controller = tol.Tolerance(0.01, monitor="val_accuracy", warmup=None, step=0.3, max_drop=5)
     side = Recorder(lambda step: 0.5)
     record = side.epoch(controller, 0.90)
     assert record["state"] == "refused" and side.cuts == []
