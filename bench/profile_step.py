@@ -85,7 +85,7 @@ def _patched(part):
     elif part == "no_penalty":
         patch(GatedModel, "l0_penalty", lambda self: tf.constant(0.0))
     elif part == "no_gate_adam":
-        patch(HardConcreteGate, "apply_gradient", lambda self, gradient: None)
+        patch(HardConcreteGate, "apply_gradient", lambda self, gradient, apply=True: None)
     elif part == "no_noise":
         def call(self, inputs, training=False):
             z = gate_math.deterministic_gates(self.log_alpha, **self._gate_kwargs())
