@@ -10,7 +10,7 @@ side by side, interleaved in rounds):
 - `epochs`: whole-`fit`-epoch time of `tfdynhp.gate()` + `DynamicBatches` + `DynHPCallback`
   (batch rule on, no pruning, `alpha_bs=1` so widths and batch stay fixed) over plain Keras
   `fit` on arrays at the same widths and batch, at batch 16, 128 and 512, for LeNet-300-100
-  and LeNet-5, per setting of the levers (`defaults`; `k=1`, the variance on every step;
+  and LeNet-5 (and the DS-CNN, `--archs mlp,lenet5,ds_cnn`), per setting of the levers (`defaults`; `k=1`, the variance on every step;
   `batch`, one gate sample per mini-batch; `jit`, `jit_compile=True`).
 - `run`: a real DynHP run (pruning, growing batch) per gate sampling: test accuracy, final
   widths, time per example at the first and last epoch, against a plain model of the final
@@ -64,11 +64,25 @@ def load(n_train, n_test, image=False, seed=0):
     return x[train], y[train], x_test[test], y_test[test]
 
 
+def training_data(arch, n_train, seed=0):
+    """`(x, y)` for timing `arch`: Fashion-MNIST for the MLP and LeNet-5; for the DS-CNN,
+    seeded normal inputs of its 49 x 10 MFCC shape and 12 classes (time per step does not
+    depend on the values; synthesizing speech here would take minutes)."""
+    if arch == "ds_cnn":
+        rng = np.random.default_rng(seed)
+        return (rng.normal(size=(n_train, 49, 10, 1)).astype("float32"),
+                rng.integers(0, 12, n_train))
+    x, y, _, _ = load(n_train, 1, image=arch == "lenet5", seed=seed)
+    return x, y
+
+
 def base_model(arch, seed=0, widths=None):
     if arch == "mlp":
         if widths is None:
             return architectures.mlp(784, seed=seed)
         return architectures.mlp(widths[0], hidden=widths[1:], seed=seed)
+    if arch == "ds_cnn":
+        return architectures.ds_cnn(seed=seed)
     return architectures.lenet5(seed=seed)
 
 
@@ -183,7 +197,7 @@ class _Case:
 
 
 def epoch_ratios(arch, n_train, batches, settings, rounds, epochs=2):
-    x, y, _, _ = load(n_train, 1, image=arch == "lenet5")
+    x, y = training_data(arch, n_train)
     rows = []
     for batch in batches:
         cases = [_Case(arch, batch, s, x, y) for s in ("plain", *settings)]
@@ -439,10 +453,13 @@ def main(argv=None):
     parser.add_argument("--settings", default="defaults,k=1,batch,jit",
                         help="settings of `epochs` (LeNet-5 runs those of them but batch, jit)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of epochs and frozen")
+    parser.add_argument("--archs", default="mlp,lenet5",
+                        help="models of `epochs`: mlp, lenet5, ds_cnn (the DS-CNN on random "
+                             "inputs of its MFCC shape)")
     parser.add_argument("--n-train", type=int, default=None,
-                        help="training examples of `epochs` for both models (default: 8,000 "
-                             "for the MLP, 1,500 for LeNet-5): a small set times the fixed "
-                             "cost of an epoch more than its steps")
+                        help="training examples of `epochs` for every model (default: 8,000 "
+                             "for the MLP, 1,500 for LeNet-5 and the DS-CNN): a small set "
+                             "times the fixed cost of an epoch more than its steps")
     parser.add_argument("--out", default=os.path.join(RESULTS, "speed.json"))
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -463,9 +480,14 @@ def main(argv=None):
                   f"p90 {r['relative_error_p90']:.3f}, max {r['relative_error_max']:.3f}, "
                   f"candidate change <= {r['batch_candidate_change_max']}", flush=True)
     if "epochs" in parts:
-        rows = epoch_ratios("mlp", 1000 if q else args.n_train or 8000, batches, settings, rounds)
-        rows += epoch_ratios("lenet5", 300 if q else args.n_train or 1500, batches,
-                             tuple(s for s in settings if s not in ("batch", "jit")), rounds)
+        archs = args.archs.split(",")
+        rows = []
+        if "mlp" in archs:
+            rows += epoch_ratios("mlp", 1000 if q else args.n_train or 8000, batches, settings,
+                                 rounds)
+        for arch in (a for a in ("lenet5", "ds_cnn") if a in archs):
+            rows += epoch_ratios(arch, 300 if q else args.n_train or 1500, batches,
+                                 tuple(s for s in settings if s not in ("batch", "jit")), rounds)
         result["epochs"] = rows
     if "frozen" in parts:
         result["frozen"] = frozen_ratios(1000 if q else 8000, batches, rounds)
