@@ -668,6 +668,7 @@ class DynHPCallback(keras.callbacks.Callback):
         self.binding = None
         self._validation = None
         self._tolerance_warned = False
+        self._resolution_checked = False
         self._tolerance_froze = []
         self._tolerance_text = ""
         self._saved_gates = None
@@ -723,6 +724,19 @@ class DynHPCallback(keras.callbacks.Callback):
                 "`validation_data=(x_val, y_val)` or `validation_split=0.1` to `fit`, or "
                 "`DynHPCallback(tolerance=None)` to choose the threshold rule.", stacklevel=2)
             self._tolerance_warned = True
+
+    def _warn_resolution(self, tolerance):
+        """Once per fit, as soon as the rule has a reference: warns when the validation
+        arrays are too few to resolve the tolerance (`tolerance_lib.resolution_message`)."""
+        if self._resolution_checked or tolerance.best is None:
+            return
+        self._resolution_checked = True
+        examples = (len(self._validation[0]) if isinstance(self._validation, tuple)
+                    else None)
+        message = tolerance_lib.resolution_message(tolerance.monitor, tolerance.best, examples,
+                                                   tolerance.tolerance)
+        if message:
+            warnings.warn(message, stacklevel=2)
 
     def _tolerance_monitor(self, logs):
         """The `Tolerance` when this epoch can use it (validation data and the monitored
@@ -829,6 +843,7 @@ class DynHPCallback(keras.callbacks.Callback):
         if tolerance.pending is not None:
             provisional = 1.0 - tolerance.pending.amount_after / after if after else 0.0
         self._record_tolerance(tolerance, result, before, after, record, provisional)
+        self._warn_resolution(tolerance)
         if result["state"] in ("converged", "exhausted") or (
                 result["state"] == "undone" and tolerance.converged):
             self.binding = "tolerance"

@@ -439,6 +439,8 @@ def test_validation_split_is_found_and_no_warning_is_given(trained, digits):
     callback = DynHPCallback(tolerance=tol.Tolerance(0.01, warmup=None))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
+        # 280 examples cannot resolve one point (the resolution warning, tested below).
+        warnings.filterwarnings("ignore", message=".*standard error", category=UserWarning)
         trained.fit(x, y, epochs=2, batch_size=64, verbose=0, validation_split=0.2,
                     callbacks=[callback])
     assert callback.history[0]["dynhp/tolerance/state"] == "cutting"
@@ -517,3 +519,25 @@ def test_a_resumed_run_continues_the_rule_and_its_pending_cut(trained, digits, t
     assert states[0] in ("committed", "holding", "undone")  # the pending cut is judged
     assert "warmup" not in states
     assert not any(g.folded or g.frozen for g in resumed.gate_layers)
+
+
+def test_the_resolution_of_a_validation_set_against_the_tolerance():
+    assert tol.standard_error(0.9, 270) == pytest.approx(0.01826, abs=1e-5)
+    assert tol.standard_error(1.2, 10) == 0.0  # clipped to [0, 1]
+    message = tol.resolution_message("val_accuracy", 0.9, 270, 0.01)
+    assert "270 examples" in message and "tolerance=0.04" in message
+    assert tol.resolution_message("val_accuracy", 0.9, 6000, 0.01) is None
+    assert tol.resolution_message("val_loss", 0.9, 10, 0.01) is None  # no bound for a loss
+    assert tol.resolution_message("val_accuracy", 0.9, None, 0.01) is None  # size unknown
+
+
+def test_a_fit_warns_once_when_its_validation_set_cannot_resolve_the_tolerance(trained,
+                                                                                digits):
+    x, y, xv, yv = digits
+    callback = DynHPCallback(tolerance=tol.Tolerance(0.01, warmup=None))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained.fit(x, y, epochs=3, batch_size=64, verbose=0,
+                    validation_data=(xv[:150], yv[:150]), callbacks=[callback])
+    found = [w for w in caught if "standard error" in str(w.message)]
+    assert len(found) == 1 and "150 examples" in str(found[0].message)

@@ -166,6 +166,35 @@ def verdict(within, held, patience, final=False):
     return "hold"
 
 
+def standard_error(accuracy, examples):
+    """One binomial standard error of an accuracy measured on `examples` examples: how far a
+    validation accuracy moves by the luck of the draw alone.
+
+    Example:
+    >>> round(standard_error(0.9, 270), 4), round(standard_error(0.9, 6000), 4)
+    (0.0183, 0.0039)
+    """
+    p = min(max(float(accuracy), 0.0), 1.0)
+    return math.sqrt(p * (1.0 - p) / max(int(examples), 1))
+
+
+def resolution_message(monitor, accuracy, examples, tolerance):
+    """A warning when `tolerance` is below one standard error of the monitored accuracy on
+    `examples` validation examples (the rule would then judge cuts by noise), else None.
+    Only for accuracy-like monitors (a loss has no such bound)."""
+    if "acc" not in monitor.lower() or not examples:
+        return None
+    error = standard_error(accuracy, examples)
+    if error <= tolerance:
+        return None
+    suggested = math.ceil(200 * error) / 100  # two standard errors, rounded up to a point
+    return (f"DynHPCallback: the validation data has {examples} examples; at {monitor} "
+            f"{accuracy:.2f} one standard error is {error:.3f}, more than the tolerance "
+            f"{tolerance:g}: cuts are judged on noise, and the pruned model can end several "
+            "points below the plain one (bench/defaults.md section 9). Pass more validation "
+            f"data, or DynHPCallback(tolerance={suggested:g}) for a bar the data can resolve.")
+
+
 def last_cut_epoch(epochs, until):
     """The last epoch (1-based) at whose end a provisional cut is made: `until` of the fit's
     `epochs` (rounded, at least 1), so that the network has the remaining epochs to train
