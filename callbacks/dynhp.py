@@ -485,6 +485,8 @@ class DynHPCallback(keras.callbacks.Callback):
                                          self._commit, self._undo)
             if self.history:
                 self.history[-1][TOLERANCE_PREFIX + "final_trial"] = vars(last)
+        if self.tolerance is not None and self._validation is not None:
+            self._warn_resolution(self.tolerance)
         if self._tolerance_froze:
             for gate in self._tolerance_froze:
                 gate.unfreeze()
@@ -726,8 +728,9 @@ class DynHPCallback(keras.callbacks.Callback):
             self._tolerance_warned = True
 
     def _warn_resolution(self, tolerance):
-        """Once per fit, as soon as the rule has a reference: warns when the validation
-        arrays are too few to resolve the tolerance (`tolerance_lib.resolution_message`)."""
+        """At the end of a fit, at the accuracy the run reached (its reference): warns when
+        the validation arrays were too few to resolve the tolerance
+        (`tolerance_lib.resolution_message`), so that the next run can choose better."""
         if self._resolution_checked or tolerance.best is None:
             return
         self._resolution_checked = True
@@ -843,7 +846,6 @@ class DynHPCallback(keras.callbacks.Callback):
         if tolerance.pending is not None:
             provisional = 1.0 - tolerance.pending.amount_after / after if after else 0.0
         self._record_tolerance(tolerance, result, before, after, record, provisional)
-        self._warn_resolution(tolerance)
         if result["state"] in ("converged", "exhausted") or (
                 result["state"] == "undone" and tolerance.converged):
             self.binding = "tolerance"

@@ -190,9 +190,10 @@ def resolution_message(monitor, accuracy, examples, tolerance):
     suggested = math.ceil(200 * error) / 100  # two standard errors, rounded up to a point
     return (f"DynHPCallback: the validation data has {examples} examples; at {monitor} "
             f"{accuracy:.2f} one standard error is {error:.3f}, more than the tolerance "
-            f"{tolerance:g}: cuts are judged on noise, and the pruned model can end several "
-            "points below the plain one (bench/defaults.md section 9). Pass more validation "
-            f"data, or DynHPCallback(tolerance={suggested:g}) for a bar the data can resolve.")
+            f"{tolerance:g}: cuts were judged on noise, and the pruned model can be several "
+            "points below the plain one (bench/defaults.md section 9). Next time pass more "
+            f"validation data, or DynHPCallback(tolerance={suggested:g}) for a bar the data "
+            "can resolve.")
 
 
 def last_cut_epoch(epochs, until):
