@@ -670,7 +670,6 @@ class DynHPCallback(keras.callbacks.Callback):
         self.binding = None
         self._validation = None
         self._tolerance_warned = False
-        self._resolution_checked = False
         self._tolerance_froze = []
         self._tolerance_text = ""
         self._saved_gates = None
@@ -731,9 +730,8 @@ class DynHPCallback(keras.callbacks.Callback):
         """At the end of a fit, at the accuracy the run reached (its reference): warns when
         the validation arrays were too few to resolve the tolerance
         (`tolerance_lib.resolution_message`), so that the next run can choose better."""
-        if self._resolution_checked or tolerance.best is None:
+        if tolerance.best is None:
             return
-        self._resolution_checked = True
         examples = (len(self._validation[0]) if isinstance(self._validation, tuple)
                     else None)
         message = tolerance_lib.resolution_message(tolerance.monitor, tolerance.best, examples,

@@ -51,7 +51,8 @@ def recalibrate_batch_norm(model, x, batch_size=128):
         What it replaced, for `restore_batch_norm`; `[]` when the model has no such layer.
     """
     layers = batch_norm_layers(model)
-    if not layers:
+    x = np.asarray(x)
+    if not layers or not len(x):
         return []
     saved = [(layer, np.array(layer.moving_mean.numpy()), np.array(layer.moving_variance.numpy()),
               layer.momentum) for layer in layers]
@@ -69,7 +70,6 @@ def recalibrate_batch_norm(model, x, batch_size=128):
     # mean is accumulated here.
     for layer in layers:
         layer.momentum = 0.0
-    x = np.asarray(x)
     try:
         batch_statistics = _statistics_pass(model, layers, x.shape[1:], x.dtype)
         sums = None

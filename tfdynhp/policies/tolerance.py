@@ -296,7 +296,7 @@ class Tolerance:
         max_drop: a proposed cut that costs more than `max_drop * tolerance` at once (its
             trial against the epoch's metric, before the network trains around it) is
             halved, at most `max_trials` times; `None`: no such check. Defaults to `10`
-            (5 stopped MobileNet 0.25 at 1.7x fewer MACs, 10 reached 2.6x at better accuracy:
+            (5 stopped MobileNet 0.25 at 1.7x fewer MACs, 10 reached 2.8x at better accuracy:
             `bench/defaults.md` §9; the epoch of training around the cut judges it anyway).
         max_trials: trials of a proposed cut per epoch. Defaults to `3`.
         resource_aware: rank by importance per unit of resource saved. Defaults to `True`.
